@@ -184,6 +184,11 @@ class Provider(enum.StrEnum):
 class ModelConfig(_Strict):
     name: str = Field(min_length=1, description="Name used in thresholds, ROIs and results.")
     path: Path = Field(description="The .onnx file; its manifest.json lies beside it.")
+    judge: bool = Field(
+        default=True,
+        description="False: the model only names the defect class of parts that other "
+        "models flag; it never changes a verdict by itself.",
+    )
 
 
 class ClassThreshold(_Strict):
@@ -308,7 +313,7 @@ def format_validation_error(err: ValidationError, file: Path | str) -> list[str]
     return lines
 
 
-class RecipeInvalid(ConfigError):
+class RecipeInvalidError(ConfigError):
     """A recipe failed validation; `problems` holds one line per error with its key path."""
 
     def __init__(self, file: Path, problems: list[str]) -> None:
@@ -344,11 +349,11 @@ def load_recipe(path: Path | str) -> Recipe:
     except yaml.YAMLError as err:
         raise ConfigError(f"{file}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
-        raise RecipeInvalid(file, [f"{file}: <root>: expected a mapping of recipe keys"])
+        raise RecipeInvalidError(file, [f"{file}: <root>: expected a mapping of recipe keys"])
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeInvalid(file, format_validation_error(err, file)) from err
+        raise RecipeInvalidError(file, format_validation_error(err, file)) from err
     resolved: Recipe = _resolve(file.resolve().parent, recipe)
     return resolved
 

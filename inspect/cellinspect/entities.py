@@ -197,3 +197,17 @@ class InspectionResult:
             "calibration_sha256": self.calibration_sha256,
             "image_paths": dict(self.image_paths),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class InspectedFrame:
+    """A result plus the pictures behind it, for the store and the review page.
+
+    `image` is the frame as the models' ROIs were cut from it (after preprocessing such as
+    undistortion); `overlay` is that image with the anomaly heatmap blended in, when a model
+    produced a map. Both are None when the frame could not be read.
+    """
+
+    result: InspectionResult
+    image: ImageU8 | None = None
+    overlay: ImageU8 | None = None

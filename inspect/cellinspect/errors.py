@@ -31,5 +31,5 @@ class ModelError(CellInspectError):
     """A model file or manifest is missing, mismatched, or failed to run."""
 
 
-class DeadlineExceeded(CellInspectError):
+class DeadlineExceededError(CellInspectError):
     """An inspection did not finish within the recipe's deadline."""

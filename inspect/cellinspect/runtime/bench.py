@@ -1,0 +1,145 @@
+"""`cellinspect bench`: where the time goes, per stage, against bare session.run.
+
+The overhead figure compares, on the same images, the end-to-end time per image (decode,
+preprocessing, model input, session.run, post-processing, decision, result) with the time of
+session.run alone on already-prepared tensors. Medians, not means: these machines are shared.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cellinspect.entities import Frame
+from cellinspect.preprocess.chain import roi_crops
+from cellinspect.runtime.inspector import Inspector
+from cellinspect.runtime.pipeline import run_pipeline
+from cellinspect.sources.decode import decode_image_file
+from cellinspect.sources.listing import list_folder
+from cellinspect.sources.registry import source_for_paths
+
+Progress = Callable[[int, int], None]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class BenchReport:
+    images: int
+    repeats: int
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
+    bare_run_ms: list[float] = field(default_factory=list)
+    end_to_end_ms: list[float] = field(default_factory=list)
+    pipeline_throughput: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def median(self, values: Sequence[float]) -> float:
+        return float(np.median(values)) if values else float("nan")
+
+    def p99(self, values: Sequence[float]) -> float:
+        return float(np.percentile(values, 99)) if values else float("nan")
+
+    @property
+    def overhead_ratio(self) -> float:
+        """(end-to-end - bare session.run) / bare session.run, from medians."""
+        bare = self.median(self.bare_run_ms)
+        return (self.median(self.end_to_end_ms) - bare) / bare
+
+    @property
+    def e2e_to_bare(self) -> float:
+        return self.median(self.end_to_end_ms) / self.median(self.bare_run_ms)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "images": self.images,
+            "repeats": self.repeats,
+            "stages_ms": {
+                k: {"p50": self.median(v), "p99": self.p99(v)} for k, v in self.stages_ms.items()
+            },
+            "bare_session_run_ms": {
+                "p50": self.median(self.bare_run_ms),
+                "p99": self.p99(self.bare_run_ms),
+            },
+            "end_to_end_ms": {
+                "p50": self.median(self.end_to_end_ms),
+                "p99": self.p99(self.end_to_end_ms),
+            },
+            "end_to_end_over_bare": self.e2e_to_bare,
+            "overhead_ratio": self.overhead_ratio,
+            "pipeline_throughput_per_s": self.pipeline_throughput,
+            "peak_rss_mb": self.peak_rss_mb,
+        }
+
+
+def _bare_run_ms(inspector: Inspector, frame: Frame) -> float:
+    """session.run time alone for one frame, on tensors prepared beforehand."""
+    prepared = inspector.chain(frame.image)
+    crops = dict(roi_crops(prepared, inspector.recipe.rois))
+    total = 0.0
+    for runner in inspector.runners:
+        rois = [
+            r.name for r in inspector.recipe.rois if r.models is None or runner.name in r.models
+        ]
+        batch = runner.prepare([crops[n] for n in (rois or list(crops))])
+        t = time.perf_counter()
+        runner.run(batch)
+        total += (time.perf_counter() - t) * 1000.0
+    return total
+
+
+def run_bench(
+    inspector: Inspector,
+    paths: Sequence[Path],
+    repeats: int = 3,
+    progress: Progress | None = None,
+) -> BenchReport:
+    """Time every stage over `repeats` passes of the images, then bare session.run."""
+    files = _expand(paths)
+    report = BenchReport(images=len(files), repeats=repeats)
+    total_steps = len(files) * repeats * 2
+    step = 0
+    for _ in range(repeats):
+        for frame_id, path in enumerate(files):
+            t = time.perf_counter()
+            image = decode_image_file(path)
+            decode_ms = (time.perf_counter() - t) * 1000.0
+            frame = Frame(image=image, frame_id=frame_id, source="bench", path=str(path))
+            result = inspector.inspect(frame).result
+            report.stages_ms.setdefault("decode", []).append(decode_ms)
+            for stage, ms in result.timings_ms.items():
+                report.stages_ms.setdefault(stage, []).append(ms)
+            report.end_to_end_ms.append(decode_ms + result.timings_ms.get("total", 0.0))
+            step += 1
+            if progress is not None:
+                progress(step, total_steps)
+    frames = [
+        Frame(image=decode_image_file(p), frame_id=i, source="bench", path=str(p))
+        for i, p in enumerate(files)
+    ]
+    for _ in range(repeats):
+        for frame in frames:
+            report.bare_run_ms.append(_bare_run_ms(inspector, frame))
+            step += 1
+            if progress is not None:
+                progress(step, total_steps)
+    stats = run_pipeline(source_for_paths(files), inspector, lambda _r: None, threading.Event())
+    report.pipeline_throughput = stats.throughput
+    report.peak_rss_mb = peak_rss_mb()
+    return report
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    """Files as given, folders expanded in the order the folder source uses."""
+    files: list[Path] = []
+    for path in paths:
+        files.extend(list_folder(path) if path.is_dir() else [path])
+    return files

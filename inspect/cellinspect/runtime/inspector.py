@@ -1,0 +1,311 @@
+"""The inspector: one loaded recipe that turns a frame into a verdict, timed stage by stage.
+
+Everything that can go wrong for one part (unreadable frame, preprocessing error, model error,
+missed deadline) becomes a fail-safe result with the reason, never an exception out of
+`inspect` and never PASS.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cellinspect.calibration.camera_file import CameraCalibration, load_camera_calibration
+from cellinspect.config import Recipe, load_recipe, recipe_sha256
+from cellinspect.decision.rules import (
+    PartDecision,
+    ResolvedThresholds,
+    decide_part,
+    decide_roi,
+    fail_safe_decision,
+    resolve_thresholds,
+)
+from cellinspect.entities import (
+    Frame,
+    FrameFailure,
+    ImageU8,
+    InspectedFrame,
+    InspectionResult,
+    ModelOutput,
+    RoiDecision,
+    SourceItem,
+    Verdict,
+)
+from cellinspect.errors import CellInspectError
+from cellinspect.inference.runner import ModelRunner, SessionOptions, Tensor
+from cellinspect.preprocess.chain import PreprocessChain, build_chain, roi_crops
+
+log = logging.getLogger(__name__)
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Which ROIs each model looks at, fixed once per recipe."""
+
+    runner: ModelRunner
+    roi_names: tuple[str, ...]
+    input_key: str  # equal for models that take the same tensor
+
+
+class Inspector:
+    """A recipe loaded into memory: preprocessing chain, verified models, thresholds."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        recipe_sha: str,
+        runners: Sequence[ModelRunner],
+        calibration: CameraCalibration | None = None,
+        make_overlays: bool = False,
+    ) -> None:
+        self.recipe = recipe
+        self.recipe_sha256 = recipe_sha
+        self.calibration = calibration
+        self.make_overlays = make_overlays
+        self.chain: PreprocessChain = build_chain(recipe.preprocess, calibration)
+        self.runners = list(runners)
+        by_name = {r.name: r for r in self.runners}
+        overrides = recipe.decision.thresholds
+        judges = {m.name: m.judge for m in recipe.models}
+        self.thresholds: dict[str, ResolvedThresholds] = {
+            r.name: resolve_thresholds(
+                r.name, r.manifest, overrides.get(r.name), judges.get(r.name, True)
+            )
+            for r in self.runners
+        }
+        roi_names = [roi.name for roi in recipe.rois] or ["frame"]
+        plans = []
+        for runner in self.runners:
+            rois = tuple(
+                roi.name for roi in recipe.rois if roi.models is None or runner.name in roi.models
+            ) or (tuple(roi_names) if not recipe.rois else ())
+            key = runner.manifest.input.model_dump_json()
+            plans.append(_Plan(runner=by_name[runner.name], roi_names=rois, input_key=key))
+        self._plans = plans
+        self._frame_counter = 0
+
+    @classmethod
+    def from_recipe(
+        cls, path: Path | str, make_overlays: bool = False, recipe: Recipe | None = None
+    ) -> Inspector:
+        """Load recipe, calibration and models; a bad file fails here, before any part."""
+        recipe_path = Path(path)
+        recipe = recipe or load_recipe(recipe_path)
+        calibration = load_camera_calibration(recipe.calibration) if recipe.calibration else None
+        options = SessionOptions.from_runtime(recipe.runtime)
+        runners = [ModelRunner.load(m.name, m.path, options) for m in recipe.models]
+        return cls(recipe, recipe_sha256(recipe_path), runners, calibration, make_overlays)
+
+    @property
+    def recipe_name(self) -> str:
+        return self.recipe.name
+
+    # ------------------------------------------------------------------ public entry points
+
+    def inspect(self, item: SourceItem) -> InspectedFrame:
+        """Judge one source item; never raises for the item's content."""
+        if isinstance(item, FrameFailure):
+            return self._failure(item, f"frame not read: {item.reason}", {})
+        return self._inspect_frame(item)
+
+    def inspect_image(
+        self,
+        image: ImageU8,
+        name: str | None = None,
+        part_id: int | None = None,
+        encoder: int | None = None,
+    ) -> InspectedFrame:
+        """Judge an image handed over by the API or the PLC trigger path."""
+        frame_id = self._next_frame_id()
+        try:
+            frame = Frame(
+                image=image,
+                frame_id=frame_id,
+                source="api",
+                path=name,
+                part_id=part_id,
+                encoder=encoder,
+            )
+        except (TypeError, ValueError) as err:
+            failure = FrameFailure(
+                frame_id=frame_id, source="api", reason=str(err), path=name, part_id=part_id
+            )
+            return self.inspect(failure)
+        return self._inspect_frame(frame)
+
+    def close(self) -> None:
+        """Release the sessions (they hold threads and memory)."""
+        self.runners.clear()
+        self._plans.clear()
+
+    # ------------------------------------------------------------------ internals
+
+    def _next_frame_id(self) -> int:
+        self._frame_counter += 1
+        return self._frame_counter - 1
+
+    def _inspect_frame(self, frame: Frame) -> InspectedFrame:
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        prepared: ImageU8 | None = None
+        try:
+            t = time.perf_counter()
+            prepared = self.chain(frame.image)
+            crops = dict(roi_crops(prepared, self.recipe.rois))
+            timings["preprocess"] = _ms_since(t)
+            outputs = self._run_models(crops, timings)
+            t = time.perf_counter()
+            rois = [
+                decide_roi(roi_name, outputs.get(roi_name, []), self.thresholds)
+                for roi_name in crops
+            ]
+            decision = decide_part(rois)
+            timings["decision"] = _ms_since(t)
+        except CellInspectError as err:
+            log.warning("frame %s from %s: %s", frame.frame_id, frame.source, err)
+            return self._failure(frame, str(err), timings, prepared)
+        except Exception as err:  # a bug must still not turn into PASS or stop the line
+            log.exception("frame %s from %s: unexpected error", frame.frame_id, frame.source)
+            return self._failure(frame, f"internal error: {type(err).__name__}: {err}", timings)
+        elapsed = _ms_since(start)
+        deadline = self.recipe.runtime.deadline_ms
+        if elapsed > deadline:
+            reason = f"deadline missed: {elapsed:.1f} ms > {deadline:.0f} ms"
+            return self._failure(frame, reason, timings, prepared, rois)
+        t = time.perf_counter()
+        result = self._result(frame, decision, rois, timings)
+        timings["result"] = _ms_since(t)
+        overlay = None
+        if self.make_overlays:
+            t = time.perf_counter()
+            overlay = self._overlay(prepared, outputs)
+            timings["overlay"] = _ms_since(t)
+        timings["total"] = _ms_since(start)
+        return InspectedFrame(result=result, image=prepared, overlay=overlay)
+
+    def _run_models(
+        self, crops: dict[str, ImageU8], timings: dict[str, float]
+    ) -> dict[str, list[tuple[str, ModelOutput]]]:
+        per_roi: dict[str, list[tuple[str, ModelOutput]]] = {name: [] for name in crops}
+        for key in ("model_input", "inference", "postprocess"):
+            timings.setdefault(key, 0.0)
+        prepared: dict[tuple[str, tuple[str, ...]], Tensor] = {}
+        for plan in self._plans:
+            names = tuple(n for n in plan.roi_names if n in crops)
+            if not names:
+                continue
+            runner = plan.runner
+            t = time.perf_counter()
+            # Models on one backbone share an input spec: prepare the tensor once for all.
+            batch_key = (plan.input_key, names)
+            batch = prepared.get(batch_key)
+            if batch is None:
+                batch = prepared[batch_key] = runner.prepare([crops[n] for n in names])
+            timings["model_input"] += _ms_since(t)
+            t = time.perf_counter()
+            raw = runner.run(batch)
+            run_ms = _ms_since(t)
+            timings["inference"] += run_ms
+            timings[f"inference:{runner.name}"] = run_ms
+            t = time.perf_counter()
+            outs = runner.postprocess(raw)
+            timings["postprocess"] += _ms_since(t)
+            for roi_name, out in zip(names, outs, strict=True):
+                per_roi[roi_name].append((runner.name, out))
+        return per_roi
+
+    def _result(
+        self,
+        item: Frame | FrameFailure,
+        decision: PartDecision,
+        rois: Sequence[RoiDecision],
+        timings: dict[str, float],
+        error: str | None = None,
+    ) -> InspectionResult:
+        cal = self.calibration
+        return InspectionResult(
+            result_id=uuid.uuid4().hex,
+            frame_id=item.frame_id,
+            source=item.source,
+            verdict=decision.verdict,
+            reasons=decision.reasons,
+            captured_wall=item.captured_wall.astimezone(UTC)
+            if item.captured_wall.tzinfo
+            else datetime.now(UTC),
+            recipe_name=self.recipe.name,
+            recipe_sha256=self.recipe_sha256,
+            defect_class=decision.defect_class,
+            rois=tuple(rois),
+            models=tuple(r.ref for r in self.runners),
+            timings_ms=timings,
+            path=item.path,
+            part_id=item.part_id,
+            encoder=item.encoder,
+            calibration_id=cal.calibration_id if cal else None,
+            calibration_sha256=cal.sha256 if cal else None,
+            error=error,
+        )
+
+    def _failure(
+        self,
+        item: Frame | FrameFailure,
+        reason: str,
+        timings: dict[str, float],
+        prepared: ImageU8 | None = None,
+        rois: Sequence[RoiDecision] = (),
+    ) -> InspectedFrame:
+        decision = fail_safe_decision(self.recipe.decision.fail_safe, reason)
+        # Keep the ROI scores for the record, but the verdict is the fail-safe one.
+        kept = tuple(
+            RoiDecision(r.roi, decision.verdict, r.reasons, r.defect_class, r.scores) for r in rois
+        )
+        result = self._result(item, decision, kept, timings, error=reason)
+        image = prepared if prepared is not None else getattr(item, "image", None)
+        return InspectedFrame(result=result, image=image, overlay=None)
+
+    def _overlay(
+        self, prepared: ImageU8, outputs: dict[str, list[tuple[str, ModelOutput]]]
+    ) -> ImageU8 | None:
+        """Blend each ROI's anomaly map: untinted below 3/4 of review_at, full red at fail_at."""
+        overlay = prepared.copy()
+        drew = False
+        boxes = {r.name: (r.x, r.y, r.width, r.height) for r in self.recipe.rois}
+        h, w = prepared.shape[:2]
+        for roi_name, outs in outputs.items():
+            x, y, bw, bh = boxes.get(roi_name, (0, 0, w, h))
+            for model_name, out in outs:
+                if out.anomaly_map is None:
+                    continue
+                thr = self.thresholds[model_name]
+                fail_at = thr.fail_at or 1.0
+                floor = 0.75 * (thr.review_at or fail_at)  # normal texture stays untinted
+                heat = cv2.resize(out.anomaly_map, (bw, bh), interpolation=cv2.INTER_LINEAR)
+                span = max(fail_at - floor, 1e-6)
+                level = np.clip((heat - floor) / span * 255.0, 0, 255).astype(np.uint8)
+                colour = cv2.applyColorMap(level, cv2.COLORMAP_JET)
+                region = overlay[y : y + bh, x : x + bw]
+                alpha = (level.astype(np.float32) / 255.0)[..., None] * 0.6
+                blended = region * (1.0 - alpha) + colour * alpha
+                overlay[y : y + bh, x : x + bw] = blended.astype(np.uint8)
+                drew = True
+        return overlay if drew else None
+
+
+def verdict_counts(results: Sequence[InspectionResult]) -> dict[Verdict, int]:
+    """Count results per verdict (every verdict present, zero when unseen)."""
+    counts = dict.fromkeys(Verdict, 0)
+    for r in results:
+        counts[r.verdict] += 1
+    return counts

@@ -1,0 +1,119 @@
+"""Result files of the `inspect` command: JSON Lines, CSV and heatmap overlays."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import cv2
+
+from cellinspect.entities import InspectedFrame, Verdict
+
+CSV_COLUMNS = (
+    "result_id",
+    "frame_id",
+    "path",
+    "part_id",
+    "verdict",
+    "defect_class",
+    "score",
+    "error",
+    "reasons",
+    "total_ms",
+    "captured_wall",
+    "recipe_name",
+    "recipe_sha256",
+    "calibration_id",
+    "models",
+)
+
+
+def csv_row(inspected: InspectedFrame) -> dict[str, Any]:
+    r = inspected.result
+    return {
+        "result_id": r.result_id,
+        "frame_id": r.frame_id,
+        "path": r.path or "",
+        "part_id": "" if r.part_id is None else r.part_id,
+        "verdict": r.verdict.value,
+        "defect_class": r.defect_class or "",
+        "score": "" if r.score is None else f"{r.score:.4f}",
+        "error": r.error or "",
+        "reasons": " | ".join(r.reasons),
+        "total_ms": f"{r.timings_ms.get('total', 0.0):.2f}",
+        "captured_wall": r.captured_wall.isoformat(),
+        "recipe_name": r.recipe_name,
+        "recipe_sha256": r.recipe_sha256,
+        "calibration_id": r.calibration_id or "",
+        "models": ";".join(f"{m.name}@{m.version}" for m in r.models),
+    }
+
+
+class ResultFiles:
+    """Writes each result as it comes (flushed per line: a crash loses nothing written)."""
+
+    def __init__(
+        self,
+        jsonl: Path | None = None,
+        csv_path: Path | None = None,
+        overlays_dir: Path | None = None,
+        overlays_for_pass: bool = False,
+    ) -> None:
+        self.overlays_dir = overlays_dir
+        self.overlays_for_pass = overlays_for_pass
+        self.overlays_written = 0
+        self._jsonl: IO[str] | None = None
+        self._csv_fh: IO[str] | None = None
+        self._csv: csv.DictWriter[str] | None = None
+        if jsonl is not None:
+            jsonl.parent.mkdir(parents=True, exist_ok=True)
+            self._jsonl = jsonl.open("a", encoding="utf-8")
+        if csv_path is not None:
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            self._csv_fh = csv_path.open("w", newline="", encoding="utf-8")
+            self._csv = csv.DictWriter(self._csv_fh, fieldnames=CSV_COLUMNS)
+            self._csv.writeheader()
+        if overlays_dir is not None:
+            overlays_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, inspected: InspectedFrame) -> None:
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps(inspected.result.to_dict()) + "\n")
+            self._jsonl.flush()
+        if self._csv is not None and self._csv_fh is not None:
+            self._csv.writerow(csv_row(inspected))
+            self._csv_fh.flush()
+        self._write_overlay(inspected)
+
+    def _write_overlay(self, inspected: InspectedFrame) -> None:
+        result = inspected.result
+        if self.overlays_dir is None:
+            return
+        if result.verdict is Verdict.PASS and not self.overlays_for_pass:
+            return
+        picture = inspected.overlay if inspected.overlay is not None else inspected.image
+        if picture is None:
+            return
+        stem = Path(result.path).stem if result.path else f"frame{result.frame_id:06d}"
+        name = f"{stem}_{result.verdict.value}_{result.result_id[:8]}.png"
+        cv2.imwrite(str(self.overlays_dir / name), picture)
+        self.overlays_written += 1
+
+    def close(self) -> None:
+        for fh in (self._jsonl, self._csv_fh):
+            if fh is not None:
+                fh.close()
+
+    def __enter__(self) -> ResultFiles:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,225 @@
+"""Teach an anomaly detector from good parts only (no torch): the `fit-anomaly` command.
+
+Good images are cut the way the station cuts them, run through the backbone's feature head,
+and their patches reduced to a greedy coreset bank. A fifth of the good images is held back to
+put the score on a scale where 1.0 is the worst held-out good part, so thresholds read the same
+for every station. The result is one ONNX graph plus its manifest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from cellinspect.entities import ImageU8, Task
+from cellinspect.errors import ModelError
+from cellinspect.inference.manifest import (
+    Manifest,
+    OutputMeaning,
+    OutputSpec,
+    Thresholds,
+    load_manifest,
+    write_manifest,
+)
+from cellinspect.inference.patchcore import (
+    MAP_OUTPUT,
+    PATCHES_OUTPUT,
+    SCORE_OUTPUT,
+    PatchCoreParams,
+    build_patch_feature_graph,
+    build_patchcore_graph,
+    greedy_coreset,
+    random_projection,
+)
+from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.training.dataset import Dataset, RoiReader, read_images
+
+F32 = npt.NDArray[np.float32]
+Stage = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyFitParams:
+    coreset_size: int = 2000
+    projection_dim: int | None = 96
+    holdout_fraction: float = 0.2
+    scale_quantile: float = 1.0
+    review_at: float = 1.0
+    fail_at: float = 1.15
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyFitReport:
+    model_path: Path
+    images_used: int
+    bank_images: int
+    holdout_images: int
+    patches: int
+    bank_size: int
+    score_scale: float
+    holdout_scores: tuple[float, ...]
+    skipped: tuple[tuple[str, str], ...]
+
+
+def _session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def run_batched(
+    session: ort.InferenceSession,
+    output: str,
+    images: Sequence[ImageU8],
+    manifest: Manifest,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> F32:
+    """Run one output over images in batches; concatenated along the batch axis."""
+    chunks = []
+    input_name = session.get_inputs()[0].name
+    for start in range(0, len(images), batch_size):
+        batch = prepare_batch(images[start : start + batch_size], manifest.input)
+        chunks.append(np.asarray(session.run([output], {input_name: batch})[0], dtype=np.float32))
+        if progress is not None:
+            progress(min(start + batch_size, len(images)), len(images))
+    return np.concatenate(chunks, axis=0)
+
+
+def fit_anomaly(
+    dataset: Dataset,
+    reader: RoiReader,
+    backbone_path: Path,
+    out_dir: Path,
+    name: str,
+    version: str,
+    params: AnomalyFitParams = AnomalyFitParams(),
+    stage: Stage | None = None,
+    extra_provenance: dict[str, object] | None = None,
+) -> AnomalyFitReport:
+    """Fit a PatchCore detector on the good images of `dataset` and write it to `out_dir`."""
+
+    def report(what: str, done: int, total: int) -> None:
+        if stage is not None:
+            stage(what, done, total)
+
+    backbone = load_manifest(backbone_path)
+    good = dataset.with_labels(["good"])
+    images = [img for _, img in read_images(good, reader, lambda d, t: report("read", d, t))]
+    if len(images) < 5:
+        raise ModelError(
+            f"{dataset.root}: {len(images)} readable good image(s); at least 5 are needed"
+        )
+    rng = np.random.default_rng(params.seed)
+    order = rng.permutation(len(images))
+    n_hold = max(1, round(len(images) * params.holdout_fraction))
+    hold_idx, bank_idx = order[:n_hold], order[n_hold:]
+    with tempfile.TemporaryDirectory(prefix="cellinspect-fit-") as tmp:
+        feat_path = build_patch_feature_graph(backbone_path, Path(tmp) / "features.onnx")
+        session = _session(feat_path)
+        bank_images = [images[i] for i in bank_idx]
+        patches = run_batched(
+            session,
+            PATCHES_OUTPUT,
+            bank_images,
+            backbone,
+            params.batch_size,
+            lambda d, t: report("features", d, t),
+        )
+        del session
+        channels = patches.shape[2]
+        flat = patches.reshape(-1, channels)
+        projection = random_projection(channels, params.projection_dim, params.seed)
+        projected = np.ascontiguousarray(flat @ projection, dtype=np.float32)
+        picked = greedy_coreset(
+            projected, params.coreset_size, params.seed, lambda d, t: report("coreset", d, t)
+        )
+        bank = projected[picked]
+        unscaled = PatchCoreParams(projection=projection, bank=bank, score_scale=1.0)
+        raw_path = build_patchcore_graph(backbone_path, unscaled, Path(tmp) / "raw.onnx")
+        raw_scores = run_batched(
+            _session(raw_path),
+            SCORE_OUTPUT,
+            [images[i] for i in hold_idx],
+            backbone,
+            params.batch_size,
+            lambda d, t: report("holdout", d, t),
+        )
+    scale = float(np.quantile(raw_scores, params.scale_quantile))
+    if not np.isfinite(scale) or scale <= 0:
+        raise ModelError(f"held-out good scores give an unusable scale {scale}")
+    final = PatchCoreParams(projection=projection, bank=bank, score_scale=scale)
+    model_path = build_patchcore_graph(backbone_path, final, out_dir / "model.onnx")
+    h = int(np.sqrt(patches.shape[1]))
+    manifest = Manifest(
+        name=name,
+        version=version,
+        task=Task.ANOMALY,
+        sha256="pending",
+        input=backbone.input,
+        outputs=[
+            OutputSpec(
+                name=SCORE_OUTPUT,
+                meaning=OutputMeaning.ANOMALY_SCORE,
+                shape=[None],
+                description="Max patch distance to the good bank; 1.0 = worst held-out good.",
+            ),
+            OutputSpec(
+                name=MAP_OUTPUT,
+                meaning=OutputMeaning.ANOMALY_MAP,
+                shape=[None, h, h],
+                description="Patch distances on the stride-8 grid, same scale as the score.",
+            ),
+        ],
+        labels=[],
+        good_labels=["good"],
+        thresholds=Thresholds(review_at=params.review_at, fail_at=params.fail_at),
+        provenance={
+            "method": "PatchCore (stride-8 + stride-16 patches, 3x3 avg pool, greedy coreset)",
+            "backbone": {
+                "name": backbone.name,
+                "version": backbone.version,
+                "sha256": backbone.sha256,
+            },
+            "data": {
+                "root": str(dataset.root),
+                "fingerprint": good.fingerprint(),
+                "good_images": len(images),
+                "bank_images": len(bank_idx),
+                "holdout_images": len(hold_idx),
+                "skipped": len(good.skipped),
+            },
+            "parameters": {
+                "coreset_size": int(bank.shape[0]),
+                "projection_dim": int(projection.shape[1]),
+                "holdout_fraction": params.holdout_fraction,
+                "scale_quantile": params.scale_quantile,
+                "seed": params.seed,
+            },
+            "score_scale_raw": scale,
+            "holdout_scores": [float(s / scale) for s in raw_scores],
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **(extra_provenance or {}),
+        },
+    )
+    write_manifest(manifest, model_path)
+    return AnomalyFitReport(
+        model_path=model_path,
+        images_used=len(images),
+        bank_images=len(bank_idx),
+        holdout_images=len(hold_idx),
+        patches=int(flat.shape[0]),
+        bank_size=int(bank.shape[0]),
+        score_scale=scale,
+        holdout_scores=tuple(float(s / scale) for s in raw_scores),
+        skipped=tuple((str(p), r) for p, r in good.skipped),
+    )
