@@ -55,7 +55,7 @@ def test_changed_model_file_is_refused(brightness_model: Path) -> None:
 
 
 def test_missing_model_and_manifest_name_the_file(brightness_model: Path, tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="nowhere.onnx"):
+    with pytest.raises(ModelError, match=r"nowhere\.onnx"):
         ModelRunner.load("x", tmp_path / "nowhere.onnx")
     (brightness_model.parent / MANIFEST_NAME).unlink()
     with pytest.raises(ModelError, match="manifest not found"):

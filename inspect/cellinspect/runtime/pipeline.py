@@ -74,12 +74,16 @@ def run_pipeline(
 
     def put(item: SourceItem) -> None:
         while not stop.is_set():
+            if not drop_when_full:
+                try:
+                    items.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
             try:
-                items.put(item, timeout=0.1)
+                items.put_nowait(item)
                 return
             except queue.Full:
-                if not drop_when_full:
-                    continue
                 try:
                     old = items.get_nowait()
                 except queue.Empty:

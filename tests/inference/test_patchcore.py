@@ -1,0 +1,80 @@
+"""PatchCore graph: the in-graph nearest-neighbour search equals a brute-force numpy search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from cellinspect.inference.manifest import load_manifest
+from cellinspect.inference.patchcore import (
+    MAP_OUTPUT,
+    PATCHES_OUTPUT,
+    SCORE_OUTPUT,
+    PatchCoreParams,
+    build_patch_feature_graph,
+    build_patchcore_graph,
+    greedy_coreset,
+    random_projection,
+)
+from cellinspect.preprocess.model_input import prepare_batch
+from tests.conftest import ROOT
+
+BACKBONE = ROOT / "models" / "efficientnet-lite0" / "1" / "model.onnx"
+
+
+def test_greedy_coreset_covers_better_than_random() -> None:
+    rng = np.random.default_rng(0)
+    # two dense clusters and a few far outliers: a good coreset must pick the outliers
+    points = np.concatenate(
+        [rng.normal(0, 0.1, (500, 8)), rng.normal(5, 0.1, (500, 8)), rng.normal(20, 1, (5, 8))]
+    ).astype(np.float32)
+    picked = greedy_coreset(points, 20, seed=0)
+    assert len(set(picked.tolist())) == 20
+
+    def radius(idx: np.ndarray) -> float:
+        d = ((points[:, None, :] - points[idx][None]) ** 2).sum(-1)
+        return float(np.sqrt(d.min(1)).max())
+
+    random_idx = rng.choice(len(points), 20, replace=False)
+    assert radius(picked) < radius(random_idx)
+    assert set(range(1000, 1005)) <= set(picked.tolist())
+
+
+@pytest.mark.parametrize(("size", "count"), [(0, 5), (-1, 5)])
+def test_coreset_size_must_be_positive(size: int, count: int) -> None:
+    with pytest.raises(ValueError, match="coreset size"):
+        greedy_coreset(np.zeros((count, 3), np.float32), size)
+
+
+def test_coreset_larger_than_input_keeps_everything() -> None:
+    assert greedy_coreset(np.zeros((4, 3), np.float32), 10).tolist() == [0, 1, 2, 3]
+
+
+def test_graph_matches_brute_force_search(tmp_path: Path) -> None:
+    manifest = load_manifest(BACKBONE)
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
+    batch = prepare_batch(images, manifest.input)
+    feat_graph = build_patch_feature_graph(BACKBONE, tmp_path / "feat.onnx")
+    patches = ort.InferenceSession(str(feat_graph)).run([PATCHES_OUTPUT], {"image": batch})[0]
+    assert patches.shape == (3, 28 * 28, 152)
+    projection = random_projection(152, 64, seed=0)
+    bank = (patches[0] @ projection)[::7]  # bank from image 0 only
+    params = PatchCoreParams(projection=projection, bank=bank, score_scale=2.0)
+    graph = build_patchcore_graph(BACKBONE, params, tmp_path / "pc.onnx")
+    session = ort.InferenceSession(str(graph))
+    scores, maps = session.run([SCORE_OUTPUT, MAP_OUTPUT], {"image": batch})
+    x = patches @ projection
+    d = np.sqrt(((x[:, :, None, :] - bank[None, None]) ** 2).sum(-1).min(-1)) / 2.0
+    # |x|^2 - 2x.b + |b|^2 in float32 leaves ~1e-2 where x is a bank member (d = 0)
+    np.testing.assert_allclose(maps.reshape(3, -1), d, rtol=1e-3, atol=0.05)
+    np.testing.assert_allclose(scores, d.max(1), rtol=1e-3, atol=1e-3)
+    assert scores[0] < scores[1]  # the image the bank came from is the most normal
+
+
+def test_projection_identity_when_not_reducing() -> None:
+    np.testing.assert_array_equal(random_projection(5, None), np.eye(5, dtype=np.float32))
+    assert random_projection(152, 32).shape == (152, 32)

@@ -1,0 +1,74 @@
+"""`cellinspect inspect` and `cellinspect bench` end to end on a small real station."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cellinspect.cli import app
+
+
+def test_inspect_writes_results_and_summary(station: dict[str, Path], tmp_path: Path) -> None:
+    jsonl, csv_path, overlays = tmp_path / "r.jsonl", tmp_path / "r.csv", tmp_path / "ov"
+    result = CliRunner().invoke(
+        app,
+        [
+            "inspect",
+            str(station["images"]),
+            "--recipe",
+            str(station["recipe"]),
+            "--jsonl",
+            str(jsonl),
+            "--csv",
+            str(csv_path),
+            "--overlays",
+            str(overlays),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Inspection summary" in result.output
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["verdict"] for r in rows] == ["pass", "fail", "fail", "fail", "pass"]
+    assert rows[2]["error"] and "zero-byte" in rows[2]["error"]
+    with csv_path.open() as fh:
+        assert len(list(csv.DictReader(fh))) == 5
+    written = sorted(p.name for p in overlays.iterdir())
+    assert len(written) == 1 and written[0].startswith("b_scratch_fail_")
+
+
+def test_inspect_with_missing_path_is_a_clear_error(station: dict[str, Path]) -> None:
+    result = CliRunner().invoke(
+        app, ["inspect", "/nonexistent/folder", "--recipe", str(station["recipe"])]
+    )
+    assert result.exit_code == 1
+    assert "/nonexistent/folder" in result.output
+
+
+def test_inspect_with_broken_model_names_the_file(station: dict[str, Path]) -> None:
+    station["model"].write_bytes(b"garbage")
+    result = CliRunner().invoke(
+        app, ["inspect", str(station["images"]), "--recipe", str(station["recipe"])]
+    )
+    assert result.exit_code == 1
+    assert "model.onnx" in result.output and "sha256" in result.output
+
+
+def test_bench_reports_overhead_against_bare_session_run(
+    station: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    good = [str(station["images"] / "a_good.png"), str(station["images"] / "b_scratch.png")]
+    result = CliRunner().invoke(
+        app,
+        ["bench", *good, "--recipe", str(station["recipe"]), "--repeats", "2", "--json", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["images"] == 2 and report["repeats"] == 2
+    assert {"decode", "preprocess", "inference", "total"} <= set(report["stages_ms"])
+    assert report["bare_session_run_ms"]["p50"] > 0
+    assert report["end_to_end_over_bare"] >= 1.0
+    assert report["peak_rss_mb"] > 0

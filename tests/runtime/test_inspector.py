@@ -1,0 +1,86 @@
+"""Inspector: verdicts from real sessions, fail-safe for every failure, full provenance."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellinspect.entities import FrameFailure, Verdict
+from cellinspect.runtime.inspector import Inspector
+from cellinspect.sources.registry import source_for_paths
+from tests.runtime.conftest import grey_part
+
+
+def test_good_and_scratched_parts(station: dict[str, Path]) -> None:
+    inspector = Inspector.from_recipe(station["recipe"], make_overlays=True)
+    good = inspector.inspect_image(grey_part(), name="good.png").result
+    bad_frame = inspector.inspect_image(grey_part(scratch=True), name="bad.png", part_id=7)
+    bad = bad_frame.result
+    assert good.verdict is Verdict.PASS and good.reasons == ()
+    assert bad.verdict is Verdict.FAIL
+    assert bad.part_id == 7
+    assert "brightness: anomaly score" in bad.reasons[0]
+    assert bad.rois[0].roi == "centre"
+    assert bad.score is not None and bad.score > 0.5
+    assert bad_frame.overlay is not None and bad_frame.overlay.shape == (64, 64, 3)
+    assert not np.array_equal(bad_frame.overlay, bad_frame.image)
+
+
+def test_result_records_provenance(station: dict[str, Path]) -> None:
+    inspector = Inspector.from_recipe(station["recipe"])
+    result = inspector.inspect_image(grey_part()).result
+    assert result.recipe_name == "grey-parts"
+    assert result.recipe_sha256 == hashlib.sha256(station["recipe"].read_bytes()).hexdigest()
+    (model,) = result.models
+    assert model.sha256 == hashlib.sha256(station["model"].read_bytes()).hexdigest()
+    assert {"preprocess", "model_input", "inference", "postprocess", "decision", "total"} <= set(
+        result.timings_ms
+    )
+    assert result.to_dict()["verdict"] == "pass"
+
+
+@pytest.mark.parametrize(("recipe", "expected"), [("recipe", "fail"), ("recipe_review", "review")])
+def test_unreadable_frames_get_the_fail_safe_verdict(
+    station: dict[str, Path], recipe: str, expected: str
+) -> None:
+    inspector = Inspector.from_recipe(station[recipe])
+    items = list(source_for_paths([station["images"]]).frames())
+    results = [inspector.inspect(item).result for item in items]
+    assert len(results) == 5  # nothing dropped
+    by_name = {Path(r.path or "").name: r for r in results}
+    for name in ("c_empty.png", "d_text.png"):
+        assert by_name[name].verdict.value == expected
+        assert by_name[name].error is not None and "frame not read" in by_name[name].error
+    assert by_name["a_good.png"].verdict is Verdict.PASS
+
+
+def test_missed_deadline_is_never_pass(station: dict[str, Path]) -> None:
+    inspector = Inspector.from_recipe(station["recipe_deadline"])
+    result = inspector.inspect_image(grey_part()).result
+    assert result.verdict is Verdict.FAIL
+    assert result.error is not None and "deadline missed" in result.error
+
+
+def test_roi_outside_frame_is_fail_safe(station: dict[str, Path]) -> None:
+    inspector = Inspector.from_recipe(station["recipe"])
+    small = np.full((20, 20, 3), 128, dtype=np.uint8)
+    result = inspector.inspect_image(small, name="small.png").result
+    assert result.verdict is Verdict.FAIL
+    assert result.error is not None and "centre" in result.error
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((4, 4, 3), np.float32)])
+def test_wrong_arrays_from_the_api_are_fail_safe(station: dict[str, Path], bad: np.ndarray) -> None:
+    inspector = Inspector.from_recipe(station["recipe"])
+    result = inspector.inspect_image(bad).result  # type: ignore[arg-type]
+    assert result.verdict is Verdict.FAIL and result.error
+
+
+def test_frame_failure_keeps_part_identity(station: dict[str, Path]) -> None:
+    inspector = Inspector.from_recipe(station["recipe"])
+    failure = FrameFailure(frame_id=3, source="cam", reason="grab failed", part_id=42, encoder=9)
+    result = inspector.inspect(failure).result
+    assert (result.part_id, result.encoder, result.verdict) == (42, 9, Verdict.FAIL)
