@@ -280,23 +280,28 @@ def generate(
     class_folders: Annotated[
         bool, typer.Option(help="Write good/, scratch/, ... sub-folders (for training).")
     ] = False,
+    classes: Annotated[
+        list[str] | None, typer.Option("--class", help="Only these defect classes (repeat).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a set generated before in the same folder.")
+    ] = False,
 ) -> None:
-    """Render synthetic flange parts (good and defective) with labels."""
-    from cellinspect.datagen.flange import generate_dataset
+    """Render synthetic flange parts (good and defective) with labels and true dimensions."""
+    from cellinspect.datagen.flange import DEFECT_CLASSES, generate_dataset
 
     with user_errors(), _progress() as progress:
         task = progress.add_task("rendering", total=count)
-        try:
-            labels = generate_dataset(
-                out,
-                count=count,
-                seed=seed,
-                defect_rate=defect_rate,
-                layout="class_folders" if class_folders else "flat",
-                progress=lambda d, t: progress.update(task, completed=d, total=t),
-            )
-        except ValueError as err:
-            raise _fail(str(err)) from err
+        labels = generate_dataset(
+            out,
+            count=count,
+            seed=seed,
+            defect_rate=defect_rate,
+            layout="class_folders" if class_folders else "flat",
+            progress=lambda d, t: progress.update(task, completed=d, total=t),
+            classes=tuple(classes) if classes else DEFECT_CLASSES,
+            overwrite=overwrite,
+        )
     console.print(f"wrote {count} parts; labels in {labels}")
 
 

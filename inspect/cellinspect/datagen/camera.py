@@ -6,6 +6,7 @@ calibration can be checked against the truth and undistortion has real work to d
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -43,6 +44,23 @@ class VirtualCamera:
 DEFAULT_CAMERA = VirtualCamera()
 
 
+@functools.cache
+def _distortion_maps(
+    camera: VirtualCamera,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """For each distorted output pixel, where it comes from in the ideal image (computed once)."""
+    w, h = camera.width, camera.height
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    pts = np.stack([xs.ravel(), ys.ravel()], axis=1).reshape(-1, 1, 2)
+    k = camera.camera_matrix
+    ideal_pts = cv2.undistortPoints(pts, k, camera.dist_coeffs, P=k).reshape(h, w, 2)
+    map_x = np.ascontiguousarray(ideal_pts[..., 0], dtype=np.float32)
+    map_y = np.ascontiguousarray(ideal_pts[..., 1], dtype=np.float32)
+    map_x.setflags(write=False)
+    map_y.setflags(write=False)
+    return map_x, map_y
+
+
 def distort_image(ideal: ImageU8, camera: VirtualCamera = DEFAULT_CAMERA) -> ImageU8:
     """Render what the real lens would show, given the ideal (pinhole) image of the same size.
 
@@ -52,11 +70,6 @@ def distort_image(ideal: ImageU8, camera: VirtualCamera = DEFAULT_CAMERA) -> Ima
     h, w = ideal.shape[:2]
     if (w, h) != (camera.width, camera.height):
         raise ValueError(f"ideal image is {w}x{h}, camera is {camera.width}x{camera.height}")
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    pts = np.stack([xs.ravel(), ys.ravel()], axis=1).reshape(-1, 1, 2)
-    k = camera.camera_matrix
-    ideal_pts = cv2.undistortPoints(pts, k, camera.dist_coeffs, P=k).reshape(h, w, 2)
-    map_x = np.ascontiguousarray(ideal_pts[..., 0], dtype=np.float32)
-    map_y = np.ascontiguousarray(ideal_pts[..., 1], dtype=np.float32)
+    map_x, map_y = _distortion_maps(camera)
     out = cv2.remap(ideal, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return np.asarray(out, dtype=np.uint8)

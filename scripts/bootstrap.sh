@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for cellinspect: a virtual environment in .venv with the package.
+#   bash scripts/bootstrap.sh          runtime only (inspect, serve, line, fit-anomaly, ...)
+#   bash scripts/bootstrap.sh --dev    + test/lint tools, torch (CPU) for conversion/training
+#                                      tests, and Debian's chromium for the browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    *) echo "bootstrap.sh: unknown argument '$arg' (use --dev or nothing)" >&2; exit 2 ;;
+  esac
+done
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+
+if [ "$dev" = 1 ]; then
+  # torch==2.13.0 is pinned in the extras: that exact version is the CPU build here, while a
+  # looser requirement would pull a multi-GB CUDA build.
+  .venv/bin/python -m pip install --quiet -e '.[dev,convert,api,plc]'
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+  fi
+else
+  .venv/bin/python -m pip install --quiet -e '.[api,plc]'
+fi
+echo "bootstrap: ready (.venv)"
