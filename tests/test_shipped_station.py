@@ -48,7 +48,7 @@ def test_no_defective_sample_part_passes() -> None:
         if truth[Path(r.result.path or "").name] == "good" and r.result.verdict is not Verdict.PASS
     ]
     assert escapes == []
-    assert len(false_rejects) <= 1, false_rejects
+    assert len(false_rejects) <= 3, false_rejects  # review_at sends ~5% of good parts to QA
     assert all(r.result.calibration_id == "virtualcam-320-v1" for r in results)
 
 

@@ -442,6 +442,7 @@ def evaluate(
 def convert_backbone_cmd(
     out: Annotated[Path, typer.Option("--out")] = Path("models/efficientnet-lite0/1"),
     size: Annotated[int, typer.Option(help="Input size in pixels.")] = 224,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
     """One-time conversion of the pretrained EfficientNet-Lite0 to ONNX (needs torch)."""
     try:
@@ -449,8 +450,84 @@ def convert_backbone_cmd(
     except ImportError as err:
         raise _fail(f"{err}; install the conversion extra: pip install -e '.[convert]'") from err
     with user_errors():
-        path = convert_backbone(out, image_size=size, progress=lambda msg: console.print(msg))
+        path = convert_backbone(
+            out, image_size=size, opset=opset, progress=lambda msg: console.print(msg)
+        )
     console.print(f"wrote {path}")
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Option("--model", help="Folder of the FP32 features model.")],
+    images: Annotated[Path, typer.Option("--images", help="Calibration images (folder).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the INT8 model.")],
+    min_cosine: Annotated[float, typer.Option(help="Refuse below this fidelity.")] = 0.97,
+    held_out_every: Annotated[int, typer.Option(min=2, help="Hold out every Nth image.")] = 4,
+    keep_projections_fp32: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Static INT8 (QDQ) quantisation of a features model, checked against FP32."""
+    from cellinspect.training.feed import list_images
+    from cellinspect.training.quantize import quantize_features
+
+    with user_errors():
+        path = quantize_features(
+            model,
+            out,
+            list_images(images),
+            min_cosine=min_cosine,
+            held_out_every=held_out_every,
+            keep_projections_fp32=keep_projections_fp32,
+            progress=lambda msg: console.print(msg),
+        )
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def models(
+    root: Annotated[Path, typer.Argument(help="Folder holding <name>/<version>/.")] = Path(
+        "models"
+    ),
+) -> None:
+    """List the model versions under models/ with task, hash and recorded metrics."""
+    from cellinspect.inference.manifest import MANIFEST_NAME, load_manifest, sha256_file
+
+    table = Table(title=f"models in {root}")
+    for col in ("name", "version", "task", "sha256", "matches", "parent", "metrics"):
+        table.add_column(col)
+    found = sorted(root.glob(f"*/*/{MANIFEST_NAME}"))
+    if not found:
+        raise _fail(f"{root}: no models (expected {root}/<name>/<version>/{MANIFEST_NAME})")
+    for manifest_path in found:
+        model_path = manifest_path.with_name("model.onnx")
+        try:
+            manifest = load_manifest(model_path)
+        except CellInspectError as err:
+            table.add_row(
+                manifest_path.parent.parent.name,
+                manifest_path.parent.name,
+                "?",
+                "",
+                "no",
+                "",
+                str(err).splitlines()[0],
+            )
+            continue
+        metrics = manifest.provenance.get("metrics", {})
+        shown = {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in metrics.items()
+            if isinstance(v, int | float)
+        }
+        table.add_row(
+            manifest.name,
+            manifest.version,
+            manifest.task.value,
+            manifest.sha256[:12],
+            "yes" if sha256_file(model_path) == manifest.sha256 else "NO",
+            str(manifest.provenance.get("parent_version", "")),
+            json.dumps(shown),
+        )
+    console.print(table)
 
 
 def main() -> None:

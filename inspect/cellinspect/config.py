@@ -107,6 +107,12 @@ class UndistortOp(_Strict):
     alpha: float = Field(
         default=0.0, ge=0, le=1, description="0 keeps only valid pixels, 1 keeps all source pixels."
     )
+    scale: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=4.0,
+        description="Output size as a share of the input: undistorts and resizes in one remap.",
+    )
 
 
 class RotateOp(_Strict):

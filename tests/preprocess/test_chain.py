@@ -124,7 +124,7 @@ def test_chain_with_a_calibration_file(tmp_path: Path, calibration: CameraCalibr
     frame = np.random.default_rng(1).integers(0, 256, (320, 320, 3), dtype=np.uint8)
     expected = ops.resize(Undistorter(calibration, 1.0)(frame), 160, 160)
     np.testing.assert_array_equal(chain(frame), expected)
-    assert chain.describe()[0] == "undistort(alpha=1, calibration=virtual-cam)"
+    assert chain.describe()[0] == "undistort(alpha=1, scale=1, calibration=virtual-cam)"
     assert chain.undistorter is not None
     np.testing.assert_allclose(
         chain.undistorter.new_camera_matrix, Undistorter(calibration, 1.0).new_camera_matrix
@@ -154,7 +154,7 @@ def test_chain_from_a_recipe_file(tmp_path: Path, calibration: CameraCalibration
     recipe = load_recipe(tmp_path / "recipe.yaml")
     chain = build_chain_for_recipe(recipe)
     assert chain.describe() == [
-        "undistort(alpha=0, calibration=virtual-cam)",
+        "undistort(alpha=0, scale=1, calibration=virtual-cam)",
         "rotate(180 deg ccw)",
     ]
     frame = np.random.default_rng(2).integers(0, 256, (320, 320, 3), dtype=np.uint8)

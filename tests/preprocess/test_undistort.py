@@ -84,6 +84,28 @@ def test_dots_land_back_on_their_ideal_positions(
     assert nearest_errors(expected, found).max() < 0.5
 
 
+@pytest.mark.parametrize("scale", [0.5, 0.875, 1.5])
+def test_scaled_undistort_resizes_in_the_same_remap(
+    calibration: CameraCalibration, scale: float
+) -> None:
+    distorted = distort_image(dot_grid())
+    undistort = Undistorter(calibration, 0.0, scale)
+    out = undistort(distorted)
+    assert out.shape[:2] == (round(SIZE * scale), round(SIZE * scale))
+    assert undistort.output_size == (out.shape[1], out.shape[0])
+    found = blob_centroids(out)
+    expected = ideal_to_undistorted(GRID, calibration, undistort.new_camera_matrix)
+    keep = ((expected >= 8 * scale) & (expected <= out.shape[0] - 1 - 8 * scale)).all(axis=1)
+    assert keep.sum() >= 25
+    assert nearest_errors(expected[keep], found).max() < 0.5 * max(1.0, scale)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), 5.0])
+def test_refuses_bad_scale(calibration: CameraCalibration, scale: float) -> None:
+    with pytest.raises(CalibrationError, match="scale"):
+        Undistorter(calibration, 0.0, scale)
+
+
 def test_undistort_points_matches_the_image_remap(calibration: CameraCalibration) -> None:
     undistort = Undistorter(calibration, 1.0)
     seen = blob_centroids(distort_image(dot_grid()))

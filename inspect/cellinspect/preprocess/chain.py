@@ -47,9 +47,11 @@ class Step:
 def _undistort(op: UndistortOp, calibration: CameraCalibration | None) -> Step:
     if calibration is None:
         raise ConfigError("'undistort' needs a camera calibration (recipe key 'calibration')")
-    undistorter = Undistorter(calibration, op.alpha)
+    undistorter = Undistorter(calibration, op.alpha, op.scale)
     return Step(
-        f"undistort(alpha={op.alpha:g}, calibration={calibration.calibration_id})", undistorter
+        f"undistort(alpha={op.alpha:g}, scale={op.scale:g}, "
+        f"calibration={calibration.calibration_id})",
+        undistorter,
     )
 
 

@@ -43,16 +43,24 @@ class Undistorter:
     needed to turn its pixels into rays or millimetres.
     """
 
-    def __init__(self, calibration: CameraCalibration, alpha: float = 0.0) -> None:
+    def __init__(
+        self, calibration: CameraCalibration, alpha: float = 0.0, scale: float = 1.0
+    ) -> None:
         if not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
             raise CalibrationError(f"undistort: alpha must be between 0 and 1, got {alpha}")
+        if not (math.isfinite(scale) and 0.05 <= scale <= 4.0):
+            raise CalibrationError(f"undistort: scale must be between 0.05 and 4, got {scale}")
         self.calibration = calibration
         self.alpha = alpha
+        self.scale = scale
         size = calibration.image_size
+        out_size = (round(size[0] * scale), round(size[1] * scale))
+        self.output_size = out_size
         k = calibration.camera_matrix
         d = calibration.dist_coeffs
-        new_k, roi = cv2.getOptimalNewCameraMatrix(k, d, size, alpha, size)
-        map1, map2 = cv2.initUndistortRectifyMap(k, d, None, new_k, size, cv2.CV_16SC2)
+        # With scale != 1 the same single remap also resizes: one pass instead of two.
+        new_k, roi = cv2.getOptimalNewCameraMatrix(k, d, size, alpha, out_size)
+        map1, map2 = cv2.initUndistortRectifyMap(k, d, None, new_k, out_size, cv2.CV_16SC2)
         self._new_k: F64 = np.asarray(new_k, dtype=np.float64)
         self._map1 = map1
         self._map2 = map2
@@ -94,5 +102,5 @@ class Undistorter:
     def __repr__(self) -> str:
         return (
             f"Undistorter(calibration={self.calibration.calibration_id!r}, alpha={self.alpha:g}, "
-            f"size={self.image_size[0]}x{self.image_size[1]})"
+            f"size={self.image_size[0]}x{self.image_size[1]}, scale={self.scale:g})"
         )

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from cellinspect.entities import Frame
-from cellinspect.preprocess.chain import roi_crops
 from cellinspect.runtime.inspector import Inspector
 from cellinspect.runtime.pipeline import run_pipeline
 from cellinspect.sources.decode import decode_image_file
@@ -82,14 +81,8 @@ class BenchReport:
 
 def _bare_run_ms(inspector: Inspector, frame: Frame) -> float:
     """session.run time alone for one frame, on tensors prepared beforehand."""
-    prepared = inspector.chain(frame.image)
-    crops = dict(roi_crops(prepared, inspector.recipe.rois))
     total = 0.0
-    for runner in inspector.runners:
-        rois = [
-            r.name for r in inspector.recipe.rois if r.models is None or runner.name in r.models
-        ]
-        batch = runner.prepare([crops[n] for n in (rois or list(crops))])
+    for runner, batch in inspector.model_batches(frame.image):
         t = time.perf_counter()
         runner.run(batch)
         total += (time.perf_counter() - t) * 1000.0
@@ -102,10 +95,14 @@ def run_bench(
     repeats: int = 3,
     progress: Progress | None = None,
 ) -> BenchReport:
-    """Time every stage over `repeats` passes of the images, then bare session.run."""
+    """Time every stage over `repeats` passes of the images.
+
+    For each image, the end-to-end run and the bare session.run on the same image are timed
+    back to back, so both see the same machine conditions on a shared, noisy machine.
+    """
     files = _expand(paths)
     report = BenchReport(images=len(files), repeats=repeats)
-    total_steps = len(files) * repeats * 2
+    total_steps = len(files) * repeats
     step = 0
     for _ in range(repeats):
         for frame_id, path in enumerate(files):
@@ -118,15 +115,6 @@ def run_bench(
             for stage, ms in result.timings_ms.items():
                 report.stages_ms.setdefault(stage, []).append(ms)
             report.end_to_end_ms.append(decode_ms + result.timings_ms.get("total", 0.0))
-            step += 1
-            if progress is not None:
-                progress(step, total_steps)
-    frames = [
-        Frame(image=decode_image_file(p), frame_id=i, source="bench", path=str(p))
-        for i, p in enumerate(files)
-    ]
-    for _ in range(repeats):
-        for frame in frames:
             report.bare_run_ms.append(_bare_run_ms(inspector, frame))
             step += 1
             if progress is not None:

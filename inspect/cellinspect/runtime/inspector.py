@@ -145,6 +145,16 @@ class Inspector:
             return self.inspect(failure)
         return self._inspect_frame(frame)
 
+    def model_batches(self, image: ImageU8) -> list[tuple[ModelRunner, Tensor]]:
+        """The exact tensors each model gets for this image (for benchmarks of session.run)."""
+        crops = dict(roi_crops(self.chain(image), self.recipe.rois))
+        batches = []
+        for plan in self._plans:
+            names = [n for n in plan.roi_names if n in crops]
+            if names:
+                batches.append((plan.runner, plan.runner.prepare([crops[n] for n in names])))
+        return batches
+
     def close(self) -> None:
         """Release the sessions (they hold threads and memory)."""
         self.runners.clear()

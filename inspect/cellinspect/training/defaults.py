@@ -39,6 +39,7 @@ class DefaultModelsPlan:
     classifier: ClassifierFitParams = field(
         default_factory=lambda: ClassifierFitParams(regularisation_c=0.1)
     )
+    review_quantile: float = 0.95
     fail_margin: float = 1.10
 
 
@@ -52,12 +53,14 @@ class DefaultModelsReport:
     fail_at: float
 
 
-def _anomaly_thresholds(report: EvaluationReport, margin: float) -> tuple[float, float]:
-    """review_at at the 99th percentile of good validation parts (about 1 good part in 100
-    goes to review); fail_at `margin` above the worst good validation part, so a hard FAIL is
-    kept for parts unlike any good one. Between the two, QA decides."""
+def _anomaly_thresholds(
+    report: EvaluationReport, review_quantile: float, margin: float
+) -> tuple[float, float]:
+    """review_at at a quantile of the good validation parts (0.95: about 1 good part in 20
+    goes to a person, which keeps escapes near 1%); fail_at `margin` above the worst good
+    validation part, so a hard FAIL is kept for parts unlike any good one."""
     good = np.array([p["score"] for p in report.per_image if p["label"] == "good"])
-    review_at = float(np.quantile(good, 0.99))
+    review_at = float(np.quantile(good, review_quantile))
     fail_at = float(good.max()) * margin
     return round(review_at, 4), round(max(fail_at, review_at), 4)
 
@@ -129,7 +132,7 @@ def build_default_models(
         reader,
         stage=lambda w, d, t: report(f"evaluate anomaly {w}", d, t),
     )
-    review_at, fail_at = _anomaly_thresholds(anomaly_eval, plan.fail_margin)
+    review_at, fail_at = _anomaly_thresholds(anomaly_eval, plan.review_quantile, plan.fail_margin)
     _record(
         anomaly.model_path,
         Thresholds(review_at=review_at, fail_at=fail_at),
