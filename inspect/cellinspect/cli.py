@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -28,6 +28,9 @@ from rich.table import Table
 
 from cellinspect import __version__
 from cellinspect.errors import CellInspectError
+
+if TYPE_CHECKING:
+    from cellinspect.training.dataset import RoiReader
 
 app = typer.Typer(
     name="cellinspect",
@@ -305,7 +308,7 @@ def generate(
     console.print(f"wrote {count} parts; labels in {labels}")
 
 
-def _reader(recipe: Path | None, roi: str | None) -> object:
+def _reader(recipe: Path | None, roi: str | None) -> RoiReader:
     from cellinspect.config import load_recipe
     from cellinspect.training.dataset import RoiReader
 
@@ -330,12 +333,11 @@ def fit_anomaly_cmd(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Teach an anomaly detector from a folder of good parts (no torch needed)."""
-    from cellinspect.training.dataset import RoiReader, good_images
+    from cellinspect.training.dataset import good_images
     from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
 
     with user_errors():
         reader = _reader(recipe, roi)
-        assert isinstance(reader, RoiReader)
         dataset = good_images(good)
         params = AnomalyFitParams(
             coreset_size=coreset, projection_dim=projection_dim or None, seed=seed
@@ -369,12 +371,11 @@ def fit_classifier_cmd(
     name: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Fit a defect classifier head on backbone features (no torch needed)."""
-    from cellinspect.training.dataset import RoiReader, load_dataset
+    from cellinspect.training.dataset import load_dataset
     from cellinspect.training.fit_classifier import fit_classifier
 
     with user_errors():
         reader = _reader(recipe, roi)
-        assert isinstance(reader, RoiReader)
         dataset = load_dataset(dataset_dir)
         with _progress() as progress:
             rep = fit_classifier(
@@ -401,12 +402,11 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report.")] = None,
 ) -> None:
     """Evaluate a model on a labelled set: AUROC (anomaly) or accuracy (classifier)."""
-    from cellinspect.training.dataset import RoiReader, load_dataset
+    from cellinspect.training.dataset import load_dataset
     from cellinspect.training.evaluate import evaluate_model
 
     with user_errors():
         reader = _reader(recipe, roi)
-        assert isinstance(reader, RoiReader)
         dataset = load_dataset(dataset_dir)
         with _progress() as progress:
             rep = evaluate_model(model, dataset, reader, stage=_stage_progress(progress))

@@ -26,6 +26,11 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 LABELS_FILE = "labels.csv"
 
 Progress = Callable[[int, int], None]
+Stage = Callable[[str, int, int], None]
+
+
+def no_stage(what: str, done: int, total: int) -> None:
+    """The default progress callback of long jobs: report nothing."""
 
 
 class DatasetError(ConfigError):

@@ -8,7 +8,6 @@ thresholds and the figures go into the manifests, so `models/` says how it was m
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,10 @@ import numpy as np
 from cellinspect.config import Recipe
 from cellinspect.datagen.flange import generate_dataset
 from cellinspect.inference.manifest import Thresholds, load_manifest, write_manifest
-from cellinspect.training.dataset import RoiReader, load_dataset
+from cellinspect.training.dataset import RoiReader, Stage, load_dataset, no_stage
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
 from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
 from cellinspect.training.fit_classifier import ClassifierFitParams, fit_classifier
-
-Stage = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +78,9 @@ def build_default_models(
     work_dir: Path,
     backbone_path: Path,
     plan: DefaultModelsPlan = DefaultModelsPlan(),
-    stage: Stage | None = None,
+    stage: Stage = no_stage,
 ) -> DefaultModelsReport:
     """Render data, fit both models, evaluate on unseen parts, write models/ with figures."""
-
-    def report(what: str, done: int, total: int) -> None:
-        if stage is not None:
-            stage(what, done, total)
 
     train_dir, val_dir = work_dir / "train", work_dir / "val"
     generate_dataset(
@@ -95,7 +88,7 @@ def build_default_models(
         plan.train_count,
         plan.train_seed,
         plan.defect_rate,
-        progress=lambda d, t: report("render train", d, t),
+        progress=lambda d, t: stage("render train", d, t),
         overwrite=True,
     )
     generate_dataset(
@@ -103,7 +96,7 @@ def build_default_models(
         plan.val_count,
         plan.val_seed,
         plan.defect_rate,
-        progress=lambda d, t: report("render validation", d, t),
+        progress=lambda d, t: stage("render validation", d, t),
         overwrite=True,
     )
     reader = RoiReader(recipe, recipe.rois[0].name if recipe.rois else None)
@@ -123,14 +116,14 @@ def build_default_models(
         "flange-anomaly",
         "1",
         plan.anomaly,
-        lambda w, d, t: report(f"anomaly {w}", d, t),
+        lambda w, d, t: stage(f"anomaly {w}", d, t),
         {"synthetic_data": data_note},
     )
     anomaly_eval = evaluate_model(
         anomaly.model_path,
         load_dataset(val_dir),
         reader,
-        stage=lambda w, d, t: report(f"evaluate anomaly {w}", d, t),
+        stage=lambda w, d, t: stage(f"evaluate anomaly {w}", d, t),
     )
     review_at, fail_at = _anomaly_thresholds(anomaly_eval, plan.review_quantile, plan.fail_margin)
     _record(
@@ -146,14 +139,14 @@ def build_default_models(
         "flange-classifier",
         "1",
         plan.classifier,
-        lambda w, d, t: report(f"classifier {w}", d, t),
+        lambda w, d, t: stage(f"classifier {w}", d, t),
         {"synthetic_data": data_note},
     )
     classifier_eval = evaluate_model(
         classifier.model_path,
         load_dataset(val_dir),
         reader,
-        stage=lambda w, d, t: report(f"evaluate classifier {w}", d, t),
+        stage=lambda w, d, t: stage(f"evaluate classifier {w}", d, t),
     )
     _record(
         classifier.model_path,

@@ -39,10 +39,9 @@ from cellinspect.inference.patchcore import (
     random_projection,
 )
 from cellinspect.preprocess.model_input import prepare_batch
-from cellinspect.training.dataset import Dataset, RoiReader, read_images
+from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 
 F32 = npt.NDArray[np.float32]
-Stage = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +67,11 @@ class AnomalyFitReport:
     score_scale: float
     holdout_scores: tuple[float, ...]
     skipped: tuple[tuple[str, str], ...]
+
+
+def backbone_provenance(backbone: Manifest) -> dict[str, str]:
+    """How a model built on a backbone records which backbone it was."""
+    return {"name": backbone.name, "version": backbone.version, "sha256": backbone.sha256}
 
 
 def _session(path: Path, threads: int = 0) -> ort.InferenceSession:
@@ -103,18 +107,14 @@ def fit_anomaly(
     name: str,
     version: str,
     params: AnomalyFitParams = AnomalyFitParams(),
-    stage: Stage | None = None,
+    stage: Stage = no_stage,
     extra_provenance: dict[str, object] | None = None,
 ) -> AnomalyFitReport:
     """Fit a PatchCore detector on the good images of `dataset` and write it to `out_dir`."""
 
-    def report(what: str, done: int, total: int) -> None:
-        if stage is not None:
-            stage(what, done, total)
-
     backbone = load_manifest(backbone_path)
     good = dataset.with_labels(["good"])
-    images = [img for _, img in read_images(good, reader, lambda d, t: report("read", d, t))]
+    images = [img for _, img in read_images(good, reader, lambda d, t: stage("read", d, t))]
     if len(images) < 5:
         raise ModelError(
             f"{dataset.root}: {len(images)} readable good image(s); at least 5 are needed"
@@ -133,7 +133,7 @@ def fit_anomaly(
             bank_images,
             backbone,
             params.batch_size,
-            lambda d, t: report("features", d, t),
+            lambda d, t: stage("features", d, t),
         )
         del session
         channels = patches.shape[2]
@@ -141,7 +141,7 @@ def fit_anomaly(
         projection = random_projection(channels, params.projection_dim, params.seed)
         projected = np.ascontiguousarray(flat @ projection, dtype=np.float32)
         picked = greedy_coreset(
-            projected, params.coreset_size, params.seed, lambda d, t: report("coreset", d, t)
+            projected, params.coreset_size, params.seed, lambda d, t: stage("coreset", d, t)
         )
         bank = projected[picked]
         unscaled = PatchCoreParams(projection=projection, bank=bank, score_scale=1.0)
@@ -152,7 +152,7 @@ def fit_anomaly(
             [images[i] for i in hold_idx],
             backbone,
             params.batch_size,
-            lambda d, t: report("holdout", d, t),
+            lambda d, t: stage("holdout", d, t),
         )
     scale = float(np.quantile(raw_scores, params.scale_quantile))
     if not np.isfinite(scale) or scale <= 0:
@@ -185,11 +185,7 @@ def fit_anomaly(
         thresholds=Thresholds(review_at=params.review_at, fail_at=params.fail_at),
         provenance={
             "method": "PatchCore (stride-8 + stride-16 patches, 3x3 avg pool, greedy coreset)",
-            "backbone": {
-                "name": backbone.name,
-                "version": backbone.version,
-                "sha256": backbone.sha256,
-            },
+            "backbone": backbone_provenance(backbone),
             "data": {
                 "root": str(dataset.root),
                 "fingerprint": good.fingerprint(),

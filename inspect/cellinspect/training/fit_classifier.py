@@ -30,11 +30,10 @@ from cellinspect.inference.manifest import (
     load_manifest,
     write_manifest,
 )
-from cellinspect.training.dataset import Dataset, RoiReader, read_images
-from cellinspect.training.fit_anomaly import run_batched
+from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
+from cellinspect.training.fit_anomaly import backbone_provenance, run_batched
 
 F32 = npt.NDArray[np.float32]
-Stage = Callable[[str, int, int], None]
 POOLED_OUTPUT = "pooled"
 PROBS_OUTPUT = "probabilities"
 
@@ -116,17 +115,13 @@ def fit_classifier(
     name: str,
     version: str,
     params: ClassifierFitParams = ClassifierFitParams(),
-    stage: Stage | None = None,
+    stage: Stage = no_stage,
     extra_provenance: dict[str, object] | None = None,
 ) -> ClassifierFitReport:
     """Fit a class-balanced logistic head and write backbone+head as one ONNX model."""
 
-    def report(what: str, done: int, total: int) -> None:
-        if stage is not None:
-            stage(what, done, total)
-
     backbone = load_manifest(backbone_path)
-    pairs = list(read_images(dataset, reader, lambda d, t: report("read", d, t)))
+    pairs = list(read_images(dataset, reader, lambda d, t: stage("read", d, t)))
     labels_seen = sorted({item.label for item, _ in pairs})
     if len(labels_seen) < 2:
         raise ModelError(
@@ -140,7 +135,7 @@ def fit_classifier(
         [img for _, img in pairs],
         backbone_path,
         params.batch_size,
-        lambda d, t: report("features", d, t),
+        lambda d, t: stage("features", d, t),
     )
     y = np.array([labels.index(item.label) for item, _ in pairs])
     mean = feats.mean(axis=0)
@@ -183,11 +178,7 @@ def fit_classifier(
         ),
         provenance={
             "method": "logistic regression (class-balanced) on pooled backbone features",
-            "backbone": {
-                "name": backbone.name,
-                "version": backbone.version,
-                "sha256": backbone.sha256,
-            },
+            "backbone": backbone_provenance(backbone),
             "data": {
                 "root": str(dataset.root),
                 "fingerprint": dataset.fingerprint(),
