@@ -39,6 +39,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+def _mount_sub_apps() -> None:
+    """Sub-command groups that live with their own package."""
+    from cellinspect.calibration.cli import app as calibrate_app
+
+    app.add_typer(calibrate_app, name="calibrate")
+
+
+_mount_sub_apps()
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cellinspect.calibration.measure_config import MeasurementSpec
 from cellinspect.entities import Verdict
 from cellinspect.errors import ConfigError
 
@@ -275,6 +276,14 @@ class Recipe(_Strict):
     calibration: Path | None = Field(
         default=None, description="OpenCV YAML camera calibration (needed by undistort)."
     )
+    plane_calibration: Path | None = Field(
+        default=None,
+        description="Conveyor-plane calibration (pixels -> mm), needed by `measurements`.",
+    )
+    measurements: MeasurementSpec | None = Field(
+        default=None,
+        description="Dimensions in mm checked on the undistorted frame; out of tolerance FAILs.",
+    )
     preprocess: list[PreprocessOp] = Field(
         default_factory=list, description="Operations on the whole frame, in order."
     )
@@ -302,8 +311,17 @@ class Recipe(_Strict):
         unknown_thr = sorted(set(self.decision.thresholds) - set(names))
         if unknown_thr:
             raise ValueError(f"decision.thresholds: unknown models {unknown_thr}")
-        if any(op.op == "undistort" for op in self.preprocess) and self.calibration is None:
+        undistorts = any(op.op == "undistort" for op in self.preprocess)
+        if undistorts and self.calibration is None:
             raise ValueError("preprocess: 'undistort' needs a 'calibration' file in the recipe")
+        if self.measurements is not None:
+            if self.plane_calibration is None:
+                raise ValueError("measurements: need a 'plane_calibration' file in the recipe")
+            if not undistorts or len(self.preprocess) != 1:
+                raise ValueError(
+                    "measurements: the preprocess chain must be exactly one 'undistort' op, "
+                    "so that the measured pixels are the plane calibration's pixels"
+                )
         return self
 
 

@@ -150,6 +150,8 @@ class InspectionResult:
     encoder: int | None = None
     calibration_id: str | None = None
     calibration_sha256: str | None = None
+    plane_calibration_id: str | None = None
+    plane_calibration_sha256: str | None = None
     error: str | None = None
     image_paths: dict[str, str] = field(default_factory=dict)
 
@@ -195,6 +197,8 @@ class InspectionResult:
             "recipe_sha256": self.recipe_sha256,
             "calibration_id": self.calibration_id,
             "calibration_sha256": self.calibration_sha256,
+            "plane_calibration_id": self.plane_calibration_id,
+            "plane_calibration_sha256": self.plane_calibration_sha256,
             "image_paths": dict(self.image_paths),
         }
 

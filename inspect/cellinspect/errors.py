@@ -33,3 +33,7 @@ class ModelError(CellInspectError):
 
 class DeadlineExceededError(CellInspectError):
     """An inspection did not finish within the recipe's deadline."""
+
+
+class MeasurementError(CellInspectError):
+    """A dimension could not be measured in this image."""

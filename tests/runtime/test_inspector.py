@@ -84,3 +84,17 @@ def test_frame_failure_keeps_part_identity(station: dict[str, Path]) -> None:
     failure = FrameFailure(frame_id=3, source="cam", reason="grab failed", part_id=42, encoder=9)
     result = inspector.inspect(failure).result
     assert (result.part_id, result.encoder, result.verdict) == (42, 9, Verdict.FAIL)
+
+
+def test_batch_gives_the_same_verdicts_and_scores_as_one_by_one(station: dict[str, Path]) -> None:
+    inspector = Inspector.from_recipe(station["recipe"])
+    items = list(source_for_paths([station["images"]]).frames())
+    single = [inspector.inspect(item).result for item in items]
+    batched = [r.result for r in inspector.inspect_batch(items)]
+    assert [r.verdict for r in batched] == [r.verdict for r in single]
+    assert [r.path for r in batched] == [r.path for r in single]
+    for a, b in zip(single, batched, strict=True):
+        assert (
+            a.score == pytest.approx(b.score, abs=1e-5) if a.score is not None else b.score is None
+        )
+    assert inspector.inspect_batch([]) == []

@@ -64,3 +64,14 @@ def test_live_source_drops_are_counted_and_fail_safe(station: dict[str, Path]) -
     assert len(dropped) == stats.dropped
     assert all(r.verdict is Verdict.FAIL for r in dropped)
     assert sorted(i.result.part_id for i in seen) == list(range(60))
+
+
+def test_batched_pipeline_keeps_order_and_count(station: dict[str, Path]) -> None:
+    inspector = Inspector.from_recipe(station["recipe"])
+    seen: list[InspectedFrame] = []
+    stats = run_pipeline(
+        source_for_paths([station["images"]] * 3), inspector, seen.append, batch_size=4
+    )
+    assert stats.count == 15
+    names = [Path(i.result.path or "").name for i in seen]
+    assert names == ["a_good.png", "b_scratch.png", "c_empty.png", "d_text.png", "e_good.png"] * 3

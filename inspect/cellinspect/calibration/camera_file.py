@@ -79,7 +79,7 @@ def load_camera_calibration(path: Path | str) -> CameraCalibration:
     data = file.read_bytes()
     try:
         fs = cv2.FileStorage(str(file), cv2.FILE_STORAGE_READ)
-    except cv2.error as err:
+    except (cv2.error, SystemError) as err:  # some broken YAML surfaces as SystemError
         raise CalibrationError(f"{file}: not an OpenCV calibration file: {err}") from err
     try:
         if not fs.isOpened():

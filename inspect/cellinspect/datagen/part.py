@@ -48,7 +48,7 @@ IMAGE_HEIGHT = DEFAULT_CAMERA.height
 
 # Pose variation on the belt.
 MAX_SHIFT_PX = 6.0
-SCALE_JITTER = 0.02
+SCALE_JITTER = 0.0  # parts of one type lie at one height: no distance change
 
 # Independent random streams per part, so a part's texture, pose and noise stay the same
 # whatever its label (a good and a defective rendering of one part differ only at the defect).

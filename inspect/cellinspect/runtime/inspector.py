@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from cellinspect.calibration.camera_file import CameraCalibration, load_camera_calibration
+from cellinspect.calibration.plane import PlaneCalibration, load_plane_calibration
 from cellinspect.config import Recipe, load_recipe, recipe_sha256
 from cellinspect.decision.rules import (
     PartDecision,
@@ -39,9 +40,10 @@ from cellinspect.entities import (
     SourceItem,
     Verdict,
 )
-from cellinspect.errors import CellInspectError
+from cellinspect.errors import CellInspectError, ConfigError
 from cellinspect.inference.runner import ModelRunner, SessionOptions, Tensor
 from cellinspect.preprocess.chain import PreprocessChain, build_chain, roi_crops
+from cellinspect.runtime.measuring import Measurer
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,21 @@ class Inspector:
         runners: Sequence[ModelRunner],
         calibration: CameraCalibration | None = None,
         make_overlays: bool = False,
+        plane: PlaneCalibration | None = None,
     ) -> None:
         self.recipe = recipe
         self.recipe_sha256 = recipe_sha
         self.calibration = calibration
         self.make_overlays = make_overlays
         self.chain: PreprocessChain = build_chain(recipe.preprocess, calibration)
+        self.plane = plane
+        self.measurer: Measurer | None = None
+        if recipe.measurements is not None:
+            if plane is None or calibration is None:
+                raise ConfigError("measurements need the camera and the plane calibration")
+            self.measurer = Measurer.for_chain(
+                recipe.measurements, plane, calibration, self.chain, recipe.decision.fail_safe
+            )
         self.runners = list(runners)
         by_name = {r.name: r for r in self.runners}
         overrides = recipe.decision.thresholds
@@ -104,9 +115,12 @@ class Inspector:
         recipe_path = Path(path)
         recipe = recipe or load_recipe(recipe_path)
         calibration = load_camera_calibration(recipe.calibration) if recipe.calibration else None
+        plane = (
+            load_plane_calibration(recipe.plane_calibration) if recipe.plane_calibration else None
+        )
         options = SessionOptions.from_runtime(recipe.runtime)
         runners = [ModelRunner.load(m.name, m.path, options) for m in recipe.models]
-        return cls(recipe, recipe_sha256(recipe_path), runners, calibration, make_overlays)
+        return cls(recipe, recipe_sha256(recipe_path), runners, calibration, make_overlays, plane)
 
     @property
     def recipe_name(self) -> str:
@@ -116,9 +130,21 @@ class Inspector:
 
     def inspect(self, item: SourceItem) -> InspectedFrame:
         """Judge one source item; never raises for the item's content."""
-        if isinstance(item, FrameFailure):
-            return self._failure(item, f"frame not read: {item.reason}", {})
-        return self._inspect_frame(item)
+        return self.inspect_batch([item])[0]
+
+    def inspect_batch(self, items: Sequence[SourceItem]) -> list[InspectedFrame]:
+        """Judge several items with one session.run per model; results in the same order."""
+        results: dict[int, InspectedFrame] = {}
+        frames: list[tuple[int, Frame]] = []
+        for i, item in enumerate(items):
+            if isinstance(item, FrameFailure):
+                results[i] = self._failure(item, f"frame not read: {item.reason}", {})
+            else:
+                frames.append((i, item))
+        if frames:
+            judged = self._inspect_frames([f for _, f in frames])
+            results.update({i: r for (i, _), r in zip(frames, judged, strict=True)})
+        return [results[i] for i in range(len(items))]
 
     def inspect_image(
         self,
@@ -143,7 +169,7 @@ class Inspector:
                 frame_id=frame_id, source="api", reason=str(err), path=name, part_id=part_id
             )
             return self.inspect(failure)
-        return self._inspect_frame(frame)
+        return self._inspect_frames([frame])[0]
 
     def model_batches(self, image: ImageU8) -> list[tuple[ModelRunner, Tensor]]:
         """The exact tensors each model gets for this image (for benchmarks of session.run)."""
@@ -166,75 +192,113 @@ class Inspector:
         self._frame_counter += 1
         return self._frame_counter - 1
 
-    def _inspect_frame(self, frame: Frame) -> InspectedFrame:
+    def _inspect_frames(self, frames: Sequence[Frame]) -> list[InspectedFrame]:
+        """Judge frames together: one session.run per model for all their ROIs.
+
+        Each frame's timings are its share of the batch's shared stages; its `total` is the
+        whole batch's time, which is what the part waited.
+        """
         start = time.perf_counter()
-        timings: dict[str, float] = {}
-        prepared: ImageU8 | None = None
+        done: dict[int, InspectedFrame] = {}
+        prepared: dict[int, ImageU8] = {}
+        crops: dict[int, dict[str, ImageU8]] = {}
+        pre_ms: dict[int, float] = {}
+        for i, frame in enumerate(frames):
+            t = time.perf_counter()
+            try:
+                prepared[i] = self.chain(frame.image)
+                crops[i] = dict(roi_crops(prepared[i], self.recipe.rois))
+            except CellInspectError as err:
+                log.warning("frame %s from %s: %s", frame.frame_id, frame.source, err)
+                done[i] = self._failure(frame, str(err), {}, prepared.pop(i, None))
+            pre_ms[i] = _ms_since(t)
+        shared: dict[str, float] = {}
         try:
+            outputs = self._run_models(crops, shared)
             t = time.perf_counter()
-            prepared = self.chain(frame.image)
-            crops = dict(roi_crops(prepared, self.recipe.rois))
-            timings["preprocess"] = _ms_since(t)
-            outputs = self._run_models(crops, timings)
-            t = time.perf_counter()
-            rois = [
-                decide_roi(roi_name, outputs.get(roi_name, []), self.thresholds)
-                for roi_name in crops
-            ]
-            decision = decide_part(rois)
-            timings["decision"] = _ms_since(t)
+            decisions = {
+                i: [
+                    decide_roi(roi, outputs[i].get(roi, []), self.thresholds)
+                    for roi in crops[i]
+                ]
+                for i in crops
+            }
+            shared["decision"] = _ms_since(t)
+            if self.measurer is not None:
+                t = time.perf_counter()
+                for i in decisions:
+                    decisions[i].append(self.measurer(prepared[i]))
+                shared["measure"] = _ms_since(t)
         except CellInspectError as err:
-            log.warning("frame %s from %s: %s", frame.frame_id, frame.source, err)
-            return self._failure(frame, str(err), timings, prepared)
+            log.warning("batch of %d frames: %s", len(crops), err)
+            decisions, outputs = {}, {}
+            for i in crops:
+                done[i] = self._failure(frames[i], str(err), {}, prepared[i])
         except Exception as err:  # a bug must still not turn into PASS or stop the line
-            log.exception("frame %s from %s: unexpected error", frame.frame_id, frame.source)
-            return self._failure(frame, f"internal error: {type(err).__name__}: {err}", timings)
-        elapsed = _ms_since(start)
+            log.exception("batch of %d frames: unexpected error", len(crops))
+            decisions, outputs = {}, {}
+            for i in crops:
+                reason = f"internal error: {type(err).__name__}: {err}"
+                done[i] = self._failure(frames[i], reason, {}, prepared[i])
+        share = 1.0 / max(1, len(decisions))
         deadline = self.recipe.runtime.deadline_ms
-        if elapsed > deadline:
-            reason = f"deadline missed: {elapsed:.1f} ms > {deadline:.0f} ms"
-            return self._failure(frame, reason, timings, prepared, rois)
-        t = time.perf_counter()
-        result = self._result(frame, decision, rois, timings)
-        timings["result"] = _ms_since(t)
-        overlay = None
-        if self.make_overlays:
+        for i, rois in decisions.items():
+            frame = frames[i]
+            timings = {"preprocess": pre_ms[i], **{k: v * share for k, v in shared.items()}}
+            elapsed = _ms_since(start)
+            if elapsed > deadline:
+                reason = f"deadline missed: {elapsed:.1f} ms > {deadline:.0f} ms"
+                done[i] = self._failure(frame, reason, timings, prepared[i], rois)
+                continue
             t = time.perf_counter()
-            overlay = self._overlay(prepared, outputs)
-            timings["overlay"] = _ms_since(t)
-        timings["total"] = _ms_since(start)
-        return InspectedFrame(result=result, image=prepared, overlay=overlay)
+            result = self._result(frame, decide_part(rois), rois, timings)
+            timings["result"] = _ms_since(t)
+            overlay = None
+            if self.make_overlays:
+                t = time.perf_counter()
+                overlay = self._overlay(prepared[i], outputs[i])
+                timings["overlay"] = _ms_since(t)
+            timings["total"] = _ms_since(start)
+            done[i] = InspectedFrame(result=result, image=prepared[i], overlay=overlay)
+        return [done[i] for i in range(len(frames))]
 
     def _run_models(
-        self, crops: dict[str, ImageU8], timings: dict[str, float]
-    ) -> dict[str, list[tuple[str, ModelOutput]]]:
-        per_roi: dict[str, list[tuple[str, ModelOutput]]] = {name: [] for name in crops}
+        self, crops: dict[int, dict[str, ImageU8]], timings: dict[str, float]
+    ) -> dict[int, dict[str, list[tuple[str, ModelOutput]]]]:
+        """Run every model once over all (frame, ROI) pairs it judges; outputs per frame/ROI."""
+        per: dict[int, dict[str, list[tuple[str, ModelOutput]]]] = {
+            i: {roi: [] for roi in rois} for i, rois in crops.items()
+        }
         for key in ("model_input", "inference", "postprocess"):
             timings.setdefault(key, 0.0)
-        prepared: dict[tuple[str, tuple[str, ...]], Tensor] = {}
+        prepared: dict[tuple[str, tuple[tuple[int, str], ...]], Tensor] = {}
         for plan in self._plans:
-            names = tuple(n for n in plan.roi_names if n in crops)
-            if not names:
+            pairs = tuple((i, n) for i in crops for n in plan.roi_names if n in crops[i])
+            if not pairs:
                 continue
             runner = plan.runner
             t = time.perf_counter()
             # Models on one backbone share an input spec: prepare the tensor once for all.
-            batch_key = (plan.input_key, names)
+            batch_key = (plan.input_key, pairs)
             batch = prepared.get(batch_key)
             if batch is None:
-                batch = prepared[batch_key] = runner.prepare([crops[n] for n in names])
+                batch = prepared[batch_key] = runner.prepare([crops[i][n] for i, n in pairs])
             timings["model_input"] += _ms_since(t)
-            t = time.perf_counter()
-            raw = runner.run(batch)
-            run_ms = _ms_since(t)
+            limit = runner.batch_limit or len(pairs)
+            outs: list[ModelOutput] = []
+            run_ms = 0.0
+            for first in range(0, len(pairs), limit):
+                t = time.perf_counter()
+                raw = runner.run(batch[first : first + limit])
+                run_ms += _ms_since(t)
+                t = time.perf_counter()
+                outs.extend(runner.postprocess(raw))
+                timings["postprocess"] += _ms_since(t)
             timings["inference"] += run_ms
             timings[f"inference:{runner.name}"] = run_ms
-            t = time.perf_counter()
-            outs = runner.postprocess(raw)
-            timings["postprocess"] += _ms_since(t)
-            for roi_name, out in zip(names, outs, strict=True):
-                per_roi[roi_name].append((runner.name, out))
-        return per_roi
+            for (i, roi_name), out in zip(pairs, outs, strict=True):
+                per[i][roi_name].append((runner.name, out))
+        return per
 
     def _result(
         self,
@@ -265,6 +329,8 @@ class Inspector:
             encoder=item.encoder,
             calibration_id=cal.calibration_id if cal else None,
             calibration_sha256=cal.sha256 if cal else None,
+            plane_calibration_id=self.plane.calibration_id if self.plane else None,
+            plane_calibration_sha256=self.plane.sha256 if self.plane else None,
             error=error,
         )
 

@@ -64,8 +64,15 @@ def run_pipeline(
     stop: threading.Event | None = None,
     queue_size: int = 8,
     drop_when_full: bool = False,
+    batch_size: int | None = None,
 ) -> PipelineStats:
-    """Inspect every item the source yields until it ends or `stop` is set."""
+    """Inspect every item the source yields until it ends or `stop` is set.
+
+    Up to `batch_size` frames that are already waiting are judged together (one session.run
+    per model); the loop never waits to fill a batch, so latency does not grow when the line
+    is slow. The default is the recipe's `runtime.batch_size`.
+    """
+    batch_size = batch_size or inspector.recipe.runtime.batch_size
     stop = stop or threading.Event()
     items: queue.Queue[object] = queue.Queue(maxsize=queue_size)
     stats = PipelineStats()
@@ -113,18 +120,29 @@ def run_pipeline(
     start = time.perf_counter()
     reader.start()
     try:
-        while True:
+        ended = False
+        while not ended:
             try:
-                item = items.get(timeout=0.1)
+                first = items.get(timeout=0.1)
             except queue.Empty:
                 if stop.is_set() and not reader.is_alive():
                     break
                 continue
-            if item is _END:
+            if first is _END:
                 break
-            inspected = inspector.inspect(item)  # type: ignore[arg-type]
-            stats.add(inspected)
-            on_result(inspected)
+            batch: list[SourceItem] = [first]  # type: ignore[list-item]
+            while len(batch) < batch_size:  # take what is already waiting, never wait for more
+                try:
+                    extra = items.get_nowait()
+                except queue.Empty:
+                    break
+                if extra is _END:
+                    ended = True
+                    break
+                batch.append(extra)  # type: ignore[arg-type]
+            for inspected in inspector.inspect_batch(batch):
+                stats.add(inspected)
+                on_result(inspected)
             while dropped_items:
                 drop = inspector.inspect(dropped_items.pop(0))
                 stats.dropped += 1
