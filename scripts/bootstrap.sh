@@ -22,7 +22,7 @@ fi
 if [ "$dev" = 1 ]; then
   # torch==2.13.0 is pinned in the extras: that exact version is the CPU build here, while a
   # looser requirement would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet -e '.[dev,convert,api,plc]'
+  .venv/bin/python -m pip install --quiet -e '.[dev,convert]'
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
@@ -31,6 +31,6 @@ if [ "$dev" = 1 ]; then
     fi
   fi
 else
-  .venv/bin/python -m pip install --quiet -e '.[api,plc]'
+  .venv/bin/python -m pip install --quiet -e .
 fi
 echo "bootstrap: ready (.venv)"

@@ -65,7 +65,7 @@ def build_brightness_anomaly_model(folder: Path, size: int = 16) -> Path:
 
 
 def build_colour_classifier(folder: Path, size: int = 8) -> Path:
-    """A real linear classifier on mean colour: blue-ish = good, red-ish = stain, green = scratch."""
+    """A real linear classifier on mean colour: blue = good, green = scratch, red = stain."""
     folder.mkdir(parents=True, exist_ok=True)
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])
     probs = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])

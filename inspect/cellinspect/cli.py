@@ -9,24 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from cellinspect import __version__
+from cellinspect.cli_support import (
+    DEFAULT_RECIPE,
+    RecipeOpt,
+    console,
+    err_console,
+    fail,
+    progress_bar,
+    stage_progress,
+    user_errors,
+)
 from cellinspect.errors import CellInspectError
 
 if TYPE_CHECKING:
@@ -40,56 +39,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _mount_sub_apps() -> None:
-    """Sub-command groups that live with their own package."""
+    """Sub-command groups and commands that live with their own package."""
     from cellinspect.calibration.cli import app as calibrate_app
+    from cellinspect.cli_cell import register
 
     app.add_typer(calibrate_app, name="calibrate")
-
-
-_mount_sub_apps()
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
-RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Station recipe (YAML).")]
-DEFAULT_RECIPE = Path("recipes/flange.yaml")
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=1)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn cellinspect's own errors into a message and exit code 1."""
-    try:
-        yield
-    except CellInspectError as err:
-        raise _fail(str(err)) from err
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
-
-
-def _stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
-    """A `stage(name, done, total)` callback that keeps one bar per stage name."""
-    tasks: dict[str, TaskID] = {}
-
-    def stage(name: str, done: int, total: int) -> None:
-        if name not in tasks:
-            tasks[name] = progress.add_task(name, total=total)
-        progress.update(tasks[name], completed=done, total=total)
-
-    return stage
+    register(app)
 
 
 @app.callback()
@@ -120,7 +77,7 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe file to check."
             err_console.print(line, highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from err
     except CellInspectError as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     missing = [str(m.path) for m in loaded.models if not m.path.is_file()]
     if loaded.calibration is not None and not loaded.calibration.is_file():
         missing.append(str(loaded.calibration))
@@ -197,7 +154,7 @@ def inspect(
                 overlays_dir,
                 overlays_for_pass or outputs.overlays_for_pass,
             ) as files,
-            _progress() as progress,
+            progress_bar() as progress,
         ):
             task = progress.add_task("inspecting", total=total)
 
@@ -244,7 +201,7 @@ def bench(
 
     with user_errors():
         inspector = Inspector.from_recipe(recipe)
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task("benchmarking", total=None)
             report = run_bench(
                 inspector,
@@ -302,7 +259,7 @@ def generate(
     """Render synthetic flange parts (good and defective) with labels and true dimensions."""
     from cellinspect.datagen.flange import DEFECT_CLASSES, generate_dataset
 
-    with user_errors(), _progress() as progress:
+    with user_errors(), progress_bar() as progress:
         task = progress.add_task("rendering", total=count)
         labels = generate_dataset(
             out,
@@ -351,7 +308,7 @@ def fit_anomaly_cmd(
         params = AnomalyFitParams(
             coreset_size=coreset, projection_dim=projection_dim or None, seed=seed
         )
-        with _progress() as progress:
+        with progress_bar() as progress:
             rep = fit_anomaly(
                 dataset,
                 reader,
@@ -360,7 +317,7 @@ def fit_anomaly_cmd(
                 name or out.parent.name,
                 out.name,
                 params,
-                _stage_progress(progress),
+                stage_progress(progress),
             )
     for path, reason in rep.skipped:
         err_console.print(f"skipped {path}: {reason}", highlight=False)
@@ -386,7 +343,7 @@ def fit_classifier_cmd(
     with user_errors():
         reader = _reader(recipe, roi)
         dataset = load_dataset(dataset_dir)
-        with _progress() as progress:
+        with progress_bar() as progress:
             rep = fit_classifier(
                 dataset,
                 reader,
@@ -394,7 +351,7 @@ def fit_classifier_cmd(
                 out,
                 name or out.parent.name,
                 out.name,
-                stage=_stage_progress(progress),
+                stage=stage_progress(progress),
             )
     console.print(
         f"wrote {rep.model_path}: classes {list(rep.labels)}, counts {rep.counts}, "
@@ -417,8 +374,8 @@ def evaluate(
     with user_errors():
         reader = _reader(recipe, roi)
         dataset = load_dataset(dataset_dir)
-        with _progress() as progress:
-            rep = evaluate_model(model, dataset, reader, stage=_stage_progress(progress))
+        with progress_bar() as progress:
+            rep = evaluate_model(model, dataset, reader, stage=stage_progress(progress))
     for path, reason in rep.skipped:
         err_console.print(f"skipped {path}: {reason}", highlight=False)
     table = Table(title=f"{rep.model} v{rep.version} ({rep.task}) on {rep.images} images")
@@ -457,7 +414,7 @@ def convert_backbone_cmd(
     try:
         from cellinspect.training.convert_backbone import convert_backbone
     except ImportError as err:
-        raise _fail(f"{err}; install the conversion extra: pip install -e '.[convert]'") from err
+        raise fail(f"{err}; install the conversion extra: pip install -e '.[convert]'") from err
     with user_errors():
         path = convert_backbone(
             out, image_size=size, opset=opset, progress=lambda msg: console.print(msg)
@@ -505,7 +462,7 @@ def models(
         table.add_column(col)
     found = sorted(root.glob(f"*/*/{MANIFEST_NAME}"))
     if not found:
-        raise _fail(f"{root}: no models (expected {root}/<name>/<version>/{MANIFEST_NAME})")
+        raise fail(f"{root}: no models (expected {root}/<name>/<version>/{MANIFEST_NAME})")
     for manifest_path in found:
         model_path = manifest_path.with_name("model.onnx")
         try:
@@ -539,11 +496,6 @@ def models(
     console.print(table)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
 @app.command("build-default-models")
 def build_default_models_cmd(
     recipe: RecipeOpt = DEFAULT_RECIPE,
@@ -562,9 +514,9 @@ def build_default_models_cmd(
     with user_errors():
         loaded = load_recipe(recipe)
         plan = DefaultModelsPlan(train_count=train_count, val_count=val_count)
-        with _progress() as progress:
+        with progress_bar() as progress:
             rep = build_default_models(
-                loaded, models_dir, work_dir, backbone, plan, _stage_progress(progress)
+                loaded, models_dir, work_dir, backbone, plan, stage_progress(progress)
             )
     console.print(f"anomaly detector: {rep.anomaly_path}")
     console.print(
@@ -573,3 +525,11 @@ def build_default_models_cmd(
     )
     console.print(f"classifier: {rep.classifier_path}")
     console.print(f"  validation accuracy {rep.classifier_eval.accuracy:.4f}")
+
+
+_mount_sub_apps()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

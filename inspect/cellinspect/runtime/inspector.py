@@ -217,10 +217,7 @@ class Inspector:
             outputs = self._run_models(crops, shared)
             t = time.perf_counter()
             decisions = {
-                i: [
-                    decide_roi(roi, outputs[i].get(roi, []), self.thresholds)
-                    for roi in crops[i]
-                ]
+                i: [decide_roi(roi, outputs[i].get(roi, []), self.thresholds) for roi in crops[i]]
                 for i in crops
             }
             shared["decision"] = _ms_since(t)

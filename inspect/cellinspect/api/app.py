@@ -1,0 +1,121 @@
+"""App factory: services on app.state, one router per resource, JSON errors, limits, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+import cellinspect
+from cellinspect.api.errors import install_error_handlers
+from cellinspect.api.events import EventBroker
+from cellinspect.api.limits import BodySizeLimitMiddleware
+from cellinspect.api.metrics import ApiMetrics, MetricsMiddleware
+from cellinspect.api.routers import (
+    events,
+    export,
+    health,
+    inspections,
+    results,
+    review_page,
+    reviews,
+    stats,
+)
+from cellinspect.api.routers.review_page import STATIC
+from cellinspect.api.services import ApiServices
+from cellinspect.runtime.protocols import ImageInspector
+from cellinspect.settings import StationSettings
+from cellinspect.storage.factory import retention_from
+from cellinspect.storage.protocols import ResultStore
+from cellinspect.storage.writer import AsyncResultWriter
+
+# Room for the multipart envelope around an upload of max_upload_bytes.
+MULTIPART_OVERHEAD = 64 * 1024
+
+DESCRIPTION = """
+Results, images and QA reviews of a cellinspect station.
+
+Reading is open to anyone who can reach the server (it binds 127.0.0.1 by default); every
+request that changes state needs the station's API token, as `Authorization: Bearer <token>`
+or `X-API-Token: <token>`. Errors are JSON: `{"error": ..., "message": ..., "details": [...]}`.
+The review page for QA is at [/review](/review).
+"""
+
+
+def make_writer(settings: StationSettings, store: ResultStore) -> AsyncResultWriter:
+    return AsyncResultWriter(
+        store,
+        queue_size=settings.writer_queue_size,
+        batch_size=settings.writer_batch_size,
+        max_block_s=settings.writer_max_block_ms / 1000.0,
+        spill_path=settings.resolved_spill_file,
+    )
+
+
+def create_app(
+    settings: StationSettings,
+    store: ResultStore,
+    inspector: ImageInspector | None = None,
+    *,
+    writer: AsyncResultWriter | None = None,
+) -> FastAPI:
+    """The station's API. Without `writer` the app makes, starts and closes its own.
+
+    A station that runs its own inspection loop passes its writer in, so loop and API share
+    one queue to the database (and the app leaves that writer's lifecycle to the station).
+    """
+    owns_writer = writer is None
+    writer = writer or make_writer(settings, store)
+    broker = EventBroker()
+    writer.add_listener(broker.publish_results)
+    services = ApiServices(
+        settings=settings,
+        store=store,
+        inspector=inspector,
+        writer=writer,
+        owns_writer=owns_writer,
+        events=broker,
+        metrics=ApiMetrics(lambda: services.writer.stats),
+        retention=retention_from(settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        broker.bind(asyncio.get_running_loop())
+        if services.owns_writer:
+            services.writer.start()
+        try:
+            yield
+        finally:
+            broker.close()
+            if services.owns_writer:
+                services.writer.close()
+
+    app = FastAPI(
+        title="cellinspect station API",
+        version=cellinspect.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (
+        inspections,
+        results,
+        reviews,
+        stats,
+        export,
+        events,
+        health,
+        review_page,
+    ):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD
+    )
+    return app

@@ -1,0 +1,43 @@
+"""POST /exports: write the labelled dataset into the station's export folder.
+
+The target folder is named by the server (timestamp + random suffix) under the configured
+export directory: no path is ever taken from the request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from cellinspect.api.deps import ServicesDep, TokenDep
+from cellinspect.api.schemas import ErrorOut, ExportIn, ExportOut
+from cellinspect.export.dataset import export_dataset
+
+router = APIRouter(tags=["export"])
+
+
+@router.post(
+    "/exports",
+    status_code=201,
+    response_model=ExportOut,
+    dependencies=[TokenDep],
+    responses={401: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    summary="Export reviewed results as a class-folder dataset with a manifest",
+)
+async def create_export(services: ServicesDep, body: ExportIn | None = None) -> ExportOut:
+    body = body or ExportIn()
+    name = f"export-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    out_dir = services.settings.resolved_export_dir / name
+    report = await run_in_threadpool(
+        lambda: export_dataset(
+            services.store,
+            out_dir,
+            body.include_unreviewed_above,
+            manifest_format=body.manifest_format,
+            good_label=services.settings.good_label,
+        )
+    )
+    return ExportOut.of(name, report)

@@ -1,0 +1,98 @@
+"""POST /inspections: run the loaded recipe on an uploaded image and return the verdict."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from cellinspect.api.deps import ServicesDep, TokenDep
+from cellinspect.api.schemas import ErrorOut, InspectionOut, ResultOut
+from cellinspect.api.services import ApiServices
+from cellinspect.api.uploads import (
+    UploadLimits,
+    UploadRejectedError,
+    check_media_type,
+    decode_upload,
+)
+from cellinspect.entities import ImageU8, InspectedFrame
+from cellinspect.storage.records import ImageKind
+
+router = APIRouter(tags=["inspections"])
+
+_INT64 = 2**63 - 1
+
+
+def _inspect(
+    services: ApiServices,
+    image: ImageU8,
+    name: str | None,
+    part_id: int | None,
+    encoder: int | None,
+) -> InspectedFrame:
+    inspector = services.inspector
+    if inspector is None:  # checked before; keeps mypy and a racing reload honest
+        raise RuntimeError("no inspector")
+    with services.inspect_lock:
+        return inspector.inspect_image(image, name=name, part_id=part_id, encoder=encoder)
+
+
+@router.post(
+    "/inspections",
+    status_code=201,
+    response_model=InspectionOut,
+    dependencies=[TokenDep],
+    responses={
+        401: {"model": ErrorOut},
+        413: {"model": ErrorOut},
+        415: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
+    summary="Inspect an uploaded image with the loaded recipe",
+)
+async def create_inspection(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="The image (PNG, JPEG, BMP, TIFF, WebP).")],
+    part_id: Annotated[
+        int | None, Form(ge=0, le=_INT64, description="Part id latched by the PLC.")
+    ] = None,
+    encoder: Annotated[
+        int | None, Form(ge=-_INT64, le=_INT64, description="Encoder count.")
+    ] = None,
+) -> InspectionOut:
+    if services.inspector is None:
+        raise HTTPException(503, "no recipe is loaded on this server; start it with --recipe")
+    limits = UploadLimits(services.settings.max_upload_bytes, services.settings.max_image_pixels)
+    what = "upload"
+    try:
+        check_media_type(file.content_type, what)
+        if file.size is not None and file.size > limits.max_bytes:
+            raise UploadRejectedError(
+                413, f"{what}: {file.size} bytes is over the limit of {limits.max_bytes}"
+            )
+        data = await file.read(limits.max_bytes + 1)
+        image = await run_in_threadpool(decode_upload, data, limits, what)
+    except UploadRejectedError as err:
+        raise HTTPException(err.status, str(err)) from err
+    name = _display_name(file.filename)
+    frame = await run_in_threadpool(_inspect, services, image, name, part_id, encoder)
+    outcome = services.writer.submit(frame)
+    services.metrics.inspections.labels(frame.result.verdict.value).inc()
+    kinds: set[ImageKind] = set()
+    if services.retention.keeps_images(frame.result):
+        if frame.image is not None:
+            kinds.add(ImageKind.IMAGE)
+        if frame.overlay is not None:
+            kinds.add(ImageKind.OVERLAY)
+    return InspectionOut(result=ResultOut.of(frame.result, kinds=kinds), stored=outcome)
+
+
+def _display_name(filename: str | None) -> str | None:
+    """The client's file name, kept only as a label: no folders, no control characters."""
+    if not filename:
+        return None
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable())[:200]
+    return cleaned or None

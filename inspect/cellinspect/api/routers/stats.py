@@ -1,0 +1,28 @@
+"""GET /stats: yield, verdict counts, defect Pareto, throughput/latency over time, agreement."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from starlette.concurrency import run_in_threadpool
+
+from cellinspect.api.deps import StoreDep
+from cellinspect.api.schemas import ErrorOut, StatsOut, UtcDatetime
+
+router = APIRouter(tags=["stats"])
+
+
+@router.get("/stats", response_model=StatsOut, responses={422: {"model": ErrorOut}})
+async def get_stats(
+    store: StoreDep,
+    since: Annotated[UtcDatetime | None, Query(description="Captured at or after.")] = None,
+    until: Annotated[UtcDatetime | None, Query(description="Captured before.")] = None,
+    bucket_s: Annotated[int, Query(ge=60, le=31 * 86400, description="Timeline bucket.")] = 3600,
+) -> StatsOut:
+    if since is not None and until is not None and until <= since:
+        raise HTTPException(
+            422, f"until ({until.isoformat()}) must be after since ({since.isoformat()})"
+        )
+    stats = await run_in_threadpool(store.stats, since, until, bucket_s)
+    return StatsOut.of(stats)

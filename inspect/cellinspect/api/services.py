@@ -1,0 +1,28 @@
+"""What the routes work with, built once per app and kept on `app.state.services`."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from cellinspect.api.events import EventBroker
+from cellinspect.api.metrics import ApiMetrics
+from cellinspect.runtime.protocols import ImageInspector
+from cellinspect.settings import StationSettings
+from cellinspect.storage.protocols import ResultStore
+from cellinspect.storage.retention import RetentionPolicy
+from cellinspect.storage.writer import AsyncResultWriter
+
+
+@dataclass
+class ApiServices:
+    settings: StationSettings
+    store: ResultStore
+    inspector: ImageInspector | None
+    writer: AsyncResultWriter
+    owns_writer: bool
+    events: EventBroker
+    metrics: ApiMetrics
+    retention: RetentionPolicy
+    # One inspection at a time: an inspector owns its onnxruntime sessions.
+    inspect_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -1,0 +1,65 @@
+"""What every command shares: consoles, progress bars, and turning user errors into exit 1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from cellinspect.errors import CellInspectError
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Station recipe (YAML).")]
+DEFAULT_RECIPE = Path("recipes/flange.yaml")
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one clear error line; raise the returned Exit (code 1)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn cellinspect's own errors into a message and exit code 1."""
+    try:
+        yield
+    except CellInspectError as err:
+        raise fail(str(err)) from err
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
+    """A `stage(name, done, total)` callback that keeps one bar per stage name."""
+    tasks: dict[str, TaskID] = {}
+
+    def stage(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = progress.add_task(name, total=total)
+        progress.update(tasks[name], completed=done, total=total)
+
+    return stage

@@ -1,0 +1,247 @@
+"""`cellinspect line`: the whole simulated cell in one process, and its final report.
+
+Wires a simulated camera (parts rendered or sample images, with ground truth), the station
+(register image, Modbus TCP server on 127.0.0.1, handshake, inspector thread), and the
+simulated PLC (real Modbus client, conveyor, photo-eye, FIFO tracking, reject gate). The store
+and API plug in through `on_result` (every inspected part) and `on_target` (pick targets).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cellinspect.entities import ImageU8, InspectedFrame, Verdict
+from cellinspect.line.audit import LineReport, build_report
+from cellinspect.plc.conveyor import ConveyorConfig, place_parts
+from cellinspect.plc.modbus_adapter import ModbusServer
+from cellinspect.plc.register_image import RegisterImage
+from cellinspect.plc.registers import Reg, Status
+from cellinspect.plc.robot import PickTarget, PlaneMapping
+from cellinspect.plc.sim_camera import FolderCatalog, PartCatalog, RenderCatalog, SimCamera
+from cellinspect.plc.sim_plc import LinkFault, PlcConfig, PlcCounters, SimPlc
+from cellinspect.plc.station_interface import StationConfig, StationInterface
+from cellinspect.runtime.protocols import ImageInspector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LineConfig:
+    """The simulated cell: how many parts, how fast, and which faults to inject."""
+
+    parts: int = 100
+    rate_per_min: float = 120.0
+    seed: int = 0
+    defect_rate: float = 0.3
+    pitch_mm: float = 150.0
+    spacing_jitter: float = 0.3
+    gate_travel_s: float = 1.5
+    counts_per_mm: float = 10.0
+    encoder_offset: int = 0
+    scan_ms: float = 10.0
+    deadline_ms: float = 500.0
+    heartbeat_timeout_s: float | None = 1.0
+    fail_safe: Verdict = Verdict.FAIL
+    buffer_results: bool = True
+    drop_probability: float = 0.0
+    drop_parts: tuple[int, ...] = ()
+    faults: tuple[LinkFault, ...] = ()
+    samples: Path | None = None
+    host: str = "127.0.0.1"
+    modbus_port: int = 0
+    timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.parts < 1:
+            raise ValueError(f"parts must be >= 1, got {self.parts}")
+        if self.rate_per_min <= 0:
+            raise ValueError(f"rate_per_min must be > 0, got {self.rate_per_min}")
+        if self.gate_travel_s * 1000.0 <= self.deadline_ms:
+            raise ValueError(
+                f"deadline_ms ({self.deadline_ms}) must be shorter than the eye-to-gate travel "
+                f"({self.gate_travel_s * 1000:.0f} ms), or no result could arrive in time"
+            )
+
+    @property
+    def speed_mm_s(self) -> float:
+        """Belt speed that brings one part per pitch at the asked rate."""
+        return self.rate_per_min * self.pitch_mm / 60.0
+
+    def conveyor(self) -> ConveyorConfig:
+        return ConveyorConfig(
+            speed_mm_s=self.speed_mm_s,
+            counts_per_mm=self.counts_per_mm,
+            gate_mm=self.speed_mm_s * self.gate_travel_s,
+            encoder_offset=self.encoder_offset,
+        )
+
+    @property
+    def expected_duration_s(self) -> float:
+        return self.parts * 60.0 / self.rate_per_min + self.gate_travel_s + 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LineProgress:
+    """A live snapshot for the progress display."""
+
+    elapsed_s: float
+    config: LineConfig
+    plc: PlcCounters
+    station_busy: bool
+    inspected: int = field(default=0)
+
+
+def rendered_catalog(
+    count: int, seed: int, defect_rate: float, cache_size: int = 64, read_ahead: int = 4
+) -> RenderCatalog:
+    """Unique synthetic flanges, rendered on demand (datagen), labels from the plan."""
+    from cellinspect.datagen.flange import plan_parts, render_part
+
+    specs = plan_parts(count, seed, defect_rate)
+
+    def render(part_id: int) -> ImageU8:
+        return render_part(specs[part_id - 1])
+
+    return RenderCatalog(
+        [s.label for s in specs],
+        render,
+        cache_size=cache_size,
+        read_ahead=read_ahead,
+        names=[f"part_{s.index:05d}_{s.label}.png" for s in specs],
+    )
+
+
+def make_catalog(config: LineConfig) -> PartCatalog:
+    if config.samples is not None:
+        return FolderCatalog(config.samples, seed=config.seed)
+    return rendered_catalog(config.parts, config.seed, config.defect_rate)
+
+
+def _labels(catalog: PartCatalog, count: int) -> Sequence[str]:
+    return [catalog.label(pid) for pid in range(1, count + 1)]
+
+
+def run_cell(
+    config: LineConfig,
+    inspector: ImageInspector,
+    catalog: PartCatalog | None = None,
+    on_result: Callable[[InspectedFrame], None] | None = None,
+    on_target: Callable[[PickTarget], None] | None = None,
+    plane: PlaneMapping | None = None,
+    progress: Callable[[LineProgress], None] | None = None,
+    progress_every_s: float = 0.25,
+    stop: threading.Event | None = None,
+) -> LineReport:
+    """Run the simulated cell until every part has passed the gate (or `stop` is set)."""
+    catalog = catalog or make_catalog(config)
+    labels = _labels(catalog, config.parts)
+    parts = place_parts(
+        labels,
+        config.pitch_mm,
+        seed=config.seed,
+        jitter=config.spacing_jitter,
+        min_gap_mm=min(70.0, config.pitch_mm),
+    )
+    image = RegisterImage()
+    camera = SimCamera(
+        catalog,
+        drop_probability=config.drop_probability,
+        drop_parts=config.drop_parts,
+        seed=config.seed,
+    )
+    station = StationInterface(
+        image,
+        camera,
+        inspector,
+        StationConfig(
+            deadline_ms=config.deadline_ms,
+            heartbeat_timeout_s=config.heartbeat_timeout_s,
+            fail_safe=config.fail_safe,
+        ),
+        plane=plane,
+        on_result=on_result,
+        on_target=on_target,
+    )
+    server = ModbusServer(image, host=config.host, port=config.modbus_port)
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    port = server.start()
+    station.start()
+    plc = SimPlc(
+        config.host,
+        port,
+        parts,
+        config.conveyor(),
+        PlcConfig(scan_ms=config.scan_ms, buffer_results=config.buffer_results),
+        faults=config.faults,
+    )
+    prefetch = _Prefetcher(catalog, plc) if isinstance(catalog, RenderCatalog) else None
+    try:
+        if prefetch is not None:
+            prefetch.start()
+        plc.start()
+        timeout = config.timeout_s or config.expected_duration_s * 3 + 10.0
+        while not plc.join(timeout=progress_every_s):
+            elapsed = time.monotonic() - started
+            if progress is not None:
+                progress(
+                    LineProgress(
+                        elapsed,
+                        config,
+                        plc.snapshot(),
+                        bool(image.get(Reg.STATUS) & Status.BUSY),
+                        len(station.records),
+                    )
+                )
+            if stop.is_set() or elapsed > timeout:
+                plc.stop()
+        if progress is not None:
+            progress(
+                LineProgress(
+                    time.monotonic() - started, config, plc.snapshot(), False, len(station.records)
+                )
+            )
+    finally:
+        plc.stop()
+        plc.join(timeout=5)
+        if prefetch is not None:
+            prefetch.stop()
+        station.stop()
+        server.stop()
+    if plc.error is not None:
+        raise RuntimeError(f"simulated PLC failed: {plc.error}") from plc.error
+    return build_report(config, plc, station, duration_s=time.monotonic() - started, port=port)
+
+
+class _Prefetcher:
+    """Renders parts a few positions ahead of the photo-eye, off the trigger path."""
+
+    def __init__(self, catalog: RenderCatalog, plc: SimPlc, ahead: int = 6) -> None:
+        self.catalog = catalog
+        self.plc = plc
+        self.ahead = ahead
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="camera-prefetch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        done = 0
+        total = len(self.catalog.labels)
+        while not self._stop.is_set() and done < total:
+            target = min(total, self.plc.snapshot().seen + self.ahead)
+            if done < target:
+                done += 1
+                self.catalog.prefetch([done])
+            else:
+                self._stop.wait(0.01)

@@ -1,0 +1,386 @@
+"""The station behind the Modbus registers: trigger in, picture, verdict within a deadline, out.
+
+Threads, each with one job: the Modbus server thread runs the handshake logic on PLC writes;
+the job worker acquires the frame and waits for the verdict; one inspector thread owns the
+inspector (and its onnxruntime sessions); a watchdog ticks the heartbeats; a dispatcher hands
+results and pick targets to the store and the robot, so a slow consumer never delays the PLC.
+
+A verdict that is not ready by the deadline is posted as NO RESULT (code 4) at the deadline;
+the station stays BUSY until the inspector is free again, so a late inspection can never be
+mistaken for the next part's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cellinspect.entities import Frame, FrameFailure, InspectedFrame, InspectionResult, Verdict
+from cellinspect.plc.handshake import Handshake, ResultBlock, TriggerJob
+from cellinspect.plc.register_image import RegisterImage
+from cellinspect.plc.registers import (
+    DEFECT_ACQUISITION_FAILED,
+    DEFECT_DEADLINE_MISSED,
+    Command,
+    ErrorCode,
+    ResultCode,
+    defect_code,
+)
+from cellinspect.plc.robot import PickTarget, PlaneMapping, PoseEstimator, largest_contour_pose
+from cellinspect.plc.robot import pick_target as compute_pick_target
+from cellinspect.plc.sim_camera import TriggeredCamera
+from cellinspect.runtime.protocols import ImageInspector
+
+log = logging.getLogger(__name__)
+
+InspectorFactory = Callable[[], ImageInspector]
+
+
+@dataclass(frozen=True, slots=True)
+class StationConfig:
+    """Timing and safety settings of the PLC interface."""
+
+    deadline_ms: float = 500.0
+    heartbeat_timeout_s: float | None = 1.0
+    tick_s: float = 0.1
+    fail_safe: Verdict = Verdict.FAIL
+    recipe_number: int = 1
+    dispatch_queue: int = 512
+
+    def __post_init__(self) -> None:
+        if self.deadline_ms <= 0:
+            raise ValueError(f"deadline_ms must be > 0, got {self.deadline_ms}")
+        if self.fail_safe is Verdict.PASS:
+            raise ValueError("fail_safe must be FAIL or REVIEW, never PASS")
+        if self.heartbeat_timeout_s is not None and self.heartbeat_timeout_s <= self.tick_s:
+            raise ValueError(
+                f"heartbeat_timeout_s ({self.heartbeat_timeout_s}) must exceed tick_s "
+                f"({self.tick_s})"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class StationRecord:
+    """What the station decided and posted for one accepted trigger (the audit's other half)."""
+
+    part_id: int
+    encoder: int
+    acquisition_id: int
+    code: ResultCode
+    verdict: Verdict
+    delivered: bool
+    late: bool
+    frame_dropped: bool
+    latency_ms: float
+    inspect_ms: float | None
+
+
+class StationInterface:
+    """Runs accepted triggers to posted results; start() before the PLC connects."""
+
+    def __init__(
+        self,
+        image: RegisterImage,
+        camera: TriggeredCamera,
+        inspector: ImageInspector,
+        config: StationConfig | None = None,
+        plane: PlaneMapping | None = None,
+        estimator: PoseEstimator = largest_contour_pose,
+        on_result: Callable[[InspectedFrame], None] | None = None,
+        on_target: Callable[[PickTarget], None] | None = None,
+        recipes: Mapping[int, InspectorFactory] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or StationConfig()
+        self.image = image
+        self.camera = camera
+        self.inspector = inspector
+        self.plane = plane
+        self.estimator = estimator
+        self.on_result = on_result
+        self.on_target = on_target
+        self.recipes = dict(recipes or {})
+        self._clock = clock
+        self.records: list[StationRecord] = []
+        self.dispatch_dropped = 0
+        self._records_lock = threading.Lock()
+        self._jobs: queue.Queue[TriggerJob | None] = queue.Queue()
+        self._dispatch: queue.Queue[InspectedFrame | PickTarget | None] = queue.Queue(
+            maxsize=self.config.dispatch_queue
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self.handshake = Handshake(
+            image,
+            on_job=self._jobs.put_nowait,
+            on_command=self._on_command,
+            heartbeat_timeout_s=self.config.heartbeat_timeout_s,
+            recipe_number=self.config.recipe_number,
+            clock=clock,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector")
+        for name, target in (
+            ("station-jobs", self._job_loop),
+            ("station-watchdog", self._watchdog_loop),
+            ("station-dispatch", self._dispatch_loop),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._jobs.put(None)
+        try:
+            self._dispatch.put(None, timeout=1.0)
+        except queue.Full:
+            log.warning("station: dispatch queue full at stop; pending callbacks dropped")
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> StationInterface:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ loops
+
+    def _watchdog_loop(self) -> None:
+        while not self._stop.wait(self.config.tick_s):
+            self.handshake.tick()
+
+    def _job_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                self._run_job(job)
+            except Exception:  # a bug here must not stop the line: log, fail safe, go on
+                log.exception("station: job for part %d failed", job.part_id)
+                self.handshake.complete_job(
+                    ResultBlock(ResultCode.NO_RESULT, job.part_id, job.encoder), still_busy=False
+                )
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            item = self._dispatch.get()
+            if item is None:
+                return
+            try:
+                if isinstance(item, PickTarget):
+                    if self.on_target is not None:
+                        self.on_target(item)
+                elif self.on_result is not None:
+                    self.on_result(item)
+            except Exception:  # the store or robot failing must not stop inspection
+                log.exception("station: result/target consumer failed")
+
+    def _emit(self, item: InspectedFrame | PickTarget) -> None:
+        if isinstance(item, PickTarget) and self.on_target is None:
+            return
+        if isinstance(item, InspectedFrame) and self.on_result is None:
+            return
+        try:
+            self._dispatch.put_nowait(item)
+        except queue.Full:
+            self.dispatch_dropped += 1
+            log.warning("station: dispatch queue full, dropped %s", type(item).__name__)
+
+    # ------------------------------------------------------------------ one part
+
+    def _run_job(self, job: TriggerJob) -> None:
+        deadline = job.accepted_mono + self.config.deadline_ms / 1000.0
+        item = self.camera.acquire(job.part_id, job.encoder, job.acquisition_id)
+        if isinstance(item, FrameFailure):
+            inspected = self._fail_safe(item, f"acquisition failed: {item.reason}")
+            self._finish(job, inspected, inspect_ms=None, dropped=True, deadline=deadline)
+            return
+        assert self._executor is not None, "station not started"
+        inspector = self.inspector
+        started = self._clock()
+        future: Future[InspectedFrame] = self._executor.submit(
+            inspector.inspect_image,
+            item.image,
+            name=item.path,
+            part_id=job.part_id,
+            encoder=job.encoder,
+        )
+        try:
+            inspected = future.result(timeout=max(0.0, deadline - self._clock()))
+        except FutureTimeout:
+            self._post_no_result(job)
+            inspected = self._wait_late(future)
+            late = self._late_result(inspected, self._clock() - job.accepted_mono)
+            self.handshake.complete_job(None, still_busy=False)
+            self._record(
+                job,
+                ResultCode.NO_RESULT,
+                late.result.verdict,
+                True,
+                True,
+                False,
+                (self._clock() - started) * 1000.0,
+            )
+            self._emit(late)
+            return
+        except Exception as err:
+            inspected = self._fail_safe(item, f"inspector raised {type(err).__name__}: {err}")
+        self._finish(job, inspected, (self._clock() - started) * 1000.0, False, deadline)
+
+    def _finish(
+        self,
+        job: TriggerJob,
+        inspected: InspectedFrame,
+        inspect_ms: float | None,
+        dropped: bool,
+        deadline: float,
+    ) -> None:
+        now = self._clock()
+        if now > deadline:
+            self._post_no_result(job)
+            late = self._late_result(inspected, now - job.accepted_mono)
+            self.handshake.complete_job(None)
+            self._record(
+                job, ResultCode.NO_RESULT, late.result.verdict, True, True, dropped, inspect_ms
+            )
+            self._emit(late)
+            return
+        result = inspected.result
+        code = ResultCode.from_verdict(result.verdict)
+        target = None
+        if code.rejects and self.plane is not None:
+            target = compute_pick_target(inspected, self.plane, self.estimator)
+        block = ResultBlock(
+            result=code,
+            part_id=job.part_id,
+            encoder=job.encoder,
+            defect_code=DEFECT_ACQUISITION_FAILED
+            if dropped
+            else defect_code(result.verdict, result.defect_class, result.error),
+            pick_x_centi_mm=round(target.x_mm * 100) if target else 0,
+            pick_y_centi_mm=round(target.y_mm * 100) if target else 0,
+            pick_angle_centi_deg=round(target.angle_deg * 100) if target else 0,
+            processing_ms=(now - job.accepted_mono) * 1000.0,
+            score=result.score,
+        )
+        delivered = self.handshake.complete_job(block)
+        self._record(job, code, result.verdict, delivered, False, dropped, inspect_ms)
+        self._emit(inspected)
+        if target is not None:
+            self._emit(target)
+
+    def _post_no_result(self, job: TriggerJob) -> None:
+        block = ResultBlock(
+            ResultCode.NO_RESULT,
+            job.part_id,
+            job.encoder,
+            defect_code=DEFECT_DEADLINE_MISSED,
+            processing_ms=self.config.deadline_ms,
+        )
+        self.handshake.complete_job(block, still_busy=True)
+
+    def _wait_late(self, future: Future[InspectedFrame]) -> InspectedFrame:
+        try:
+            return future.result()
+        except Exception as err:
+            return self._fail_safe(None, f"inspector raised {type(err).__name__}: {err}")
+
+    def _record(
+        self,
+        job: TriggerJob,
+        code: ResultCode,
+        verdict: Verdict,
+        delivered: bool,
+        late: bool,
+        dropped: bool,
+        inspect_ms: float | None,
+    ) -> None:
+        rec = StationRecord(
+            part_id=job.part_id,
+            encoder=job.encoder,
+            acquisition_id=job.acquisition_id,
+            code=code,
+            verdict=verdict,
+            delivered=delivered,
+            late=late,
+            frame_dropped=dropped,
+            latency_ms=(self._clock() - job.accepted_mono) * 1000.0,
+            inspect_ms=inspect_ms,
+        )
+        with self._records_lock:
+            self.records.append(rec)
+
+    def _fail_safe(self, failure: FrameFailure | Frame | None, reason: str) -> InspectedFrame:
+        result = InspectionResult(
+            result_id=uuid.uuid4().hex,
+            frame_id=failure.frame_id if failure else 0,
+            source=failure.source if failure else self.camera.name,
+            verdict=self.config.fail_safe,
+            reasons=(reason,),
+            captured_wall=failure.captured_wall if failure else datetime.now(UTC),
+            recipe_name=self.inspector.recipe_name,
+            recipe_sha256="",
+            part_id=failure.part_id if failure else None,
+            encoder=failure.encoder if failure else None,
+            error=reason,
+        )
+        return InspectedFrame(result=result)
+
+    def _late_result(self, inspected: InspectedFrame, elapsed_s: float) -> InspectedFrame:
+        """The inspector's result as it was acted on: NO RESULT, so never PASS."""
+        r = inspected.result
+        why = (
+            f"deadline {self.config.deadline_ms:.0f} ms missed ({elapsed_s * 1000:.0f} ms); "
+            f"the PLC got NO RESULT (inspector said {r.verdict.value})"
+        )
+        verdict = r.verdict if r.verdict is not Verdict.PASS else self.config.fail_safe
+        late = dataclasses.replace(r, verdict=verdict, reasons=(*r.reasons, why), error=why)
+        return dataclasses.replace(inspected, result=late)
+
+    # ------------------------------------------------------------------ commands
+
+    def _on_command(self, command: Command | int, arg: int) -> None:
+        """Runs under the image lock: start the command on its own thread and return."""
+        t = threading.Thread(
+            target=self._run_command, args=(command, arg), name="station-command", daemon=True
+        )
+        t.start()
+
+    def _run_command(self, command: Command | int, arg: int) -> None:
+        if command != Command.SELECT_RECIPE:
+            self.handshake.complete_command(ErrorCode.UNKNOWN_COMMAND)
+            return
+        factory = self.recipes.get(arg)
+        if factory is None:
+            log.warning("station: recipe %d requested, known: %s", arg, sorted(self.recipes))
+            self.handshake.complete_command(ErrorCode.RECIPE_NOT_FOUND)
+            return
+        try:
+            inspector = factory()
+        except Exception:
+            log.exception("station: loading recipe %d failed", arg)
+            self.handshake.complete_command(ErrorCode.RECIPE_LOAD_FAILED)
+            return
+        self.inspector = inspector
+        self.handshake.complete_command(ErrorCode.NONE, recipe=arg)

@@ -1,0 +1,1 @@
+"""Alembic revisions of the results database, oldest first by revision chain."""

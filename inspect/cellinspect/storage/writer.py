@@ -1,0 +1,319 @@
+"""Background writer: the inspection path hands results over and goes on; one thread commits.
+
+Full-queue policy (explicit, counted, never silent):
+1. `submit` puts the frame on a bounded queue; when the queue is full it waits at most
+   `max_block_s` for room (0: not at all).
+2. Still full: the result (without its images) is appended to the spill file, a JSON Lines file
+   that `start()` replays into the store at the next start. Counted as `spilled`.
+3. No spill file configured: the result is dropped, logged and counted as `dropped`.
+A batch the database refuses twice is spilled the same way (counted in `failed_batches`).
+`close()` stops taking new results, commits everything queued, then returns.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cellinspect.entities import InspectedFrame, InspectionResult
+from cellinspect.errors import CellInspectError
+from cellinspect.storage.codec import result_from_dict
+from cellinspect.storage.errors import StoreError
+from cellinspect.storage.protocols import ResultStore
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[list[InspectionResult]], None]
+
+
+class SubmitOutcome(enum.StrEnum):
+    QUEUED = "queued"
+    SPILLED = "spilled"
+    DROPPED = "dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    submitted: int
+    written: int
+    duplicates: int
+    spilled: int
+    dropped: int
+    failed_batches: int
+    replayed: int
+    batches: int
+    queue_depth: int
+    queue_size: int
+
+
+class _Stop:
+    """Queue sentinel: everything before it is written, then the thread ends."""
+
+
+class AsyncResultWriter:
+    """Commits InspectedFrames to a ResultStore in batches from one background thread."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        *,
+        queue_size: int = 1024,
+        batch_size: int = 64,
+        max_block_s: float = 0.05,
+        spill_path: Path | None = None,
+        retry_wait_s: float = 0.2,
+    ) -> None:
+        if queue_size < 1 or batch_size < 1:
+            raise ValueError(
+                f"queue_size and batch_size must be >= 1, got {queue_size}, {batch_size}"
+            )
+        if max_block_s < 0:
+            raise ValueError(f"max_block_s must be >= 0, got {max_block_s}")
+        self._store = store
+        self._queue: queue.Queue[InspectedFrame | _Stop] = queue.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._max_block_s = max_block_s
+        self._spill_path = spill_path
+        self._retry_wait_s = retry_wait_s
+        self._spill_lock = threading.Lock()
+        self._done = threading.Condition()
+        self._listeners: list[Listener] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._n = dict.fromkeys(
+            (
+                "submitted",
+                "accepted",
+                "finished",
+                "written",
+                "duplicates",
+                "spilled",
+                "dropped",
+                "failed_batches",
+                "replayed",
+                "batches",
+            ),
+            0,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Replay a spill file left from before, then start the writing thread."""
+        if self._thread is not None:
+            return
+        if self._spill_path is not None and self._spill_path.exists():
+            try:
+                self._count("replayed", replay_spill(self._store, self._spill_path))
+            except CellInspectError as err:
+                log.error("cannot replay %s yet (%s); the file is kept", self._spill_path, err)
+        self._thread = threading.Thread(target=self._run, name="result-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting results and commit everything queued (within `timeout`)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is None:
+            return
+        self._queue.put(_Stop())
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("result writer did not finish within %.1f s; queued results remain", timeout)
+
+    def __enter__(self) -> AsyncResultWriter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(results)` after each commit with the newly stored results."""
+        self._listeners.append(listener)
+
+    def _count(self, key: str, n: int) -> None:
+        with self._done:
+            self._n[key] += n
+            if key == "finished":
+                self._done.notify_all()
+
+    # ------------------------------------------------------------------ the caller's side
+
+    def submit(self, frame: InspectedFrame) -> SubmitOutcome:
+        """Hand a result over; blocks at most `max_block_s`, never raises for a full queue."""
+        if self._closed:
+            raise StoreError("result writer is closed")
+        self._count("submitted", 1)
+        try:
+            if self._max_block_s > 0:
+                self._queue.put(frame, timeout=self._max_block_s)
+            else:
+                self._queue.put_nowait(frame)
+        except queue.Full:
+            return self._overflow([frame.result], "queue full")
+        self._count("accepted", 1)
+        return SubmitOutcome.QUEUED
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far is committed (or spilled); False on timeout."""
+        with self._done:
+            target = self._n["accepted"]
+            return self._done.wait_for(lambda: self._n["finished"] >= target, timeout)
+
+    @property
+    def stats(self) -> WriterStats:
+        with self._done:
+            n = dict(self._n)
+        return WriterStats(
+            submitted=n["submitted"],
+            written=n["written"],
+            duplicates=n["duplicates"],
+            spilled=n["spilled"],
+            dropped=n["dropped"],
+            failed_batches=n["failed_batches"],
+            replayed=n["replayed"],
+            batches=n["batches"],
+            queue_depth=self._queue.qsize(),
+            queue_size=self._queue.maxsize,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if isinstance(first, _Stop):
+                break
+            batch = [first]
+            while len(batch) < self._batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Stop):
+                    stop = True
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[InspectedFrame]) -> None:
+        try:
+            new_ids = self._commit(batch)
+        except CellInspectError as err:
+            log.error("writing %d results failed twice (%s); spilling them", len(batch), err)
+            self._count("failed_batches", 1)
+            self._overflow([f.result for f in batch], f"database error: {err}")
+            new_ids = []
+        else:
+            self._count("written", len(new_ids))
+            self._count("duplicates", len(batch) - len(new_ids))
+            self._count("batches", 1)
+        self._count("finished", len(batch))
+        if new_ids:
+            by_id = {f.result.result_id: f.result for f in batch}
+            self._notify([by_id[rid] for rid in new_ids])
+
+    def _commit(self, batch: list[InspectedFrame]) -> list[str]:
+        try:
+            return self._store.add_many(batch)
+        except CellInspectError as err:
+            log.warning("writing %d results failed (%s); retrying once", len(batch), err)
+            time.sleep(self._retry_wait_s)
+            return self._store.add_many(batch)
+
+    def _notify(self, results: list[InspectionResult]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(results)
+            except Exception:
+                log.exception("result listener %r failed", listener)
+
+    def _overflow(self, results: list[InspectionResult], reason: str) -> SubmitOutcome:
+        if self._spill_path is None:
+            self._count("dropped", len(results))
+            log.error(
+                "result writer: %s and no spill file; dropped %d results (%s), %d dropped so far",
+                reason,
+                len(results),
+                ", ".join(r.result_id for r in results[:5]),
+                self._n["dropped"],
+            )
+            return SubmitOutcome.DROPPED
+        try:
+            append_spill(self._spill_path, results, reason, self._spill_lock)
+        except OSError as err:
+            self._count("dropped", len(results))
+            log.error(
+                "result writer: cannot spill to %s (%s); dropped %d",
+                self._spill_path,
+                err,
+                len(results),
+            )
+            return SubmitOutcome.DROPPED
+        self._count("spilled", len(results))
+        log.warning(
+            "result writer: %s; spilled %d results to %s", reason, len(results), self._spill_path
+        )
+        return SubmitOutcome.SPILLED
+
+
+def append_spill(
+    path: Path, results: list[InspectionResult], reason: str, lock: threading.Lock
+) -> None:
+    """Append results as JSON Lines and fsync, so a spilled result survives a crash."""
+    at = datetime.now(UTC).isoformat()
+    lines = "".join(
+        json.dumps({"reason": reason, "at": at, "result": r.to_dict()}, separators=(",", ":"))
+        + "\n"
+        for r in results
+    )
+    with lock:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def replay_spill(store: ResultStore, path: Path, batch_size: int = 200) -> int:
+    """Import a spill file into the store, then remove it; bad lines go to `<path>.rejected`.
+
+    Returns the number of results newly stored. Results already in the store are skipped, so
+    a replay interrupted half-way can simply run again.
+    """
+    frames: list[InspectedFrame] = []
+    rejected: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            frames.append(InspectedFrame(result_from_dict(json.loads(line)["result"])))
+        except (json.JSONDecodeError, KeyError, TypeError, StoreError) as err:
+            log.error("%s:%d: unreadable spilled result (%s); kept in .rejected", path, number, err)
+            rejected.append(line)
+    stored = 0
+    for start in range(0, len(frames), batch_size):
+        stored += len(store.add_many(frames[start : start + batch_size]))
+    if rejected:
+        bad = path.with_name(path.name + ".rejected")
+        with bad.open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(rejected) + "\n")
+    path.unlink()
+    log.info("replayed %d spilled results from %s", stored, path)
+    return stored

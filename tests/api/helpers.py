@@ -1,0 +1,105 @@
+"""Helpers for API tests: a rule-based inspector, the seed table, image bytes, the token."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from cellinspect.entities import (
+    ImageU8,
+    InspectedFrame,
+    InspectionResult,
+    ModelRef,
+    RoiDecision,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+V = Verdict
+
+# index, verdict, model class, model version, part id
+SEED = [
+    (0, V.PASS, None, "1.0", 100),
+    (1, V.FAIL, "scratch", "1.0", 101),
+    (2, V.REVIEW, "crack", "1.0", 102),
+    (3, V.FAIL, "crack", "2.0", 103),
+    (4, V.PASS, None, "2.0", 104),
+    (5, V.FAIL, "dent", "2.0", 105),
+]
+
+
+class RuleInspector:
+    """An ImageInspector without a model: dark images FAIL as 'dark', others PASS.
+
+    It exercises the API's upload path (decode, inspect, store) with real images; the real
+    recipe inspector is tested where its models are available.
+    """
+
+    recipe_name = "rule-recipe"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def inspect_image(
+        self,
+        image: ImageU8,
+        name: str | None = None,
+        part_id: int | None = None,
+        encoder: int | None = None,
+    ) -> InspectedFrame:
+        self.calls += 1
+        mean = float(image.mean())
+        dark = mean < 100.0
+        verdict = V.FAIL if dark else V.PASS
+        score = 1.0 - mean / 255.0
+        result = InspectionResult(
+            result_id=uuid.uuid4().hex,
+            frame_id=self.calls,
+            source="api",
+            verdict=verdict,
+            reasons=(f"mean brightness {mean:.0f} < 100",) if dark else (),
+            captured_wall=datetime.now(UTC),
+            recipe_name=self.recipe_name,
+            recipe_sha256="f" * 64,
+            defect_class="dark" if dark else None,
+            rois=(
+                RoiDecision(
+                    "part",
+                    verdict,
+                    (),
+                    "dark" if dark else None,
+                    {"rule:anomaly": score, "rule:dark": score},
+                ),
+            ),
+            models=(ModelRef("rule", "0.1", "0" * 64),),
+            timings_ms={"total": 1.0},
+            path=name,
+            part_id=part_id,
+            encoder=encoder,
+        )
+        overlay = image.copy()
+        overlay[..., 2] = 255
+        return InspectedFrame(result, image, overlay)
+
+
+def png_bytes(image: ImageU8) -> bytes:
+    ok, data = cv2.imencode(".png", image)
+    assert ok
+    return bytes(data.tobytes())
+
+
+def grey(value: int, size: int = 32) -> ImageU8:
+    return np.full((size, size, 3), value, np.uint8)
+
+
+def flush(client: TestClient) -> None:
+    """Wait until the app's writer has committed what it was given."""
+    assert client.app.state.services.writer.flush(10.0)  # type: ignore[attr-defined]

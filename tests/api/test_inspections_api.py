@@ -1,0 +1,239 @@
+"""POST /inspections: upload checks (size, pixel bombs, content) and the stored result."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cellinspect.api import create_app
+from cellinspect.settings import StationSettings
+from cellinspect.storage.sql_store import SqlResultStore
+
+from .helpers import AUTH, RuleInspector, flush, grey, png_bytes
+
+
+def post(
+    client: TestClient, data: bytes, name: str = "part.png", media: str = "image/png", **form: str
+) -> httpx.Response:
+    response: httpx.Response = client.post(
+        "/inspections", files={"file": (name, data, media)}, data=form, headers=AUTH
+    )
+    return response
+
+
+def test_a_dark_part_fails_and_is_stored_with_its_images(
+    client: TestClient, store: SqlResultStore
+) -> None:
+    response = post(
+        client, png_bytes(grey(40)), name="../../etc/part_7.png", part_id="7", encoder="-12"
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["stored"] == "queued"
+    result = body["result"]
+    assert (result["verdict"], result["defect_class"], result["part_id"]) == ("fail", "dark", 7)
+    assert result["encoder"] == -12
+    assert result["path"] == "part_7.png"  # the client's name, without folders
+    flush(client)
+    stored = client.get(f"/results/{result['id']}").json()
+    assert stored["verdict"] == "fail"
+    assert stored["stored_at"] is not None
+    overlay = client.get(result["overlay_url"])
+    assert overlay.status_code == 200
+    assert overlay.headers["content-type"] == "image/png"
+
+
+def test_a_bright_part_passes_without_kept_images(client: TestClient) -> None:
+    response = post(client, png_bytes(grey(200)), media="application/octet-stream")
+    assert response.status_code == 201
+    result = response.json()["result"]
+    assert result["verdict"] == "pass"
+    assert result["image_url"] is None  # pass_sample_rate is 0 in these tests
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "BMP", "TIFF", "WEBP"])
+def test_other_image_formats_are_accepted(client: TestClient, fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 30, np.uint8)).save(buf, format=fmt)
+    response = post(
+        client, buf.getvalue(), name=f"x.{fmt.lower()}", media="application/octet-stream"
+    )
+    assert response.status_code == 201, response.text
+
+
+def _png_of(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 0).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _grey_png_with_garbage_after_header() -> bytes:
+    data = bytearray(png_bytes(grey(50, 64)))
+    data[60:] = b"\x00" * (len(data) - 60)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "media", "status", "message"),
+    [
+        (b"", "image/png", 422, "empty"),
+        (b"hello, I am text", "text/plain", 415, "media type 'text/plain'"),
+        (b"hello, I am text", "image/png", 415, "not a recognised image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "image/png", 422, "unreadable image header"),
+        (_grey_png_with_garbage_after_header(), "image/png", 422, "cannot decode"),
+        (_png_of(2000, 1000), "image/png", 413, "over the limit of 1000000"),
+        (b"GIF89a" + b"\x00" * 100, "image/gif", 415, "image/gif"),
+        (b"\x00" * 300_000, "image/png", 413, "over the limit of 262144"),
+        (b"\x00" * 400_000, "image/png", 413, "exceeds the limit"),
+    ],
+)
+def test_bad_uploads_are_refused_with_the_right_code(
+    client: TestClient, data: bytes, media: str, status: int, message: str
+) -> None:
+    response = post(client, data, media=media)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert message in body["message"]
+    assert client.app.state.services.inspector.calls == 0  # type: ignore[attr-defined]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height RGB pixels, with a token of pixel data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "message"),
+    [
+        (12_000, 12_000, "144000000 pixels, over the limit"),  # our limit, from the header
+        (100_000, 100_000, "too many pixels"),  # Pillow's own bomb guard, also a 413
+    ],
+)
+def test_pixel_bombs_are_refused_from_the_header(
+    client: TestClient, width: int, height: int, message: str
+) -> None:
+    data = png_header_only(width, height)
+    assert len(data) < 200
+    response = post(client, data)
+    assert response.status_code == 413
+    assert message in response.json()["message"]
+
+
+def test_upload_without_token_is_401(client: TestClient) -> None:
+    response = client.post(
+        "/inspections", files={"file": ("a.png", png_bytes(grey(1)), "image/png")}
+    )
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("form", "where"), [({"part_id": "-1"}, "part_id"), ({"part_id": "x"}, "part_id")]
+)
+def test_bad_form_fields_are_422(client: TestClient, form: dict[str, str], where: str) -> None:
+    response = post(client, png_bytes(grey(1)), **form)
+    assert response.status_code == 422
+    assert where in response.json()["message"]
+
+
+def test_missing_file_is_422(client: TestClient) -> None:
+    response = client.post("/inspections", data={"part_id": "1"}, headers=AUTH)
+    assert response.status_code == 422
+    assert "body.file" in response.json()["message"]
+
+
+def test_without_a_recipe_inspections_are_503(
+    settings: StationSettings, store: SqlResultStore
+) -> None:
+    with TestClient(create_app(settings, store, None)) as c:
+        response = post(c, png_bytes(grey(1)))
+        assert response.status_code == 503
+        assert "--recipe" in response.json()["message"]
+
+
+def test_metrics_count_inspections(client: TestClient) -> None:
+    post(client, png_bytes(grey(10)))
+    text = client.get("/metrics").text
+    assert 'cellinspect_api_inspections_total{verdict="fail"} 1.0' in text
+
+
+# ----------------------------------------------------------------- the real inspector
+
+
+def _real_inspector_recipe(tmp_path: Path, brightness_model: Path) -> Path:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: api-test\n"
+        "models:\n"
+        f"  - name: brightness\n    path: {brightness_model}\n"
+        "runtime:\n  warmup_runs: 0\n"
+    )
+    return recipe
+
+
+def test_real_inspector_on_a_tiny_model(
+    tmp_path: Path, settings: StationSettings, store: SqlResultStore, brightness_model: Path
+) -> None:
+    inspector_mod = pytest.importorskip("cellinspect.runtime.inspector")
+    inspector = inspector_mod.Inspector.from_recipe(
+        _real_inspector_recipe(tmp_path, brightness_model), make_overlays=True
+    )
+    with TestClient(create_app(settings, store, inspector)) as c:
+        flat = post(c, png_bytes(grey(128, 48)))
+        scratched_img = grey(128, 48)
+        scratched_img[20:28, 5:40] = 0
+        scratched = post(c, png_bytes(scratched_img), part_id="9")
+        broken = post(c, png_bytes(grey(128, 48))[:-30])
+    assert flat.status_code == 201, flat.text
+    assert flat.json()["result"]["verdict"] == "pass"
+    assert flat.json()["result"]["recipe_name"] == "api-test"
+    assert scratched.status_code == 201
+    assert scratched.json()["result"]["verdict"] in {"fail", "review"}
+    assert scratched.json()["result"]["part_id"] == 9
+    assert broken.status_code == 422  # truncated upload never reaches the model
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "recipes" / "flange.yaml"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"
+
+
+def test_shipped_recipe_judges_a_sample_image(
+    settings: StationSettings, store: SqlResultStore
+) -> None:
+    inspector_mod = pytest.importorskip("cellinspect.runtime.inspector")
+    samples = sorted(SAMPLES.glob("*.png")) if SAMPLES.is_dir() else []
+    if not SHIPPED.is_file() or not samples:
+        pytest.skip("recipes/flange.yaml or sample_images/ not shipped yet")
+    try:
+        inspector = inspector_mod.Inspector.from_recipe(SHIPPED, make_overlays=True)
+    except Exception as err:  # the models of the shipped recipe may not be trained yet
+        pytest.skip(f"shipped recipe does not load yet: {err}")
+    with TestClient(create_app(settings, store, inspector)) as c:
+        response = post(c, samples[0].read_bytes(), name=samples[0].name)
+        flush(c)
+    assert response.status_code == 201, response.text
+    result = response.json()["result"]
+    assert result["verdict"] in {"pass", "fail", "review"}
+    assert result["recipe_name"] == "flange-default"
+    assert store.get(result["id"]).result.path == samples[0].name
+
+
+def test_rule_inspector_is_an_image_inspector() -> None:
+    from cellinspect.runtime.protocols import ImageInspector
+
+    inspector: ImageInspector = RuleInspector()
+    assert inspector.recipe_name == "rule-recipe"

@@ -1,0 +1,158 @@
+"""The QA review page in headless Chromium: gallery, keyboard review flow, live updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cellinspect.entities import Verdict
+from cellinspect.storage.records import ReviewLabel
+from cellinspect.storage.sql_store import SqlResultStore
+from cellinspect.storage.synthetic import synthetic_frame, synthetic_result
+from cellinspect.storage.writer import AsyncResultWriter
+
+from .conftest import TOKEN
+
+pytestmark = pytest.mark.browser
+expect = pytest.importorskip("playwright.sync_api").expect
+
+
+def card_ids(page: Any) -> list[str]:
+    ids: list[str] = page.eval_on_selector_all(
+        "#gallery .card", "cards => cards.map(c => c.dataset.id)"
+    )
+    return ids
+
+
+def selected_id(page: Any) -> str:
+    value: str = page.get_attribute("#gallery .card.selected", "data-id")
+    return value
+
+
+def sign_in(page: Any, token: str = TOKEN) -> None:
+    page.fill("#reviewer", "qa-anna")
+    page.fill("#token", token)
+    page.keyboard.press("Escape")  # leave the field: keys go to the page again
+
+
+def wait_reviewed(page: Any, result_id: str) -> None:
+    page.wait_for_selector(
+        f'#gallery .card[data-id="{result_id}"][data-review-label]:not([data-review-label=""])'
+    )
+
+
+def test_gallery_shows_unreviewed_fail_and_review_with_overlays(page: Any) -> None:
+    assert card_ids(page) == ["r000005", "r000004", "r000002", "r000001"]
+    assert selected_id(page) == "r000005"
+    loaded = page.eval_on_selector_all(
+        "#gallery .card img", "imgs => imgs.map(i => i.complete && i.naturalWidth)"
+    )
+    assert loaded == [96, 96, 96, 96]
+    first = page.inner_text('#gallery .card[data-id="r000005"]')
+    assert "REVIEW" in first.upper() and "crack" in first and "0.750" in first
+    assert "anomaly score" in first  # the reason
+    assert page.inner_text("#detail-title") == "r000005"
+    assert page.eval_on_selector_all("#classes button", "bs => bs.map(b => b.textContent)") == [
+        "1 scratch",
+        "2 crack",
+        "3 dent",
+    ]
+
+
+def test_keyboard_review_flow_reaches_the_database(page: Any, store: SqlResultStore) -> None:
+    sign_in(page)
+    page.keyboard.press("c")  # r5: confirm with the model's class (crack)
+    wait_reviewed(page, "r000005")
+    assert selected_id(page) == "r000004"
+    page.keyboard.press("f")  # r4: false reject
+    wait_reviewed(page, "r000004")
+    page.keyboard.press("1")  # r2: pick 'scratch'... then change to 'dent'
+    page.keyboard.press("3")
+    page.keyboard.press("c")
+    wait_reviewed(page, "r000002")
+    page.keyboard.press("k")  # back up to r4 and change its label
+    page.keyboard.press("k")
+    assert selected_id(page) == "r000004"
+    page.keyboard.press("2")
+    page.keyboard.press("c")
+    page.wait_for_selector('#gallery .card[data-id="r000004"][data-review-label="defect"]')
+
+    def label(rid: str) -> tuple[ReviewLabel, str | None, str]:
+        review = store.get(rid).review
+        assert review is not None
+        return review.label, review.defect_class, review.reviewer
+
+    assert label("r000005") == (ReviewLabel.DEFECT, "crack", "qa-anna")
+    assert label("r000002") == (ReviewLabel.DEFECT, "dent", "qa-anna")
+    assert label("r000004") == (ReviewLabel.DEFECT, "crack", "qa-anna")
+    trail = store.audit_trail("r000004")
+    assert [(e.label, e.defect_class) for e in trail] == [
+        (ReviewLabel.GOOD, None),
+        (ReviewLabel.DEFECT, "crack"),
+    ]
+    assert store.get("r000001").review is None
+
+
+def test_arrow_keys_move_and_stop_at_the_ends(page: Any) -> None:
+    page.keyboard.press("ArrowUp")
+    assert selected_id(page) == "r000005"
+    for _ in range(6):
+        page.keyboard.press("ArrowDown")
+    assert selected_id(page) == "r000001"
+    page.keyboard.press("j")
+    assert selected_id(page) == "r000001"
+
+
+def test_without_token_nothing_changes(page: Any, store: SqlResultStore) -> None:
+    page.fill("#reviewer", "qa-anna")
+    page.keyboard.press("Escape")
+    page.keyboard.press("f")
+    expect(page.locator("#status")).to_contain_text("token")
+    assert page.evaluate("document.activeElement.id") == "token"
+    assert store.get("r000005").review is None
+
+
+def test_a_wrong_token_is_reported(page: Any, store: SqlResultStore) -> None:
+    sign_in(page, token="wrong")
+    page.keyboard.press("f")
+    expect(page.locator("#status")).to_contain_text("invalid API token")
+    assert store.get("r000005").review is None
+
+
+def test_keys_typed_into_fields_are_not_shortcuts(page: Any, store: SqlResultStore) -> None:
+    sign_in(page)
+    page.click("#comment")
+    page.keyboard.type("cf burr on edge")
+    assert page.input_value("#comment") == "cf burr on edge"
+    page.keyboard.press("Escape")
+    page.keyboard.press("f")
+    wait_reviewed(page, "r000005")
+    review = store.get("r000005").review
+    assert review is not None and review.comment == "cf burr on edge"
+
+
+def test_help_opens_and_closes(page: Any) -> None:
+    assert page.is_hidden("#help")
+    page.keyboard.press("?")
+    assert page.is_visible("#help")
+    assert "false reject" in page.inner_text("#help")
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#help")
+
+
+def test_filters_narrow_the_gallery(page: Any) -> None:
+    page.select_option("#f-verdict", "review")
+    expect(page.locator("#gallery .card")).to_have_count(2)
+    assert card_ids(page) == ["r000005", "r000001"]
+    page.select_option("#f-verdict", "")
+    page.select_option("#f-reviewed", "")
+    expect(page.locator("#gallery .card")).to_have_count(6)
+
+
+def test_new_rejects_appear_live(page: Any, writer: AsyncResultWriter) -> None:
+    writer.submit(synthetic_frame(synthetic_result(9, Verdict.FAIL, defect_class="dent")))
+    writer.submit(synthetic_frame(synthetic_result(10, Verdict.PASS)))
+    page.wait_for_selector('#gallery .card[data-id="r000009"]')
+    assert card_ids(page)[0] == "r000009"
+    assert "r000010" not in card_ids(page)  # PASS is not for review

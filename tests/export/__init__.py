@@ -1,0 +1,1 @@
+"""Tests of cellinspect.export (see the package docstrings for what is checked)."""

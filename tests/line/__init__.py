@@ -1,0 +1,1 @@
+"""Tests of the simulated production line (the `line` job)."""

@@ -1,0 +1,1 @@
+"""Tests of the PLC interface, simulated PLC, robot and OPC UA server."""

@@ -1,0 +1,263 @@
+"""The station over real Modbus TCP, driven by an independent pymodbus client (not our adapter).
+
+The client plays the PLC step by step and records every distinct state of the station block it
+reads, so the test checks the order of register changes as a PLC would see them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+
+from cellinspect.plc.registers import (
+    DEFECT_ACQUISITION_FAILED,
+    DEFECT_CODES,
+    DEFECT_DEADLINE_MISSED,
+    Control,
+    ErrorCode,
+    ResultCode,
+    Status,
+    pack_u32,
+    unpack_u32,
+)
+from cellinspect.plc.station_interface import StationConfig
+
+from .conftest import BlobInspector, MakeStation, Station
+
+EN = int(Control.TRIGGER_ENABLE)
+TRIG = int(Control.TRIGGER)
+ACK = int(Control.RESULTS_ACK)
+S = Status
+
+
+class Plc:
+    """Raw pymodbus client plus a recorder of distinct station-block states."""
+
+    def __init__(self, port: int) -> None:
+        self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+        assert self.client.connect()
+        self.trace: list[tuple[int, ...]] = []
+
+    def write(self, address: int, values: list[int]) -> None:
+        rr = self.client.write_registers(address, values, device_id=1)
+        assert not rr.isError(), rr
+
+    def read_block(self) -> list[int]:
+        rr = self.client.read_holding_registers(100, count=21, device_id=1)
+        assert not rr.isError(), rr
+        regs = list(rr.registers)
+        key = (regs[0], regs[3], regs[4], regs[5])  # status, acq id, insp id, result
+        if not self.trace or self.trace[-1] != key:
+            self.trace.append(key)
+        return regs
+
+    def status(self) -> Status:
+        return Status(self.read_block()[0])
+
+    def wait_for(self, cond: Callable[[list[int]], bool], polls: int = 2000) -> list[int]:
+        for _ in range(polls):
+            regs = self.read_block()
+            if cond(regs):
+                return regs
+            threading.Event().wait(0.002)
+        raise AssertionError(f"condition never met; trace {self.trace}")
+
+    def trigger(self, part_id: int, encoder: int, extra: int = 0) -> None:
+        self.write(0, [EN | TRIG | extra, 0, 0, *pack_u32(part_id), *pack_u32(encoder)])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pytest.fixture
+def gated(make_station: MakeStation) -> Iterator[tuple[Station, Plc, threading.Event]]:
+    gate = threading.Event()
+    st = make_station(StationConfig(deadline_ms=5000), inspector=BlobInspector(gate))
+    plc = Plc(st.port)
+    yield st, plc, gate
+    gate.set()
+    plc.close()
+
+
+def test_handshake_order_of_register_changes(
+    gated: tuple[Station, Plc, threading.Event],
+) -> None:
+    st, plc, gate = gated
+    assert plc.status() == S.ONLINE
+    plc.write(0, [EN])
+    assert plc.status() == S.ONLINE | S.TRIGGER_READY
+    plc.trigger(2, 0xABCD_0123)  # part 2 of the sample folder is a 'scratch'
+    assert plc.status() == S.ONLINE | S.TRIGGER_ACK | S.BUSY
+    plc.write(0, [EN])
+    assert plc.status() == S.ONLINE | S.BUSY
+    assert st.inspector.started.wait(5)
+    gate.set()
+    regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+    # The whole block is there in the very read that first shows RESULTS_VALID.
+    assert Status(regs[0]) == S.ONLINE | S.TRIGGER_READY | S.RESULTS_VALID | S.INSPECTION_COMPLETED
+    assert regs[5] == ResultCode.FAIL and regs[6] == DEFECT_CODES["scratch"]
+    assert unpack_u32(regs[7:9]) == 2 and unpack_u32(regs[9:11]) == 0xABCD_0123
+    assert regs[16] > 0  # processing time in ms
+    plc.write(0, [EN | ACK])
+    assert plc.status() == S.ONLINE | S.TRIGGER_READY | S.INSPECTION_COMPLETED
+    plc.write(0, [EN])
+    plc.status()
+    # status word, acquisition id, inspection id, result code, in the order the PLC saw them
+    assert plc.trace == [
+        (S.ONLINE, 0, 0, 0),
+        (S.ONLINE | S.TRIGGER_READY, 0, 0, 0),
+        (S.ONLINE | S.TRIGGER_ACK | S.BUSY, 1, 0, 0),
+        (S.ONLINE | S.BUSY, 1, 0, 0),
+        (S.ONLINE | S.TRIGGER_READY | S.RESULTS_VALID | S.INSPECTION_COMPLETED, 1, 1, 2),
+        (S.ONLINE | S.TRIGGER_READY | S.INSPECTION_COMPLETED, 1, 1, 2),
+    ]
+
+
+def test_trigger_while_busy_is_a_missed_trigger(
+    gated: tuple[Station, Plc, threading.Event],
+) -> None:
+    st, plc, gate = gated
+    plc.write(0, [EN])
+    plc.trigger(1, 100)
+    plc.write(0, [EN])
+    plc.trigger(3, 300)
+    regs = plc.read_block()
+    assert Status(regs[0]) & S.MISSED_TRIGGER and regs[20] == 1
+    assert regs[3] == 1  # acquisition id unchanged: part 3 was not taken
+    plc.write(0, [EN])
+    gate.set()
+    regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+    assert unpack_u32(regs[7:9]) == 1
+    assert st.inspector.calls == [1]
+
+
+def test_writes_to_the_station_area_are_refused(make_station: MakeStation) -> None:
+    st = make_station()
+    plc = Plc(st.port)
+    try:
+        rr = plc.client.write_registers(100, [0xFFFF], device_id=1)
+        assert rr.isError()
+        rr = plc.client.read_holding_registers(200, count=1, device_id=1)
+        assert rr.isError()
+        assert plc.status() == S.ONLINE
+    finally:
+        plc.close()
+
+
+def test_lost_plc_heartbeat_puts_outputs_in_safe_state(make_station: MakeStation) -> None:
+    st = make_station(StationConfig(heartbeat_timeout_s=0.3, tick_s=0.05))
+    plc = Plc(st.port)
+    try:
+        plc.write(0, [EN, 0, 0, 0, 0, 0, 0, 1])
+        plc.trigger(1, 10)
+        plc.write(0, [EN])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+        assert regs[5] == ResultCode.PASS
+        regs = plc.wait_for(lambda r: bool(r[0] & S.ERROR))  # heartbeat frozen at 1
+        assert not Status(regs[0]) & (S.RESULTS_VALID | S.TRIGGER_READY | S.TRIGGER_ACK)
+        assert regs[2] == ErrorCode.PLC_HEARTBEAT_LOST
+        assert regs[5:18] == [0] * 13
+        plc.trigger(2, 20)
+        assert plc.read_block()[20] == 1  # a trigger in error is a missed trigger
+        plc.write(0, [EN, 0, 0, 0, 0, 0, 0, 2])  # heartbeat back
+        plc.write(0, [EN | int(Control.CLEAR_ERROR)])
+        regs = plc.read_block()
+        assert Status(regs[0]) & S.TRIGGER_READY and not Status(regs[0]) & S.ERROR
+    finally:
+        plc.close()
+
+
+def test_plc_disconnect_and_reconnect_keeps_the_handshake(make_station: MakeStation) -> None:
+    st = make_station()
+    plc = Plc(st.port)
+    plc.write(0, [EN])
+    plc.trigger(1, 10)
+    plc.close()  # the PLC drops off with the trigger high and a result pending
+    plc = Plc(st.port)
+    try:
+        regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+        assert unpack_u32(regs[7:9]) == 1
+        plc.write(0, [EN | ACK])
+        plc.write(0, [EN])
+        plc.trigger(2, 20)
+        plc.write(0, [EN])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+        assert unpack_u32(regs[7:9]) == 2 and regs[5] == ResultCode.FAIL
+        assert regs[3] == 2
+    finally:
+        plc.close()
+
+
+def test_dropped_frame_posts_fail_safe(make_station: MakeStation) -> None:
+    st = make_station(drop_parts=(1,))  # part 1 is 'good', but its frame is lost
+    plc = Plc(st.port)
+    try:
+        plc.write(0, [EN])
+        plc.trigger(1, 10)
+        plc.write(0, [EN])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+        assert regs[5] == ResultCode.FAIL and regs[6] == DEFECT_ACQUISITION_FAILED
+        assert st.inspector.calls == []
+        rec = st.station.records[0]
+        assert rec.frame_dropped and rec.code is ResultCode.FAIL
+    finally:
+        plc.close()
+
+
+def test_deadline_overrun_posts_no_result_and_stays_busy(make_station: MakeStation) -> None:
+    gate = threading.Event()
+    results: list[object] = []
+    st = make_station(StationConfig(deadline_ms=50), inspector=BlobInspector(gate))
+    st.station.on_result = results.append
+    plc = Plc(st.port)
+    try:
+        plc.write(0, [EN])
+        plc.trigger(1, 10)  # a good part: the inspector would say PASS, but too late
+        plc.write(0, [EN])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+        assert regs[5] == ResultCode.NO_RESULT and regs[6] == DEFECT_DEADLINE_MISSED
+        assert Status(regs[0]) & S.BUSY  # the inspector is still on part 1
+        plc.write(0, [EN | ACK])
+        plc.write(0, [EN])
+        plc.trigger(3, 30)
+        assert plc.read_block()[20] == 1  # refused while the late inspection runs
+        plc.write(0, [EN])
+        gate.set()
+        plc.wait_for(lambda r: bool(r[0] & S.TRIGGER_READY))
+        regs = plc.read_block()
+        assert not Status(regs[0]) & S.RESULTS_VALID  # the late verdict is never posted
+        assert regs[4] == 1
+        rec = st.station.records[0]
+        assert rec.late and rec.code is ResultCode.NO_RESULT
+        plc.wait_for(lambda r: len(results) == 1)
+        late = results[0].result  # type: ignore[attr-defined]
+        assert late.verdict.value == "fail" and "deadline" in (late.error or "")
+    finally:
+        plc.close()
+
+
+def test_select_recipe_command_over_modbus(make_station: MakeStation) -> None:
+    st = make_station()
+    loaded: list[int] = []
+
+    def factory() -> BlobInspector:
+        loaded.append(2)
+        return BlobInspector()
+
+    st.station.recipes = {2: factory}
+    plc = Plc(st.port)
+    try:
+        plc.write(1, [1, 2])
+        plc.write(0, [EN | int(Control.EXECUTE_COMMAND)])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.COMMAND_COMPLETED))
+        assert regs[1] == 2 and loaded == [2]
+        plc.write(0, [EN])
+        plc.write(1, [1, 7])
+        plc.write(0, [EN | int(Control.EXECUTE_COMMAND)])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.COMMAND_FAILED))
+        assert regs[2] == ErrorCode.RECIPE_NOT_FOUND and regs[1] == 2
+    finally:
+        plc.close()

@@ -1,0 +1,1 @@
+"""Tests of cellinspect.storage (see the package docstrings for what is checked)."""
