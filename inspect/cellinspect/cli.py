@@ -255,6 +255,9 @@ def generate(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a set generated before in the same folder.")
     ] = False,
+    image_format: Annotated[
+        str, typer.Option("--format", help="png (compressed) or bmp (uncompressed, fast).")
+    ] = "png",
 ) -> None:
     """Render synthetic flange parts (good and defective) with labels and true dimensions."""
     from cellinspect.datagen.flange import DEFECT_CLASSES, generate_dataset
@@ -270,6 +273,7 @@ def generate(
             progress=lambda d, t: progress.update(task, completed=d, total=t),
             classes=tuple(classes) if classes else DEFECT_CLASSES,
             overwrite=overwrite,
+            image_format=image_format,  # type: ignore[arg-type]  # checked by generate_dataset
         )
     console.print(f"wrote {count} parts; labels in {labels}")
 

@@ -249,6 +249,11 @@ class RuntimeConfig(_Strict):
         default=0, ge=0, description="Threads inside one operator (0: onnxruntime's default)."
     )
     inter_op_threads: int = Field(default=1, ge=0, description="Threads across operators.")
+    allow_spinning: bool = Field(
+        default=False,
+        description="onnxruntime worker threads busy-wait between operators: faster runs, "
+        "but they compete with decoding and preprocessing for the cores.",
+    )
     batch_size: int = Field(default=1, ge=1, description="ROIs per session.run where possible.")
     deadline_ms: float = Field(
         default=1000.0, gt=0, description="A part not decided in this time gets the fail-safe."

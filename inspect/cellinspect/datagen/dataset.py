@@ -26,6 +26,7 @@ from cellinspect.datagen.render import RenderedPart, render_part_truth
 from cellinspect.entities import ImageU8
 
 Layout = Literal["flat", "class_folders"]
+ImageFormat = Literal["png", "bmp"]
 LABELS_FILE = "labels.csv"
 LABEL_COLUMNS: tuple[str, ...] = (
     "file",
@@ -62,11 +63,11 @@ def distorted_point(x: float, y: float) -> tuple[float, float]:
     return float(pts[0, 0, 0]), float(pts[0, 0, 1])
 
 
-def image_name(spec: PartSpec, layout: Layout) -> str:
+def image_name(spec: PartSpec, layout: Layout, image_format: ImageFormat = "png") -> str:
     """Path of a part's image relative to the dataset folder."""
     if layout == "class_folders":
-        return f"{spec.label}/part_{spec.index:04d}.png"
-    return f"part_{spec.index:04d}_{spec.label}.png"
+        return f"{spec.label}/part_{spec.index:04d}.{image_format}"
+    return f"part_{spec.index:04d}_{spec.label}.{image_format}"
 
 
 def label_row(rendered: RenderedPart, file: str) -> dict[str, str]:
@@ -125,10 +126,11 @@ def _remove_previous(out: Path) -> None:
                 target.unlink()
 
 
-def _write_png(path: Path, image: ImageU8) -> None:
-    ok, buf = cv2.imencode(".png", image, _PNG_PARAMS)
+def _write_image(path: Path, image: ImageU8) -> None:
+    params = _PNG_PARAMS if path.suffix == ".png" else []
+    ok, buf = cv2.imencode(path.suffix, image, params)
     if not ok:
-        raise DatagenError(f"{path}: OpenCV could not encode the image as PNG")
+        raise DatagenError(f"{path}: OpenCV could not encode the image as {path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buf.tobytes())
 
@@ -142,17 +144,24 @@ def generate_dataset(
     progress: Callable[[int, int], None] | None = None,
     classes: Sequence[str] = DEFECT_CLASSES,
     overwrite: bool = False,
+    image_format: ImageFormat = "png",
 ) -> Path:
     """Render `count` parts into `out_dir` and return the path of its labels.csv.
 
     `flat` puts every image in `out_dir` (part_0007_scratch.png); `class_folders` puts them in
     one sub-folder per label (good/, scratch/, ...), the layout training reads. `progress` is
     called with (done, count) after each image. An existing set is replaced only with
-    `overwrite`, and then only the files its labels.csv lists are removed.
+    `overwrite`, and then only the files its labels.csv lists are removed. `image_format`
+    `bmp` writes uncompressed frames, as a camera delivers them: about 300 KB each, but they
+    decode in ~0.02 ms where a compressed PNG takes ~2 ms.
     """
     out = Path(out_dir)
     if layout not in get_args(Layout):
         raise DatagenError(f"layout must be one of {get_args(Layout)}, got {layout!r}")
+    if image_format not in get_args(ImageFormat):
+        raise DatagenError(
+            f"image_format must be one of {get_args(ImageFormat)}, got {image_format!r}"
+        )
     specs = plan_parts(count, seed, defect_rate, classes)
     _check_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,8 +169,8 @@ def generate_dataset(
     rows = []
     for done, spec in enumerate(specs, start=1):
         rendered = render_part_truth(spec)
-        name = image_name(spec, layout)
-        _write_png(out / name, rendered.image)
+        name = image_name(spec, layout, image_format)
+        _write_image(out / name, rendered.image)
         rows.append(label_row(rendered, name))
         if progress is not None:
             progress(done, len(specs))

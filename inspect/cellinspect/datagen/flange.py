@@ -16,6 +16,7 @@ from __future__ import annotations
 from cellinspect.datagen.dataset import (
     LABEL_COLUMNS,
     LABELS_FILE,
+    ImageFormat,
     Layout,
     distorted_point,
     generate_dataset,
@@ -69,6 +70,7 @@ __all__ = [
     "TOLERANCE_MM",
     "WORKING_DISTANCE_MM",
     "DatagenError",
+    "ImageFormat",
     "Layout",
     "PartSpec",
     "RenderedPart",

@@ -40,6 +40,7 @@ class SessionOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     warmup_runs: int = 2
+    allow_spinning: bool = False
 
     @classmethod
     def from_runtime(cls, runtime: RuntimeConfig) -> SessionOptions:
@@ -48,6 +49,7 @@ class SessionOptions:
             intra_op_threads=runtime.intra_op_threads,
             inter_op_threads=runtime.inter_op_threads,
             warmup_runs=runtime.warmup_runs,
+            allow_spinning=runtime.allow_spinning,
         )
 
 
@@ -110,6 +112,9 @@ class ModelRunner:
         so.intra_op_num_threads = options.intra_op_threads
         so.inter_op_num_threads = options.inter_op_threads
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        spin = "1" if options.allow_spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         try:
             session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as err:  # onnxruntime raises its own untyped errors

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cellinspect.entities import Frame
+from cellinspect.inference.runner import ModelRunner, Tensor
 from cellinspect.runtime.inspector import Inspector
 from cellinspect.runtime.pipeline import run_pipeline
 from cellinspect.sources.decode import decode_image_file
@@ -79,10 +80,10 @@ class BenchReport:
         }
 
 
-def _bare_run_ms(inspector: Inspector, frame: Frame) -> float:
-    """session.run time alone for one frame, on tensors prepared beforehand."""
+def _bare_run_ms(batches: Sequence[tuple[ModelRunner, Tensor]]) -> float:
+    """session.run time alone for one frame's tensors, prepared beforehand."""
     total = 0.0
-    for runner, batch in inspector.model_batches(frame.image):
+    for runner, batch in batches:
         t = time.perf_counter()
         runner.run(batch)
         total += (time.perf_counter() - t) * 1000.0
@@ -97,14 +98,17 @@ def run_bench(
 ) -> BenchReport:
     """Time every stage over `repeats` passes of the images.
 
-    For each image, the end-to-end run and the bare session.run on the same image are timed
-    back to back, so both see the same machine conditions on a shared, noisy machine.
+    Each repeat is one end-to-end pass over all images followed by one bare session.run pass
+    over the same images, so slow drifts of a shared machine hit both alike. (Interleaving per
+    image was tried: alternating two workloads image by image slows both by about a third,
+    through cache and thread wake-up effects, and measures neither.)
     """
     files = _expand(paths)
     report = BenchReport(images=len(files), repeats=repeats)
-    total_steps = len(files) * repeats
+    total_steps = len(files) * repeats * 2
     step = 0
     for _ in range(repeats):
+        frames = []
         for frame_id, path in enumerate(files):
             t = time.perf_counter()
             image = decode_image_file(path)
@@ -115,7 +119,13 @@ def run_bench(
             for stage, ms in result.timings_ms.items():
                 report.stages_ms.setdefault(stage, []).append(ms)
             report.end_to_end_ms.append(decode_ms + result.timings_ms.get("total", 0.0))
-            report.bare_run_ms.append(_bare_run_ms(inspector, frame))
+            frames.append(frame)
+            step += 1
+            if progress is not None:
+                progress(step, total_steps)
+        prepared = [inspector.model_batches(frame.image) for frame in frames]
+        for batches in prepared:
+            report.bare_run_ms.append(_bare_run_ms(batches))
             step += 1
             if progress is not None:
                 progress(step, total_steps)
