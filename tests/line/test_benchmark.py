@@ -11,8 +11,7 @@ from cellinspect.entities import ImageU8, InspectedFrame
 from cellinspect.line.benchmark import RateStep, find_max_rate, search_rate
 from cellinspect.line.cell import LineConfig
 from cellinspect.plc.sim_camera import FolderCatalog
-
-from .conftest import BlobInspector, write_samples
+from tests.fakes import BlobInspector, write_samples
 
 
 class TakesItsTime(BlobInspector):

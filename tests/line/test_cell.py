@@ -24,8 +24,7 @@ from cellinspect.plc.conveyor import place_parts
 from cellinspect.plc.registers import ResultCode
 from cellinspect.plc.sim_camera import FolderCatalog
 from cellinspect.plc.sim_plc import FaultKind, LinkFault, SimPlc
-
-from .conftest import BlobInspector, write_samples
+from tests.fakes import BlobInspector, write_samples
 
 LABELS = ["good", "scratch", "good", "good", "dent", "good", "good", "crack", "good", "good"]
 

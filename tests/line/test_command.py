@@ -24,7 +24,7 @@ def recipe(tmp_path: Path, brightness_model: Path) -> Path:
 def test_run_line_on_a_recipe_with_rendered_parts(recipe: Path) -> None:
     seen: list[int] = []
     report = run_line(
-        recipe, parts=8, rate_per_min=600.0, seed=3, on_result=lambda r: seen.append(1)
+        recipe, parts=8, rate_per_min=200.0, seed=3, on_result=lambda r: seen.append(1)
     )
     assert report.gated == 8 and report.audit_ok, report.mismatches
     assert report.deadline_ms == 400.0
@@ -58,7 +58,7 @@ def test_plc_sim_drives_a_separately_served_station(recipe: Path) -> None:
     try:
         assert ready.wait(30)
         counters = run_plc_sim(
-            port=bound[0], parts=8, rate_per_min=600.0, seed=5, gate_travel_s=0.8
+            port=bound[0], parts=8, rate_per_min=200.0, seed=5, gate_travel_s=0.8
         )
     finally:
         stop.set()

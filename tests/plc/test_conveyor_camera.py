@@ -12,8 +12,7 @@ from cellinspect.entities import Frame, FrameFailure
 from cellinspect.errors import ConfigError
 from cellinspect.plc.conveyor import ConveyorConfig, encoder_diff, place_parts
 from cellinspect.plc.sim_camera import FolderCatalog, RenderCatalog, SimCamera
-
-from .conftest import part_image
+from tests.fakes import part_image
 
 
 def test_encoder_counts_from_offset_and_wraps_at_2_pow_32() -> None:

@@ -24,8 +24,9 @@ from cellinspect.plc.registers import (
     unpack_u32,
 )
 from cellinspect.plc.station_interface import StationConfig
+from tests.fakes import BlobInspector
 
-from .conftest import BlobInspector, MakeStation, Station
+from .conftest import MakeStation, Station
 
 EN = int(Control.TRIGGER_ENABLE)
 TRIG = int(Control.TRIGGER)

@@ -21,8 +21,7 @@ from cellinspect.plc.vision_state import (
     VisionState,
     VisionStateMachine,
 )
-
-from .conftest import BlobInspector
+from tests.fakes import BlobInspector
 
 # --------------------------------------------------------------------------- pure machine
 

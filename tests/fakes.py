@@ -1,6 +1,7 @@
-"""Fixtures for the line tests: a content-judging test inspector and labelled part images.
+"""Fakes shared by the PLC and line tests: a content-judging inspector and labelled images.
 
-(The same fakes as tests/plc/conftest.py: test packages do not import from each other.)
+The inspector really looks at the picture (a bright blob is a FAIL), so the cell's tracking
+and handshake can be checked against the truth without the weight of the real models.
 """
 
 from __future__ import annotations
