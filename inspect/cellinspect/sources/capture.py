@@ -36,7 +36,7 @@ from cellinspect.errors import FrameReadError, SourceError
 from cellinspect.sources.backoff import backoff_delay
 from cellinspect.sources.base import SourceState
 from cellinspect.sources.decode import to_bgr8
-from cellinspect.sources.lifecycle import Lifecycle, StateListener
+from cellinspect.sources.lifecycle import Lifecycle, LifecycleSource, StateListener
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def capture_time() -> tuple[float, datetime]:
     return time.monotonic(), datetime.now(UTC)
 
 
-class CameraSource:
+class CameraSource(LifecycleSource):
     """A local camera (device index or path); FAILED after `max_failures` bad grabs in a row."""
 
     def __init__(
@@ -162,21 +162,6 @@ class CameraSource:
         self._retry_s = retry_s
         self._what = f"camera {device}"
         self._life = Lifecycle(self.name, on_state)
-
-    @property
-    def state(self) -> SourceState:
-        return self._life.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._life.last_error
-
-    def close(self) -> None:
-        self._life.close()
-
-    def frames(self) -> Iterator[SourceItem]:
-        self._life.start()
-        return self._run()
 
     def _configure(self, cap: CaptureLike) -> None:
         for prop, value in (
@@ -220,7 +205,7 @@ class CameraSource:
             life.move(SourceState.CLOSED, "camera released")
 
 
-class StreamSource:
+class StreamSource(LifecycleSource):
     """A network stream (RTSP/HTTP, or anything VideoCapture opens) that reconnects."""
 
     def __init__(
@@ -255,24 +240,9 @@ class StreamSource:
         self._life = Lifecycle(self.name, on_state)
 
     @property
-    def state(self) -> SourceState:
-        return self._life.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._life.last_error
-
-    @property
     def reconnects(self) -> int:
         """Reconnect attempts over the source's life (for metrics)."""
         return self._reconnects
-
-    def close(self) -> None:
-        self._life.close()
-
-    def frames(self) -> Iterator[SourceItem]:
-        self._life.start()
-        return self._run()
 
     def _run(self) -> Iterator[SourceItem]:
         life = self._life

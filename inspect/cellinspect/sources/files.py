@@ -17,7 +17,7 @@ from cellinspect.entities import Frame, FrameFailure, SourceItem
 from cellinspect.errors import FrameReadError
 from cellinspect.sources.base import SourceState
 from cellinspect.sources.decode import decode_image_file
-from cellinspect.sources.lifecycle import Lifecycle, StateListener
+from cellinspect.sources.lifecycle import Lifecycle, LifecycleSource, StateListener
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def read_file_item(path: Path, frame_id: int, source: str) -> SourceItem:
     )
 
 
-class FileListSource:
+class FileListSource(LifecycleSource):
     """Yields one item per path, in the order given; frame ids count from 0."""
 
     def __init__(
@@ -69,19 +69,6 @@ class FileListSource:
         """The files this source will read, in order."""
         return self._paths
 
-    @property
-    def state(self) -> SourceState:
-        return self._life.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._life.last_error
-
-    def frames(self) -> Iterator[SourceItem]:
-        """Iterate once; a second call raises SourceError."""
-        self._life.start()
-        return self._run()
-
     def _run(self) -> Iterator[SourceItem]:
         if not self._life.move(SourceState.OPEN):
             return
@@ -92,6 +79,3 @@ class FileListSource:
                 yield read_file_item(path, frame_id, self.name)
         finally:
             self._life.move(SourceState.CLOSED, "end of file list")
-
-    def close(self) -> None:
-        self._life.close()

@@ -25,7 +25,7 @@ from cellinspect.entities import Frame, FrameFailure, SourceItem
 from cellinspect.errors import FrameReadError, SourceError
 from cellinspect.sources.base import SourceState
 from cellinspect.sources.decode import decode_image_bytes
-from cellinspect.sources.lifecycle import Lifecycle, StateListener
+from cellinspect.sources.lifecycle import Lifecycle, LifecycleSource, StateListener
 from cellinspect.sources.listing import (
     CATCH_ALL,
     check_folder,
@@ -49,7 +49,7 @@ class _Pending:
     open_failures: int = 0
 
 
-class HotFolderSource:
+class HotFolderSource(LifecycleSource):
     """Yields new files in `path` as they complete, until close() or `idle_timeout_s` idle.
 
     Idle means: no file appeared, changed or was yielded for `idle_timeout_s` seconds.
@@ -87,21 +87,6 @@ class HotFolderSource:
                 self._done = self._scan()
             except OSError as err:
                 raise SourceError(f"cannot list folder {self.path}: {err.strerror or err}") from err
-
-    @property
-    def state(self) -> SourceState:
-        return self._life.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._life.last_error
-
-    def close(self) -> None:
-        self._life.close()
-
-    def frames(self) -> Iterator[SourceItem]:
-        self._life.start()
-        return self._run()
 
     def _scan(self) -> dict[Path, Signature]:
         """Current input files and their signatures; raises OSError if the folder is gone."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from cellinspect.entities import SourceItem
 from cellinspect.errors import SourceError
 from cellinspect.sources.base import SourceState
 
@@ -117,3 +118,32 @@ class Lifecycle:
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; returns True at once when the source is stopping."""
         return self._stop.wait(max(0.0, seconds))
+
+
+class LifecycleSource:
+    """Base of sources driven by a Lifecycle: state, last error, close, and a single run.
+
+    Subclasses set `self._life` in `__init__` and implement `_run()`, the frame loop.
+    """
+
+    name: str
+    _life: Lifecycle
+
+    @property
+    def state(self) -> SourceState:
+        return self._life.state
+
+    @property
+    def last_error(self) -> str | None:
+        return self._life.last_error
+
+    def close(self) -> None:
+        self._life.close()
+
+    def frames(self) -> Iterator[SourceItem]:
+        """Iterate once; a second call raises SourceError."""
+        self._life.start()
+        return self._run()
+
+    def _run(self) -> Iterator[SourceItem]:
+        raise NotImplementedError

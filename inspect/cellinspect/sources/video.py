@@ -25,12 +25,12 @@ from cellinspect.sources.capture import (
     try_open,
 )
 from cellinspect.sources.decode import to_bgr8
-from cellinspect.sources.lifecycle import Lifecycle, StateListener
+from cellinspect.sources.lifecycle import Lifecycle, LifecycleSource, StateListener
 
 log = logging.getLogger(__name__)
 
 
-class VideoFileSource:
+class VideoFileSource(LifecycleSource):
     """Every `every_nth` frame of a video file; skipped frames are grabbed, not decoded."""
 
     def __init__(
@@ -57,14 +57,6 @@ class VideoFileSource:
             raise SourceError(f"{why} (not a video OpenCV can decode?)")
         self._cap: CaptureLike | None = cap
 
-    @property
-    def state(self) -> SourceState:
-        return self._life.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._life.last_error
-
     def close(self) -> None:
         self._life.close()
         with self._lock:
@@ -77,9 +69,9 @@ class VideoFileSource:
             self._life.start()
             self._started = True
             cap = self._cap
-        return self._run(cap)
+        return self._read(cap)
 
-    def _run(self, cap: CaptureLike | None) -> Iterator[SourceItem]:
+    def _read(self, cap: CaptureLike | None) -> Iterator[SourceItem]:
         life, what = self._life, self._what
         if cap is None:
             return
