@@ -100,9 +100,6 @@ def line(
     samples: Annotated[
         Path | None, typer.Option(help="Serve these labelled images instead of rendering parts.")
     ] = None,
-    plane_calibration: Annotated[
-        Path | None, typer.Option(help="Plane calibration for robot pick targets in mm.")
-    ] = None,
     benchmark: Annotated[
         bool, typer.Option("--benchmark", help="Find the highest part rate with no late result.")
     ] = False,
@@ -140,7 +137,6 @@ def line(
                     samples=samples,
                     defect_rate=defect_rate,
                     drop_probability=drop_probability,
-                    plane_calibration=plane_calibration,
                     stop=stop,
                     make_overlays=not no_store,
                 )

@@ -285,6 +285,15 @@ class Recipe(_Strict):
         default=None,
         description="Conveyor-plane calibration (pixels -> mm), needed by `measurements`.",
     )
+    handeye_calibration: Path | None = Field(
+        default=None,
+        description="Eye-to-hand calibration (camera -> robot base): pick poses in the base frame.",
+    )
+    part_height_mm: float = Field(
+        default=0.0,
+        ge=0,
+        description="Height of the part's top face above the belt, for pick poses in mm.",
+    )
     measurements: MeasurementSpec | None = Field(
         default=None,
         description="Dimensions in mm checked on the undistorted frame; out of tolerance FAILs.",
@@ -319,6 +328,13 @@ class Recipe(_Strict):
         undistorts = any(op.op == "undistort" for op in self.preprocess)
         if undistorts and self.calibration is None:
             raise ValueError("preprocess: 'undistort' needs a 'calibration' file in the recipe")
+        if self.handeye_calibration is not None and self.plane_calibration is None:
+            raise ValueError("handeye_calibration: needs a 'plane_calibration' file too")
+        if self.plane_calibration is not None and not undistorts:
+            raise ValueError(
+                "plane_calibration: the preprocess chain must undistort, since the plane maps "
+                "undistorted pixels"
+            )
         if self.measurements is not None:
             if self.plane_calibration is None:
                 raise ValueError("measurements: need a 'plane_calibration' file in the recipe")

@@ -152,6 +152,10 @@ class InspectionResult:
     calibration_sha256: str | None = None
     plane_calibration_id: str | None = None
     plane_calibration_sha256: str | None = None
+    pick_x_mm: float | None = None
+    pick_y_mm: float | None = None
+    pick_angle_deg: float | None = None
+    pick_frame: str | None = None  # "plane" or "robot_base"
     error: str | None = None
     image_paths: dict[str, str] = field(default_factory=dict)
 
@@ -199,6 +203,14 @@ class InspectionResult:
             "calibration_sha256": self.calibration_sha256,
             "plane_calibration_id": self.plane_calibration_id,
             "plane_calibration_sha256": self.plane_calibration_sha256,
+            "pick": None
+            if self.pick_x_mm is None
+            else {
+                "x_mm": self.pick_x_mm,
+                "y_mm": self.pick_y_mm,
+                "angle_deg": self.pick_angle_deg,
+                "frame": self.pick_frame,
+            },
             "image_paths": dict(self.image_paths),
         }
 

@@ -239,10 +239,10 @@ REGISTER_DOCS: tuple[RegisterDoc, ...] = (
     RegisterDoc(107, 2, "part id echo", "station→PLC", "u32", "part id latched at trigger"),
     RegisterDoc(109, 2, "encoder echo", "station→PLC", "u32", "encoder latched at trigger"),
     RegisterDoc(
-        111, 2, "pick x", "station→PLC", "i32", "conveyor plane frame (plane calibration), 0.01 mm"
+        111, 2, "pick x", "station→PLC", "i32", "robot base frame (recipe hand-eye), 0.01 mm"
     ),
     RegisterDoc(
-        113, 2, "pick y", "station→PLC", "i32", "conveyor plane frame (plane calibration), 0.01 mm"
+        113, 2, "pick y", "station→PLC", "i32", "robot base frame (recipe hand-eye), 0.01 mm"
     ),
     RegisterDoc(115, 1, "pick angle", "station→PLC", "i16", "0.01 degree"),
     RegisterDoc(116, 1, "processing time", "station→PLC", "u16", "ms, trigger to result"),

@@ -159,27 +159,29 @@ def _wrap_deg(angle: float) -> float:
 
 
 def _result_pose(inspected: InspectedFrame) -> tuple[float, float, float] | None:
-    """The pose the inspector measured, when the result carries one (a later contract)."""
-    x = getattr(inspected.result, "pick_x_mm", None)
-    y = getattr(inspected.result, "pick_y_mm", None)
-    a = getattr(inspected.result, "pick_angle_deg", None)
-    if isinstance(x, int | float) and isinstance(y, int | float):
-        return float(x), float(y), float(a) if isinstance(a, int | float) else 0.0
-    return None
+    """The pose the inspector computed (recipe with plane and hand-eye calibration), if any."""
+    r = inspected.result
+    if r.pick_x_mm is None or r.pick_y_mm is None:
+        return None
+    return r.pick_x_mm, r.pick_y_mm, r.pick_angle_deg or 0.0
 
 
 def pick_target(
     inspected: InspectedFrame,
-    plane: PlaneMapping,
+    plane: PlaneMapping | None = None,
     estimator: PoseEstimator = largest_contour_pose,
 ) -> PickTarget | None:
-    """The pick target of an inspected part, or None without part id, encoder or pose."""
+    """The pick target of an inspected part, or None without part id, encoder or pose.
+
+    The result's own pose comes first; `plane` (a mapping of the inspected image's pixels) is
+    the fallback for recipes without a plane calibration.
+    """
     result = inspected.result
     if result.part_id is None or result.encoder is None:
         return None
     pose = _result_pose(inspected)
     if pose is None:
-        if inspected.image is None:
+        if inspected.image is None or plane is None:
             return None
         pixel_pose = estimator(inspected.image)
         if pixel_pose is None:

@@ -269,7 +269,7 @@ class StationInterface:
         result = inspected.result
         code = ResultCode.from_verdict(result.verdict)
         target = None
-        if code.rejects and self.plane is not None:
+        if code.rejects:
             target = compute_pick_target(inspected, self.plane, self.estimator)
         block = ResultBlock(
             result=code,

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from cellinspect.calibration.camera_file import CameraCalibration, load_camera_calibration
+from cellinspect.calibration.handeye import load_handeye_transform
+from cellinspect.calibration.pick import PickLocator, PickPose, board_to_camera, check_eye_to_hand
 from cellinspect.calibration.plane import PlaneCalibration, load_plane_calibration
 from cellinspect.config import Recipe, load_recipe, recipe_sha256
 from cellinspect.decision.rules import (
@@ -43,9 +46,11 @@ from cellinspect.entities import (
 from cellinspect.errors import CellInspectError, ConfigError
 from cellinspect.inference.runner import ModelRunner, SessionOptions, Tensor
 from cellinspect.preprocess.chain import PreprocessChain, build_chain, roi_crops
-from cellinspect.runtime.measuring import Measurer
+from cellinspect.runtime.measuring import MEASURE_ROI, Measurer, station_plane
 
 log = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
 
 
 def _ms_since(start: float) -> float:
@@ -72,6 +77,7 @@ class Inspector:
         calibration: CameraCalibration | None = None,
         make_overlays: bool = False,
         plane: PlaneCalibration | None = None,
+        camera_to_base: F64 | None = None,
     ) -> None:
         self.recipe = recipe
         self.recipe_sha256 = recipe_sha
@@ -80,12 +86,19 @@ class Inspector:
         self.chain: PreprocessChain = build_chain(recipe.preprocess, calibration)
         self.plane = plane
         self.measurer: Measurer | None = None
-        if recipe.measurements is not None:
-            if plane is None or calibration is None:
-                raise ConfigError("measurements need the camera and the plane calibration")
-            self.measurer = Measurer.for_chain(
-                recipe.measurements, plane, calibration, self.chain, recipe.decision.fail_safe
+        self.picker: PickLocator | None = None
+        if plane is not None:
+            if calibration is None:
+                raise ConfigError("a plane calibration needs the camera calibration too")
+            grid_plane = station_plane(plane, calibration, self.chain)
+            self.picker = PickLocator(
+                plane=grid_plane,
+                pose=board_to_camera(plane, calibration),
+                camera_to_base=camera_to_base,
+                height_mm=recipe.part_height_mm,
             )
+            if recipe.measurements is not None:
+                self.measurer = Measurer(recipe.measurements, grid_plane, recipe.decision.fail_safe)
         self.runners = list(runners)
         by_name = {r.name: r for r in self.runners}
         overrides = recipe.decision.thresholds
@@ -118,9 +131,22 @@ class Inspector:
         plane = (
             load_plane_calibration(recipe.plane_calibration) if recipe.plane_calibration else None
         )
+        camera_to_base = None
+        if recipe.handeye_calibration is not None:
+            mode, transform = load_handeye_transform(recipe.handeye_calibration)
+            check_eye_to_hand(mode.value, recipe.handeye_calibration)
+            camera_to_base = transform.matrix
         options = SessionOptions.from_runtime(recipe.runtime)
         runners = [ModelRunner.load(m.name, m.path, options) for m in recipe.models]
-        return cls(recipe, recipe_sha256(recipe_path), runners, calibration, make_overlays, plane)
+        return cls(
+            recipe,
+            recipe_sha256(recipe_path),
+            runners,
+            calibration,
+            make_overlays,
+            plane,
+            camera_to_base,
+        )
 
     @property
     def recipe_name(self) -> str:
@@ -248,7 +274,9 @@ class Inspector:
                 done[i] = self._failure(frame, reason, timings, prepared[i], rois)
                 continue
             t = time.perf_counter()
-            result = self._result(frame, decide_part(rois), rois, timings)
+            decision = decide_part(rois)
+            pick = self._pick(prepared[i], rois) if decision.verdict is not Verdict.PASS else None
+            result = self._result(frame, decision, rois, timings, pick=pick)
             timings["result"] = _ms_since(t)
             overlay = None
             if self.make_overlays:
@@ -304,6 +332,7 @@ class Inspector:
         rois: Sequence[RoiDecision],
         timings: dict[str, float],
         error: str | None = None,
+        pick: PickPose | None = None,
     ) -> InspectionResult:
         cal = self.calibration
         return InspectionResult(
@@ -328,8 +357,23 @@ class Inspector:
             calibration_sha256=cal.sha256 if cal else None,
             plane_calibration_id=self.plane.calibration_id if self.plane else None,
             plane_calibration_sha256=self.plane.sha256 if self.plane else None,
+            pick_x_mm=pick.x_mm if pick else None,
+            pick_y_mm=pick.y_mm if pick else None,
+            pick_angle_deg=pick.angle_deg if pick else None,
+            pick_frame=pick.frame if pick else None,
             error=error,
         )
+
+    def _pick(self, prepared: ImageU8, rois: Sequence[RoiDecision]) -> PickPose | None:
+        """Where a rejected part lies: the measured centre if measured, else the largest blob."""
+        if self.picker is None:
+            return None
+        measured = next((r.scores for r in rois if r.roi == MEASURE_ROI), {})
+        x = measured.get(f"{MEASURE_ROI}:centre_x_mm")
+        y = measured.get(f"{MEASURE_ROI}:centre_y_mm")
+        if x is not None and y is not None:
+            return self.picker.from_plane_mm(x, y)
+        return self.picker.locate(prepared)
 
     def _failure(
         self,

@@ -32,27 +32,8 @@ class Measurer:
     plane: PlaneCalibration
     fail_safe: FailSafe
 
-    @classmethod
-    def for_chain(
-        cls,
-        spec: MeasurementSpec,
-        plane: PlaneCalibration,
-        camera: CameraCalibration,
-        chain: PreprocessChain,
-        fail_safe: FailSafe,
-    ) -> Measurer:
-        """Refuse a plane made with another camera; map it onto the chain's undistorted grid."""
-        plane.check_fits(camera)
-        if chain.undistorter is None:
-            raise CalibrationError("measurements need an 'undistort' step in the preprocess chain")
-        undistorter = chain.undistorter
-        station_plane = dataclasses.replace(
-            plane_for_camera_matrix(plane, camera, undistorter.new_camera_matrix),
-            image_size=undistorter.output_size,  # `undistort.scale` may resize in the remap
-        )
-        return cls(spec=spec, plane=station_plane, fail_safe=fail_safe)
-
     def __call__(self, undistorted: ImageU8) -> RoiDecision:
+        """Measure the part; `plane` must map this undistorted frame's pixels (station_plane)."""
         try:
             measured = measure_circle_features(undistorted, self.plane, self.spec)
         except MeasurementError as err:
@@ -71,3 +52,20 @@ class Measurer:
             defect_class="out_of_tolerance" if reasons else None,
             scores={f"{MEASURE_ROI}:{k}": v for k, v in measured.to_dict().items()},
         )
+
+
+def station_plane(
+    plane: PlaneCalibration, camera: CameraCalibration, chain: PreprocessChain
+) -> PlaneCalibration:
+    """The plane calibration re-expressed for the pixels of the chain's undistorted frame.
+
+    Refuses a plane made with another camera calibration, and a chain that does not undistort.
+    """
+    plane.check_fits(camera)
+    if chain.undistorter is None:
+        raise CalibrationError("a plane calibration needs an 'undistort' step in the chain")
+    undistorter = chain.undistorter
+    return dataclasses.replace(
+        plane_for_camera_matrix(plane, camera, undistorter.new_camera_matrix),
+        image_size=undistorter.output_size,  # `undistort.scale` may resize in the remap
+    )
