@@ -22,7 +22,7 @@ fi
 if [ "$dev" = 1 ]; then
   # torch==2.13.0 is pinned in the extras: that exact version is the CPU build here, while a
   # looser requirement would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet -e '.[dev,convert]'
+  .venv/bin/python -m pip install --quiet -e '.[dev,convert,train,eval]'
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

@@ -44,9 +44,11 @@ def _mount_sub_apps() -> None:
     """Sub-command groups and commands that live with their own package."""
     from cellinspect.calibration.cli import app as calibrate_app
     from cellinspect.cli_cell import register
+    from cellinspect.cli_train import register as register_train
 
     app.add_typer(calibrate_app, name="calibrate")
     register(app)
+    register_train(app)
 
 
 @app.callback()
@@ -361,51 +363,6 @@ def fit_classifier_cmd(
         f"wrote {rep.model_path}: classes {list(rep.labels)}, counts {rep.counts}, "
         f"train accuracy {rep.train_accuracy:.3f}"
     )
-
-
-@app.command()
-def evaluate(
-    model: Annotated[Path, typer.Argument(help="model.onnx (manifest beside it).")],
-    dataset_dir: Annotated[Path, typer.Argument(help="Class folders or labels.csv folder.")],
-    recipe: Annotated[Path | None, typer.Option("--recipe", "-r")] = None,
-    roi: Annotated[str | None, typer.Option()] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report.")] = None,
-) -> None:
-    """Evaluate a model on a labelled set: AUROC (anomaly) or accuracy (classifier)."""
-    from cellinspect.training.dataset import load_dataset
-    from cellinspect.training.evaluate import evaluate_model
-
-    with user_errors():
-        reader = _reader(recipe, roi)
-        dataset = load_dataset(dataset_dir)
-        with progress_bar() as progress:
-            rep = evaluate_model(model, dataset, reader, stage=stage_progress(progress))
-    for path, reason in rep.skipped:
-        err_console.print(f"skipped {path}: {reason}", highlight=False)
-    table = Table(title=f"{rep.model} v{rep.version} ({rep.task}) on {rep.images} images")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("counts", json.dumps(rep.counts))
-    if rep.auroc is not None:
-        table.add_row("image AUROC", f"{rep.auroc:.4f}")
-    if rep.accuracy is not None:
-        table.add_row("accuracy", f"{rep.accuracy:.4f}")
-    if rep.false_reject_rate_at_fail is not None:
-        table.add_row("false-reject rate at fail_at", f"{rep.false_reject_rate_at_fail:.4f}")
-    if rep.escape_rate_at_fail is not None:
-        table.add_row("escape rate at fail_at", f"{rep.escape_rate_at_fail:.4f}")
-    if rep.escape_rate_at_review is not None:
-        table.add_row("escape rate (defects passed)", f"{rep.escape_rate_at_review:.4f}")
-    if rep.good_flagged_rate_at_review is not None:
-        table.add_row("good parts sent to review or fail", f"{rep.good_flagged_rate_at_review:.4f}")
-    if rep.false_reject_rate_catch_all is not None:
-        table.add_row(
-            "false-reject rate catching every defect", f"{rep.false_reject_rate_catch_all:.4f}"
-        )
-    console.print(table)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(rep.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
 @app.command("convert-backbone")

@@ -368,3 +368,81 @@ def render_handeye_cmd(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("thresholds")
+def thresholds_cmd(
+    model: Annotated[Path, typer.Argument(help="model.onnx (manifest beside it).")],
+    dataset: Annotated[
+        Path, typer.Argument(help="Labelled validation set (class folders or CSV/JSONL).")
+    ],
+    target_escape: Annotated[
+        float, typer.Option("--target-escape", help="Highest escape rate (defects passed).")
+    ] = 0.01,
+    alpha: Annotated[
+        float | None,
+        typer.Option(help="With it: P(escape <= target) >= 1-alpha; without: in expectation."),
+    ] = None,
+    target_false_fail: Annotated[
+        float, typer.Option(help="Share of good parts allowed to FAIL outright (sets fail_at).")
+    ] = 0.01,
+    recipe: Annotated[
+        Path | None, typer.Option("--recipe", "-r", help="Cut images as this recipe does.")
+    ] = None,
+    roi: Annotated[str | None, typer.Option(help="ROI of the recipe.")] = None,
+    split: Annotated[Path | None, typer.Option(help="split.json beside the model.")] = None,
+    subset: Annotated[str, typer.Option(help="Subset of --split to calibrate on.")] = "val",
+    write: Annotated[
+        str | None, typer.Option(help="manifest, or recipe (writes <recipe>-calibrated.yaml).")
+    ] = None,
+) -> None:
+    """Set review_at/fail_at from labelled data for a target escape rate (conformal)."""
+    from cellinspect.cli_train import reader_for
+    from cellinspect.entities import Task
+    from cellinspect.training.dataset import load_labelled
+    from cellinspect.training.scores import load_runner, score_dataset
+    from cellinspect.training.split import load_split
+    from cellinspect.training.threshold_files import write_to_manifest, write_to_recipe
+    from cellinspect.training.thresholds import choose_thresholds
+
+    with _user_errors():
+        if write not in (None, "manifest", "recipe"):
+            raise CalibrationError(f"--write must be 'manifest' or 'recipe', got '{write}'")
+        if write == "recipe" and recipe is None:
+            raise CalibrationError("--write recipe needs --recipe")
+        data = load_labelled(dataset)
+        if split is not None:
+            data = load_split(split).subset(data, subset)
+        runner = load_runner(model)
+        scored = score_dataset(runner, data, reader_for(recipe, roi))
+        upper = 1.0 if runner.manifest.task is Task.CLASSIFICATION else None
+        choice = choose_thresholds(
+            scored.scores, scored.is_defect, target_escape, alpha, target_false_fail, upper
+        )
+        for path, reason in data.skipped:
+            console.print(f"skipped {path}: {reason}", highlight=False)
+        table = Table(title=f"thresholds for {runner.manifest.name} ({choice.method})")
+        table.add_column("quantity")
+        table.add_column("value", justify="right")
+        for key, value in (
+            ("calibration images (good / defective)", f"{choice.n_good} / {choice.n_defect}"),
+            ("review_at (PASS below)", f"{choice.review_at:.6g}"),
+            ("fail_at (FAIL from)", f"{choice.fail_at:.6g}"),
+            ("guarantee", choice.guarantee),
+            ("escape rate on this set", f"{choice.escape_rate_calibration:.4f}"),
+            ("expected false-reject rate (good not passed)", f"{choice.false_reject_rate:.4f}"),
+            ("good parts failed outright", f"{choice.good_fail_rate:.4f}"),
+            ("review rate (all parts)", f"{choice.review_rate:.4f}"),
+            ("fail rate (all parts)", f"{choice.fail_rate:.4f}"),
+        ):
+            table.add_row(key, value)
+        console.print(table)
+        info = {
+            "root": str(data.root),
+            "fingerprint": data.fingerprint(),
+            "subset": subset if split else None,
+        }
+        if write == "manifest":
+            console.print(f"wrote {write_to_manifest(model, choice, info)}")
+        elif write == "recipe" and recipe is not None:
+            console.print(f"wrote {write_to_recipe(recipe, model, choice)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -169,3 +170,42 @@ def read_images(
             dataset.skipped.append((item.path, str(err)))
         if progress is not None:
             progress(i + 1, total)
+
+
+def _from_manifest_file(path: Path) -> Dataset:
+    """A CSV or JSONL manifest (columns/keys `file`, `label`) as `cellinspect export` writes."""
+    root = path.parent
+    items: list[LabelledImage] = []
+    if path.suffix.lower() == ".csv":
+        return _from_labels_csv(root, path)
+    if path.suffix.lower() not in {".jsonl", ".ndjson"}:
+        raise DatasetError(f"{path}: dataset manifest must be .csv or .jsonl, got '{path.suffix}'")
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path}:{line_no}: not JSON: {err.msg}") from err
+        name = str(row.get("file") or "").strip() if isinstance(row, dict) else ""
+        label = str(row.get("label") or "").strip() if isinstance(row, dict) else ""
+        if not name or not label:
+            raise DatasetError(f"{path}:{line_no}: needs non-empty 'file' and 'label'")
+        items.append(LabelledImage(root / name, label))
+    return Dataset(root, items)
+
+
+def load_labelled(source: Path | str) -> Dataset:
+    """A class-folder dataset, a folder with labels.csv, or a CSV/JSONL manifest file."""
+    path = Path(source)
+    if path.is_file():
+        dataset = _from_manifest_file(path)
+        if not dataset.items:
+            raise DatasetError(f"{path}: manifest lists no images")
+        missing = [str(i.path) for i in dataset.items if not i.path.is_file()]
+        if missing:
+            raise DatasetError(
+                f"{path}: {len(missing)} listed image(s) not found, e.g. {missing[0]}"
+            )
+        return dataset
+    return load_dataset(path)

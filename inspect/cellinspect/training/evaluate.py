@@ -1,4 +1,11 @@
-"""Honest evaluation of one model on a labelled set, through the same runner the station uses."""
+"""Honest evaluation of one model on a labelled set, through the same runner the station uses.
+
+Both model kinds are judged on the decision score (see scores.py) against the manifest's
+thresholds: escape rate (defects passed), good parts flagged, and the false-reject rate at the
+lowest threshold that still catches every defect in the set. Classifiers also get accuracy,
+per-class precision/recall and a confusion matrix over their labels; anomaly models get image
+AUROC and good/defect precision/recall at review_at.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_auc_score
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from cellinspect.entities import Task
-from cellinspect.errors import ModelError
-from cellinspect.inference.runner import ModelRunner, SessionOptions
-from cellinspect.training.dataset import Dataset, RoiReader, read_images
+from cellinspect.inference.manifest import Manifest
+from cellinspect.training.dataset import Dataset, RoiReader
+from cellinspect.training.scores import ScoredSet, load_runner, score_dataset
 
 Stage = Callable[[str, int, int], None]
+DEFECT = "defect"
 
 
 @dataclass
@@ -30,6 +38,7 @@ class EvaluationReport:
     accuracy: float | None = None
     labels: list[str] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     threshold_review: float | None = None
     threshold_fail: float | None = None
     false_reject_rate_at_fail: float | None = None
@@ -37,10 +46,104 @@ class EvaluationReport:
     escape_rate_at_review: float | None = None
     good_flagged_rate_at_review: float | None = None
     false_reject_rate_catch_all: float | None = None
+    subset: str | None = None
     per_image: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def headline(self) -> dict[str, float]:
+        """The figures worth keeping in a manifest's provenance.metrics."""
+        keys = (
+            "auroc",
+            "accuracy",
+            "escape_rate_at_review",
+            "good_flagged_rate_at_review",
+            "false_reject_rate_catch_all",
+        )
+        return {k: float(v) for k in keys if (v := getattr(self, k)) is not None}
+
+
+def thresholds_of(manifest: Manifest) -> tuple[float | None, float | None]:
+    """(review_at, fail_at) on the decision-score scale from the manifest."""
+    thr = manifest.thresholds
+    if manifest.task is Task.CLASSIFICATION:
+        cls = thr.default_class
+        return (cls.review_at, cls.fail_at) if cls is not None else (None, None)
+    return thr.review_at, thr.fail_at
+
+
+def _per_class(truth: list[str], predicted: list[str], labels: list[str]) -> dict[str, Any]:
+    prec, rec, _, support = precision_recall_fscore_support(
+        truth, predicted, labels=labels, zero_division=0
+    )
+    return {
+        lbl: {"precision": float(p), "recall": float(r), "support": int(s)}
+        for lbl, p, r, s in zip(labels, prec, rec, support, strict=True)
+    }
+
+
+def _threshold_rates(report: EvaluationReport, scored: ScoredSet) -> None:
+    scores, is_defect = scored.scores, scored.is_defect
+    review_at, fail_at = thresholds_of(scored.manifest)
+    report.threshold_review, report.threshold_fail = review_at, fail_at
+    good, bad = scores[~is_defect], scores[is_defect]
+    if fail_at is not None:
+        if good.size:
+            report.false_reject_rate_at_fail = float((good >= fail_at).mean())
+        if bad.size:
+            report.escape_rate_at_fail = float((bad < fail_at).mean())
+    if review_at is not None:
+        if bad.size:
+            report.escape_rate_at_review = float((bad < review_at).mean())
+        if good.size:
+            report.good_flagged_rate_at_review = float((good >= review_at).mean())
+    if bad.size and good.size:
+        report.false_reject_rate_catch_all = float((good >= bad.min()).mean())
+        report.auroc = float(roc_auc_score(is_defect, scores))
+
+
+def report_from_scores(scored: ScoredSet, dataset: Dataset) -> EvaluationReport:
+    """All figures from one scored set (shared by `evaluate` and `train`)."""
+    manifest, truth = scored.manifest, scored.truth
+    report = EvaluationReport(
+        model=manifest.name,
+        version=manifest.version,
+        task=manifest.task.value,
+        images=len(truth),
+        counts={lbl: truth.count(lbl) for lbl in sorted(set(truth))},
+        skipped=[(str(p), r) for p, r in dataset.skipped],
+    )
+    _threshold_rates(report, scored)
+    if manifest.task is Task.CLASSIFICATION:
+        labels = list(manifest.labels)
+        predicted = [max(o.class_scores, key=o.class_scores.__getitem__) for o in scored.outputs]
+        report.labels = labels
+        report.accuracy = float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+        report.confusion = confusion_matrix(truth, predicted, labels=labels).tolist()
+        report.per_class = _per_class(truth, predicted, labels)
+        report.per_image = [
+            {"file": i.path.name, "label": i.label, "predicted": p, "score": float(s)}
+            for i, p, s in zip(scored.items, predicted, scored.scores, strict=True)
+        ]
+    else:
+        binary_truth = [DEFECT if d else "good" for d in scored.is_defect]
+        review_at = report.threshold_review
+        if review_at is not None:
+            flagged = [DEFECT if s >= review_at else "good" for s in scored.scores]
+            report.labels = ["good", DEFECT]
+            report.confusion = confusion_matrix(
+                binary_truth, flagged, labels=report.labels
+            ).tolist()
+            report.per_class = _per_class(binary_truth, flagged, report.labels)
+            report.accuracy = float(
+                np.mean([f == t for f, t in zip(flagged, binary_truth, strict=True)])
+            )
+        report.per_image = [
+            {"file": i.path.name, "label": i.label, "score": float(s)}
+            for i, s in zip(scored.items, scored.scores, strict=True)
+        ]
+    return report
 
 
 def evaluate_model(
@@ -50,73 +153,6 @@ def evaluate_model(
     batch_size: int = 8,
     stage: Stage | None = None,
 ) -> EvaluationReport:
-    """Score every readable image; AUROC for anomaly models, accuracy for classifiers."""
-    runner = ModelRunner.load(model_path.parent.name, model_path, SessionOptions(warmup_runs=1))
-    manifest = runner.manifest
-    pairs = list(
-        read_images(dataset, reader, (lambda d, t: stage("read", d, t)) if stage else None)
-    )
-    if not pairs:
-        raise ModelError(f"{dataset.root}: no readable images to evaluate")
-    outputs = []
-    for start in range(0, len(pairs), batch_size):
-        outputs.extend(runner.predict([img for _, img in pairs[start : start + batch_size]]))
-        if stage is not None:
-            stage("score", min(start + batch_size, len(pairs)), len(pairs))
-    truth = [item.label for item, _ in pairs]
-    report = EvaluationReport(
-        model=manifest.name,
-        version=manifest.version,
-        task=manifest.task.value,
-        images=len(pairs),
-        counts={lbl: truth.count(lbl) for lbl in sorted(set(truth))},
-        skipped=[(str(p), r) for p, r in dataset.skipped],
-    )
-    is_defect = np.array([lbl not in manifest.good_labels for lbl in truth])
-    if manifest.task is Task.ANOMALY:
-        scores = np.array([o.anomaly_score for o in outputs], dtype=np.float64)
-        if is_defect.all() or not is_defect.any():
-            raise ModelError(f"{dataset.root}: AUROC needs both good and defective images")
-        report.auroc = float(roc_auc_score(is_defect, scores))
-        fail_at = manifest.thresholds.fail_at
-        report.threshold_review = manifest.thresholds.review_at
-        report.threshold_fail = fail_at
-        if fail_at is not None:
-            flagged = scores >= fail_at
-            report.false_reject_rate_at_fail = float(flagged[~is_defect].mean())
-            report.escape_rate_at_fail = float((~flagged[is_defect]).mean())
-        review_at = manifest.thresholds.review_at
-        if review_at is not None:
-            passed = scores < review_at
-            report.escape_rate_at_review = float(passed[is_defect].mean())
-            report.good_flagged_rate_at_review = float((~passed[~is_defect]).mean())
-        catch_all = scores[is_defect].min()
-        report.false_reject_rate_catch_all = float((scores[~is_defect] >= catch_all).mean())
-        report.per_image = [
-            {"file": item.path.name, "label": item.label, "score": float(s)}
-            for (item, _), s in zip(pairs, scores, strict=True)
-        ]
-    elif manifest.task is Task.CLASSIFICATION:
-        labels = manifest.labels
-        unknown = sorted(set(truth) - set(labels))
-        if unknown:
-            raise ModelError(
-                f"{dataset.root}: labels {unknown} are not known to the model {manifest.name} "
-                f"(it knows {labels})"
-            )
-        predicted = [max(o.class_scores, key=o.class_scores.__getitem__) for o in outputs]
-        report.labels = list(labels)
-        report.accuracy = float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
-        report.confusion = confusion_matrix(truth, predicted, labels=labels).tolist()
-        good_prob = np.array(
-            [sum(o.class_scores[g] for g in manifest.good_labels) for o in outputs]
-        )
-        if is_defect.any() and (~is_defect).any():
-            report.auroc = float(roc_auc_score(is_defect, 1.0 - good_prob))
-        report.per_image = [
-            {"file": item.path.name, "label": item.label, "predicted": p}
-            for (item, _), p in zip(pairs, predicted, strict=True)
-        ]
-    else:
-        raise ModelError(f"{model_path}: cannot evaluate a '{manifest.task.value}' model")
-    return report
+    """Score every readable image and compute the figures; unknown labels are an error."""
+    scored = score_dataset(load_runner(model_path), dataset, reader, batch_size, stage)
+    return report_from_scores(scored, dataset)

@@ -1,0 +1,168 @@
+"""`cellinspect train`, `cellinspect evaluate` (with split, plots) and the shared report table.
+
+Mounted by cli.register-style `register(app)`; `evaluate` replaces the older command of the
+same name in cli.py (same arguments, plus --split/--subset/--plots).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from cellinspect.cli_support import console, err_console, progress_bar, stage_progress, user_errors
+
+if TYPE_CHECKING:
+    from cellinspect.training.dataset import RoiReader
+    from cellinspect.training.evaluate import EvaluationReport
+
+BACKBONE = Path("models/efficientnet-lite0/1/model.onnx")
+RecipeOpt = Annotated[
+    Path | None, typer.Option("--recipe", "-r", help="Cut images as this recipe does.")
+]
+RoiOpt = Annotated[str | None, typer.Option("--roi", help="ROI of the recipe.")]
+SplitOpt = Annotated[
+    Path | None, typer.Option("--split", help="split.json recorded beside a model.")
+]
+
+
+def reader_for(recipe: Path | None, roi: str | None) -> RoiReader:
+    from cellinspect.config import load_recipe
+    from cellinspect.training.dataset import RoiReader
+
+    return RoiReader(load_recipe(recipe) if recipe else None, roi)
+
+
+def report_table(rep: EvaluationReport) -> Table:
+    """One table for every evaluation: rates, per-class precision/recall."""
+    where = f" ({rep.subset} split)" if rep.subset else ""
+    table = Table(title=f"{rep.model} v{rep.version} ({rep.task}) on {rep.images} images{where}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("counts", json.dumps(rep.counts))
+    rows = (
+        ("image AUROC", rep.auroc),
+        ("accuracy", rep.accuracy),
+        ("review_at / fail_at", None),
+        ("escape rate (defects passed)", rep.escape_rate_at_review),
+        ("good parts sent to review or fail", rep.good_flagged_rate_at_review),
+        ("escape rate at fail_at", rep.escape_rate_at_fail),
+        ("false-reject rate at fail_at", rep.false_reject_rate_at_fail),
+        ("false-reject rate catching every defect", rep.false_reject_rate_catch_all),
+    )
+    for label, value in rows:
+        if label.startswith("review_at") and rep.threshold_review is not None:
+            table.add_row(label, f"{rep.threshold_review:.4g} / {rep.threshold_fail:.4g}")
+        elif value is not None:
+            table.add_row(label, f"{value:.4f}")
+    for lbl, pr in rep.per_class.items():
+        table.add_row(
+            f"{lbl}: precision / recall (n={int(pr['support'])})",
+            f"{pr['precision']:.3f} / {pr['recall']:.3f}",
+        )
+    return table
+
+
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="model.onnx (manifest beside it).")],
+    dataset_dir: Annotated[
+        Path, typer.Argument(help="Class folders, labels.csv folder, or CSV/JSONL manifest.")
+    ],
+    recipe: RecipeOpt = None,
+    roi: RoiOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report.")] = None,
+    split: SplitOpt = None,
+    subset: Annotated[str, typer.Option(help="train, val or test (with --split).")] = "test",
+    plots: Annotated[
+        Path | None, typer.Option("--plots", help="Write roc.png, scores.png, confusion.png.")
+    ] = None,
+) -> None:
+    """Evaluate a model on a labelled set: rates at its thresholds, AUROC, per-class figures."""
+    from cellinspect.training.dataset import load_labelled
+    from cellinspect.training.evaluate import evaluate_model
+    from cellinspect.training.split import load_split
+
+    with user_errors():
+        reader = reader_for(recipe, roi)
+        dataset = load_labelled(dataset_dir)
+        if split is not None:
+            dataset = load_split(split).subset(dataset, subset)
+        with progress_bar() as progress:
+            rep = evaluate_model(model, dataset, reader, stage=stage_progress(progress))
+        rep.subset = subset if split is not None else None
+    for path, reason in rep.skipped:
+        err_console.print(f"skipped {path}: {reason}", highlight=False)
+    console.print(report_table(rep))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(rep.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if plots is not None:
+        from cellinspect.training.plots import write_plots
+
+        for png in write_plots(rep, plots):
+            console.print(f"wrote {png}")
+
+
+def train(
+    dataset_dir: Annotated[
+        Path, typer.Argument(help="Class folders, labels.csv folder, or CSV/JSONL manifest.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="models/<name>/<version> folder.")],
+    kind: Annotated[str, typer.Option(help="classifier or anomaly.")] = "classifier",
+    method: Annotated[str, typer.Option(help="head (no torch) or finetune (torch).")] = "head",
+    recipe: RecipeOpt = None,
+    roi: RoiOpt = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs (at most).")] = 15,
+    parent: Annotated[
+        str | None, typer.Option(help="Parent version (default: the backbone's).")
+    ] = None,
+    split: SplitOpt = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    backbone: Annotated[Path, typer.Option(help="Backbone features model.")] = BACKBONE,
+    name: Annotated[str | None, typer.Option(help="Model name (default: folder name).")] = None,
+) -> None:
+    """Train a classifier or anomaly detector on a recorded split; evaluate on its test part."""
+    from cellinspect.errors import ConfigError
+    from cellinspect.training.dataset import load_labelled
+    from cellinspect.training.train import Kind, Method, TrainPlan, train_model
+
+    with user_errors():
+        try:
+            plan = TrainPlan(
+                kind=Kind(kind),
+                method=Method(method),
+                epochs=epochs,
+                seed=seed,
+                parent=parent,
+                split_file=split,
+            )
+        except ValueError as err:
+            raise ConfigError(
+                f"--kind must be classifier|anomaly and --method head|finetune ({err})"
+            ) from err
+        reader = reader_for(recipe, roi)
+        dataset = load_labelled(dataset_dir)
+        with progress_bar() as progress:
+            res = train_model(
+                dataset,
+                reader,
+                backbone,
+                out,
+                name or out.parent.name,
+                plan,
+                stage_progress(progress),
+            )
+    for path, reason in res.skipped:
+        err_console.print(f"skipped {path}: {reason}", highlight=False)
+    console.print(f"split {res.split_path}: {json.dumps(res.split_counts)}")
+    console.print(report_table(res.test))
+    console.print(f"wrote {res.model_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `evaluate` to the main app."""
+    app.command("evaluate")(evaluate)
+    app.command("train")(train)

@@ -1,0 +1,345 @@
+"""Fine-tune EfficientNet-Lite0 with a new classification head (needs the `train` extra: torch).
+
+The backbone's batch-norm statistics stay frozen (small inspection sets would wreck them); all
+weights train, the head faster than the trunk. Augmentation matches what varies on a line:
+flips, small rotations, brightness and contrast. Classes are balanced by loss weights, training
+stops early on the validation loss, seeds fix every random draw (num_workers=0, no threads of
+our own), and tensors are channels_last (about 1.7x faster on CPU). The export is checked
+against torch and saved as one ONNX graph (softmax probabilities) with its manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as tf
+
+from cellinspect.config import ClassThreshold
+from cellinspect.entities import ImageU8, Task
+from cellinspect.errors import ModelError
+from cellinspect.inference.manifest import (
+    InputSpec,
+    Manifest,
+    OutputMeaning,
+    OutputSpec,
+    Thresholds,
+    load_manifest,
+    write_manifest,
+)
+from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.training.convert_backbone import FeatureBackbone, build_backbone, cpu_session
+from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
+from cellinspect.training.fit_anomaly import backbone_provenance
+
+PROBS_OUTPUT = "probabilities"
+EXPORT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class FinetuneParams:
+    epochs: int = 15
+    batch_size: int = 16
+    lr_head: float = 1e-3
+    lr_backbone: float = 1e-4
+    weight_decay: float = 1e-4
+    patience: int = 4
+    max_rotation_deg: float = 10.0
+    brightness: float = 0.15
+    contrast: float = 0.15
+    vertical_flip: bool = True
+    dropout: float = 0.2
+    review_at: float = 0.5
+    fail_at: float = 0.8
+    seed: int = 0
+
+
+@dataclass
+class FinetuneReport:
+    model_path: Path
+    labels: tuple[str, ...]
+    counts: dict[str, int]
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    val_accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    export_max_abs_diff: float = 0.0
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+class Classifier(torch.nn.Module):
+    """Backbone pooled features -> dropout -> linear; `probabilities` for export."""
+
+    def __init__(self, backbone: FeatureBackbone, classes: int, dropout: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = torch.nn.Dropout(dropout)
+        self.head = torch.nn.Linear(1280, classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        pooled: torch.Tensor = self.backbone(image)[2]
+        logits: torch.Tensor = self.head(self.dropout(pooled))
+        return logits
+
+
+class Probabilities(torch.nn.Module):
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(image), dim=1)
+
+
+def _freeze_batchnorm(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+
+
+def augment(
+    batch: torch.Tensor, spec: InputSpec, params: FinetuneParams, gen: torch.Generator
+) -> torch.Tensor:
+    """Flips, small rotations, brightness/contrast (in pixel space), on a normalised batch."""
+    n = batch.shape[0]
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    pixels = batch * std + mean
+    flip_h = torch.rand(n, generator=gen) < 0.5
+    pixels = torch.where(flip_h.view(-1, 1, 1, 1), pixels.flip(3), pixels)
+    if params.vertical_flip:
+        flip_v = torch.rand(n, generator=gen) < 0.5
+        pixels = torch.where(flip_v.view(-1, 1, 1, 1), pixels.flip(2), pixels)
+    if params.max_rotation_deg > 0:
+        angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(params.max_rotation_deg)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        zero = torch.zeros(n)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
+        )
+        grid = tf.affine_grid(theta, list(pixels.shape), align_corners=False)
+        pixels = tf.grid_sample(pixels, grid, padding_mode="reflection", align_corners=False)
+    level = 255.0 * spec.scale
+    gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * params.contrast
+    shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * params.brightness * level
+    centre = pixels.mean(dim=(1, 2, 3), keepdim=True)
+    pixels = ((pixels - centre) * gain + centre + shift).clamp(0, level)
+    return (pixels - mean) / std
+
+
+def _labels_of(pairs: Sequence[tuple[Any, ImageU8]]) -> list[str]:
+    seen = sorted({item.label for item, _ in pairs})
+    return (["good"] if "good" in seen else []) + [s for s in seen if s != "good"]
+
+
+def _tensor(images: Sequence[ImageU8], spec: InputSpec) -> torch.Tensor:
+    return torch.from_numpy(prepare_batch(list(images), spec)).contiguous(
+        memory_format=torch.channels_last
+    )
+
+
+def _evaluate(
+    model: Classifier,
+    images: list[ImageU8],
+    y: torch.Tensor,
+    spec: InputSpec,
+    loss_fn: torch.nn.Module,
+    bs: int,
+) -> tuple[float, float]:
+    model.eval()
+    total, correct = 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, len(images), bs):
+            logits = model(_tensor(images[s : s + bs], spec))
+            total += float(loss_fn(logits, y[s : s + bs])) * logits.shape[0]
+            correct += int((logits.argmax(1) == y[s : s + bs]).sum())
+    return total / len(images), correct / len(images)
+
+
+def export_classifier(
+    model: Classifier, spec: InputSpec, out_path: Path, check: torch.Tensor, opset: int = 17
+) -> float:
+    """Export softmax probabilities, constant-fold with onnxruntime, check vs torch."""
+    wrapper = Probabilities(model).eval()
+    wrapper = wrapper.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    check = check.contiguous()
+    with torch.inference_mode():
+        want = wrapper(check).numpy()
+    with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        dummy = torch.zeros(1, 3, spec.height, spec.width)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                (dummy,),
+                str(raw),
+                input_names=[spec.name],
+                output_names=[PROBS_OUTPUT],
+                dynamic_axes={spec.name: {0: "batch"}, PROBS_OUTPUT: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        cpu_session(raw, optimised_path=out_path)
+    got = cpu_session(out_path).run([PROBS_OUTPUT], {spec.name: check.numpy()})[0]
+    diff = float(np.max(np.abs(np.asarray(got) - want)))
+    if diff > EXPORT_TOLERANCE:
+        raise ModelError(
+            f"{out_path}: ONNX differs from torch by {diff:.3g} (> {EXPORT_TOLERANCE})"
+        )
+    return diff
+
+
+def finetune_classifier(
+    train: Dataset,
+    val: Dataset,
+    reader: RoiReader,
+    backbone_path: Path,
+    out_dir: Path,
+    name: str,
+    version: str,
+    params: FinetuneParams = FinetuneParams(),
+    stage: Stage = no_stage,
+    extra_provenance: dict[str, object] | None = None,
+) -> FinetuneReport:
+    """Fine-tune on `train`, stop early on `val`, write model.onnx + manifest.json."""
+    torch.manual_seed(params.seed)
+    gen = torch.Generator().manual_seed(params.seed)
+    backbone_manifest = load_manifest(backbone_path)
+    spec = backbone_manifest.input
+    train_pairs = list(read_images(train, reader, lambda d, t: stage("read train", d, t)))
+    val_pairs = list(read_images(val, reader, lambda d, t: stage("read val", d, t)))
+    labels = _labels_of(train_pairs)
+    if len(labels) < 2:
+        raise ModelError(
+            f"{train.root}: fine-tuning needs at least two classes with readable images, "
+            f"found {labels}"
+        )
+    unknown = sorted({i.label for i, _ in val_pairs} - set(labels))
+    if unknown or not val_pairs:
+        raise ModelError(
+            f"{val.root}: validation split has no readable images, or classes {unknown} "
+            "that training lacks"
+        )
+    x_train = [img for _, img in train_pairs]
+    y_train = torch.tensor([labels.index(i.label) for i, _ in train_pairs])
+    x_val = [img for _, img in val_pairs]
+    y_val = torch.tensor([labels.index(i.label) for i, _ in val_pairs])
+    counts = torch.bincount(y_train, minlength=len(labels)).float()
+    loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / (len(labels) * counts.clamp(min=1)))
+    model = Classifier(build_backbone(spec.height), len(labels), params.dropout)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimiser = torch.optim.AdamW(
+        [
+            {"params": model.backbone.parameters(), "lr": params.lr_backbone},
+            {"params": model.head.parameters(), "lr": params.lr_head},
+        ],
+        weight_decay=params.weight_decay,
+    )
+    best_loss, best_epoch, best_state, history = math.inf, 0, copy.deepcopy(model.state_dict()), []
+    steps = math.ceil(len(x_train) / params.batch_size)
+    for epoch in range(1, params.epochs + 1):
+        model.train()
+        _freeze_batchnorm(model)
+        order = torch.randperm(len(x_train), generator=gen).tolist()
+        running = 0.0
+        for step in range(steps):
+            idx = order[step * params.batch_size : (step + 1) * params.batch_size]
+            batch = augment(_tensor([x_train[i] for i in idx], spec), spec, params, gen)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            loss = loss_fn(model(batch), y_train[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            running += loss.item() * len(idx)
+            stage(f"epoch {epoch}/{params.epochs}", step + 1, steps)
+        val_loss, val_acc = _evaluate(model, x_val, y_val, spec, loss_fn, params.batch_size)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": running / len(x_train),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
+        )
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= params.patience:
+            break
+    model.load_state_dict(best_state)
+    val_loss, val_acc = _evaluate(model, x_val, y_val, spec, loss_fn, params.batch_size)
+    stage("export", 0, 1)
+    model_path = out_dir / "model.onnx"
+    diff = export_classifier(model, spec, model_path, _tensor(x_val[:4], spec))
+    stage("export", 1, 1)
+    train_counts = {lbl: int(counts[i]) for i, lbl in enumerate(labels)}
+    manifest = Manifest(
+        name=name,
+        version=version,
+        task=Task.CLASSIFICATION,
+        sha256="pending",
+        input=spec,
+        outputs=[
+            OutputSpec(
+                name=PROBS_OUTPUT,
+                meaning=OutputMeaning.PROBABILITIES,
+                shape=[None, len(labels)],
+                description="Softmax class probabilities, in the order of `labels`.",
+            )
+        ],
+        labels=labels,
+        good_labels=["good"],
+        thresholds=Thresholds(
+            default_class=ClassThreshold(review_at=params.review_at, fail_at=params.fail_at)
+        ),
+        provenance={
+            "method": "fine-tuned EfficientNet-Lite0 + linear head (torch), frozen batch-norm",
+            "backbone": backbone_provenance(backbone_manifest),
+            "parent_version": f"{backbone_manifest.name}/{backbone_manifest.version}",
+            "data": {
+                "root": str(train.root),
+                "fingerprint": train.fingerprint(),
+                "counts": train_counts,
+                "val_fingerprint": val.fingerprint(),
+                "val_images": len(x_val),
+                "skipped": len(train.skipped) + len(val.skipped),
+            },
+            "parameters": asdict(params),
+            "metrics": {
+                "best_val_loss": best_loss,
+                "val_accuracy": val_acc,
+                "best_epoch": best_epoch,
+                "epochs_run": len(history),
+                "export_max_abs_diff": diff,
+            },
+            "history": history,
+            "torch": torch.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **(extra_provenance or {}),
+        },
+    )
+    write_manifest(manifest, model_path)
+    return FinetuneReport(
+        model_path=model_path,
+        labels=tuple(labels),
+        counts=train_counts,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        val_accuracy=val_acc,
+        history=history,
+        export_max_abs_diff=diff,
+        skipped=tuple((str(p), r) for p, r in [*train.skipped, *val.skipped]),
+    )

@@ -1,0 +1,153 @@
+"""Thresholds from data with a stated guarantee on the escape rate (defects passed as good).
+
+review_at (the PASS/REVIEW boundary) is chosen on the defective calibration images:
+
+* default, conformal risk control (Angelopoulos et al. 2022, loss = 1 if a defect passes):
+  the largest review_at with (n/(n+1)) * escapes(review_at)/n + 1/(n+1) <= target, so that
+  E[escape rate on new parts] <= target, the expectation taken over the calibration draw.
+  It needs target >= 1/(n+1).
+* with `alpha`, a high-probability bound (risk-controlling prediction set, Bates et al. 2021):
+  the largest review_at whose exact (Clopper-Pearson) upper 1-alpha bound on the escape rate
+  is <= target, so P(escape rate <= target) >= 1 - alpha. It needs n >= log(alpha)/log(1-target).
+
+fail_at (the REVIEW/FAIL boundary) is chosen the same conformal way on the good images, for the
+hard-fail rate of good parts (`target_false_fail`, default 1%): a part scoring above nearly
+every good part fails outright, anything between goes to a person. Both guarantees assume the
+calibration images are exchangeable with future parts (same line, same process), and hold for
+the score the decision rules use (see scores.py). Thresholds are rounded in the safe direction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import beta
+
+from cellinspect.errors import ModelError
+
+ROUND = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdChoice:
+    review_at: float
+    fail_at: float
+    method: str
+    target_escape: float
+    alpha: float | None
+    target_false_fail: float
+    n_defect: int
+    n_good: int
+    escapes_allowed: int
+    escape_rate_calibration: float
+    escape_bound: float
+    false_reject_rate: float  # good parts not passed (REVIEW or FAIL)
+    good_fail_rate: float  # good parts hard-failed
+    review_rate: float  # all parts sent to REVIEW
+    fail_rate: float  # all parts FAILed
+    guarantee: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def crc_allowed(n: int, target: float) -> int:
+    """Largest k with (n/(n+1))*(k/n) + 1/(n+1) <= target; -1 when unreachable."""
+    return min(n - 1, math.floor(target * (n + 1) - 1 + 1e-12))
+
+
+def binomial_allowed(n: int, target: float, alpha: float) -> int:
+    """Largest k whose Clopper-Pearson upper 1-alpha bound on k/n is <= target; -1 if none."""
+    best = -1
+    for k in range(n):
+        if float(beta.ppf(1 - alpha, k + 1, n - k)) > target:
+            break
+        best = k
+    return best
+
+
+def _floor(x: float) -> float:
+    return math.floor(x / ROUND) * ROUND
+
+
+def _need_message(n: int, target: float, alpha: float | None) -> str:
+    if alpha is None:
+        need = math.ceil(1 / target - 1)
+        return (
+            f"target escape {target} is unreachable with {n} defective image(s): conformal risk "
+            f"control needs target >= 1/(n+1) = {1 / (n + 1):.4f}, i.e. at least {need} defects"
+        )
+    need = math.ceil(math.log(alpha) / math.log(1 - target))
+    return (
+        f"target escape {target} at confidence {1 - alpha} is unreachable with {n} defective "
+        f"image(s): at least {need} are needed"
+    )
+
+
+def choose_thresholds(
+    scores: npt.NDArray[np.float64],
+    is_defect: npt.NDArray[np.bool_],
+    target_escape: float,
+    alpha: float | None = None,
+    target_false_fail: float = 0.01,
+    upper: float | None = None,
+) -> ThresholdChoice:
+    """review_at for the escape target, fail_at for the good hard-fail target (see module doc)."""
+    if not 0 < target_escape < 1:
+        raise ModelError(f"target escape must lie in (0, 1), got {target_escape}")
+    if alpha is not None and not 0 < alpha < 1:
+        raise ModelError(f"alpha must lie in (0, 1), got {alpha}")
+    bad = np.sort(scores[is_defect])
+    good = np.sort(scores[~is_defect])[::-1]
+    n, m = int(bad.size), int(good.size)
+    if n == 0 or m == 0:
+        raise ModelError(
+            f"threshold calibration needs good and defective images, got {m} good, {n} defective"
+        )
+    k = (
+        crc_allowed(n, target_escape)
+        if alpha is None
+        else binomial_allowed(n, target_escape, alpha)
+    )
+    if k < 0:
+        raise ModelError(_need_message(n, target_escape, alpha))
+    review_at = _floor(float(bad[k]))
+    kg = crc_allowed(m, target_false_fail)
+    # fail above the (kg+1)-th highest good score; with too few goods, above the highest one
+    fail_at = max(_floor(float(good[max(kg, 0)])) + ROUND, review_at)
+    if upper is not None:
+        fail_at = min(fail_at, upper)
+        review_at = min(review_at, fail_at)
+    escapes = int((bad < review_at).sum())
+    if alpha is None:
+        bound = (escapes + 1) / (n + 1)
+        method = "conformal risk control"
+        guarantee = f"E(escape rate) <= {bound:.4f} (target {target_escape})"
+    else:
+        bound = float(beta.ppf(1 - alpha, escapes + 1, n - escapes)) if escapes < n else 1.0
+        method = "risk-controlling set (Clopper-Pearson)"
+        guarantee = f"P(escape rate <= {target_escape}) >= {1 - alpha} (upper bound {bound:.4f})"
+    total = n + m
+    reviewed = int(((scores >= review_at) & (scores < fail_at)).sum())
+    return ThresholdChoice(
+        review_at=review_at,
+        fail_at=fail_at,
+        method=method,
+        target_escape=target_escape,
+        alpha=alpha,
+        target_false_fail=target_false_fail,
+        n_defect=n,
+        n_good=m,
+        escapes_allowed=k,
+        escape_rate_calibration=escapes / n,
+        escape_bound=bound,
+        false_reject_rate=float((good >= review_at).mean()),
+        good_fail_rate=float((good >= fail_at).mean()),
+        review_rate=reviewed / total,
+        fail_rate=float((scores >= fail_at).sum()) / total,
+        guarantee=guarantee,
+    )

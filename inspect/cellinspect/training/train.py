@@ -1,0 +1,131 @@
+"""`cellinspect train`: split, fit (head, fine-tune or anomaly), evaluate on the test split.
+
+One entry point so that every model version carries the same record: the split file beside the
+model (its hash in the manifest), data fingerprint and counts, parameters, the parent version,
+and the test-split metrics in provenance.metrics, which `cellinspect models` lists.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cellinspect.errors import ModelError
+from cellinspect.inference.manifest import load_manifest, write_manifest
+from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage
+from cellinspect.training.evaluate import EvaluationReport, evaluate_model
+from cellinspect.training.split import SPLIT_FILE, load_split, make_split, save_split
+
+
+class Kind(enum.StrEnum):
+    CLASSIFIER = "classifier"
+    ANOMALY = "anomaly"
+
+
+class Method(enum.StrEnum):
+    HEAD = "head"
+    FINETUNE = "finetune"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainPlan:
+    kind: Kind = Kind.CLASSIFIER
+    method: Method = Method.HEAD
+    epochs: int = 15
+    seed: int = 0
+    parent: str | None = None
+    split_file: Path | None = None
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    coreset_size: int = 2000
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    split_path: Path
+    split_counts: dict[str, dict[str, int]]
+    test: EvaluationReport
+    skipped: list[tuple[str, str]]
+
+
+def record_metrics(model_path: Path, metrics: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Merge metrics and provenance keys into the manifest (the .onnx is unchanged)."""
+    manifest = load_manifest(model_path)
+    provenance = {**manifest.provenance, **extra}
+    provenance["metrics"] = {**manifest.provenance.get("metrics", {}), **metrics}
+    write_manifest(manifest.model_copy(update={"provenance": provenance}), model_path)
+
+
+def _parent(plan: TrainPlan, backbone_path: Path) -> str:
+    if plan.parent:
+        return plan.parent
+    backbone = load_manifest(backbone_path)
+    return f"{backbone.name}/{backbone.version}"
+
+
+def train_model(
+    dataset: Dataset,
+    reader: RoiReader,
+    backbone_path: Path,
+    out_dir: Path,
+    name: str,
+    plan: TrainPlan = TrainPlan(),
+    stage: Stage = no_stage,
+) -> TrainResult:
+    """Fit on the train split (+ val for fine-tuning), evaluate on test, record everything."""
+    split = load_split(plan.split_file) if plan.split_file else None
+    split = split or make_split(dataset, plan.seed, plan.fractions)
+    split_path = out_dir / SPLIT_FILE
+    split_hash = save_split(split, split_path)
+    train, val, test = (split.subset(dataset, s) for s in ("train", "val", "test"))
+    version = out_dir.name
+    extra: dict[str, Any] = {
+        "parent_version": _parent(plan, backbone_path),
+        "split": {
+            "file": SPLIT_FILE,
+            "sha256": split_hash,
+            "seed": split.seed,
+            "counts": split.counts(),
+        },
+    }
+    if plan.kind is Kind.ANOMALY:
+        from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
+
+        good_train = Dataset(train.root, [*train.items, *val.items])  # val unused for PatchCore
+        params = AnomalyFitParams(coreset_size=plan.coreset_size, seed=plan.seed)
+        model_path = fit_anomaly(
+            good_train, reader, backbone_path, out_dir, name, version, params, stage, extra
+        ).model_path
+        skipped = good_train.skipped
+    elif plan.method is Method.HEAD:
+        from cellinspect.training.fit_classifier import ClassifierFitParams, fit_classifier
+
+        model_path = fit_classifier(
+            train,
+            reader,
+            backbone_path,
+            out_dir,
+            name,
+            version,
+            ClassifierFitParams(seed=plan.seed),
+            stage,
+            extra,
+        ).model_path
+        skipped = train.skipped
+    else:
+        try:
+            from cellinspect.training.finetune import FinetuneParams, finetune_classifier
+        except ImportError as err:
+            raise ModelError(f"fine-tuning needs torch: pip install -e '.[train]' ({err})") from err
+        params_ft = FinetuneParams(epochs=plan.epochs, seed=plan.seed)
+        model_path = finetune_classifier(
+            train, val, reader, backbone_path, out_dir, name, version, params_ft, stage, extra
+        ).model_path
+        skipped = [*train.skipped, *val.skipped]
+    report = evaluate_model(model_path, test, reader, stage=stage)
+    report.subset = "test"
+    record_metrics(model_path, {f"test_{k}": v for k, v in report.headline().items()}, {})
+    seen = dict.fromkeys((str(p), r) for p, r in [*skipped, *test.skipped])
+    return TrainResult(model_path, split_path, split.counts(), report, list(seen))

@@ -1,0 +1,173 @@
+"""train / evaluate / calibrate thresholds end to end on rendered parts, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cellinspect.cli import app
+from cellinspect.datagen.flange import generate_dataset
+from cellinspect.inference.manifest import load_manifest, sha256_file
+from tests.conftest import ROOT
+
+BACKBONE = str(ROOT / "models" / "efficientnet-lite0" / "1" / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data"
+    generate_dataset(
+        data,
+        count=30,
+        seed=4,
+        defect_rate=0.5,
+        layout="class_folders",
+        classes=("scratch",),
+        image_format="bmp",
+    )
+    (data / "labels.csv").unlink()  # read the class folders
+    (data / "good" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    out = root / "models" / "cls" / "2"
+    res = CliRunner().invoke(app, ["train", str(data), "--out", str(out), "--backbone", BACKBONE])
+    assert res.exit_code == 0, res.output
+    return data, out
+
+
+def test_train_records_split_metrics_and_parent(trained: tuple[Path, Path]) -> None:
+    _, out = trained
+    manifest = load_manifest(out / "model.onnx")
+    prov = manifest.provenance
+    assert manifest.sha256 == sha256_file(out / "model.onnx")
+    assert prov["parent_version"] == "efficientnet-lite0/1"
+    assert prov["split"]["sha256"] == sha256_file(out / "split.json")
+    assert "test_accuracy" in prov["metrics"] and prov["data"]["fingerprint"]
+    listing = CliRunner().invoke(app, ["models", str(out.parent.parent)])
+    assert listing.exit_code == 0 and "cls" in listing.output
+
+
+def test_evaluate_on_recorded_split_with_plots(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, out = trained
+    args = [
+        "evaluate",
+        str(out / "model.onnx"),
+        str(data),
+        "--split",
+        str(out / "split.json"),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--plots",
+        str(tmp_path / "plots"),
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    assert rep["counts"] == split["counts"]["test"] and rep["subset"] == "test"
+    assert set(rep["per_class"]) == {"good", "scratch"}
+    assert rep["false_reject_rate_catch_all"] is not None
+    for name in ("roc", "scores", "confusion"):
+        img = cv2.imread(str(tmp_path / "plots" / f"{name}.png"))
+        assert img is not None and img.shape == (480, 640, 3) and img.std() > 10
+
+
+def test_calibrate_thresholds_writes_manifest(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, out = trained
+    model = tmp_path / "m" / "model.onnx"
+    model.parent.mkdir()
+    model.write_bytes((out / "model.onnx").read_bytes())
+    (model.parent / "manifest.json").write_bytes((out / "manifest.json").read_bytes())
+    base = ["calibrate", "thresholds", str(model), str(data)]
+    refused = CliRunner().invoke(app, [*base, "--target-escape", "0.01"])
+    assert refused.exit_code == 1 and "unreachable with 15 defective" in refused.output
+    res = CliRunner().invoke(app, [*base, "--target-escape", "0.2", "--write", "manifest"])
+    assert res.exit_code == 0, res.output
+    manifest = load_manifest(model)
+    thr = manifest.thresholds.default_class
+    assert thr is not None and thr.review_at <= thr.fail_at <= 1.0
+    assert manifest.sha256 == sha256_file(model)
+    assert manifest.provenance["thresholds"]["escape_bound"] <= 0.2
+
+
+def test_unreadable_images_are_reported_and_skipped(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, out = trained
+    res = CliRunner().invoke(
+        app, ["evaluate", str(out / "model.onnx"), str(data), "--json", str(tmp_path / "r.json")]
+    )
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert [Path(p).name for p, _ in rep["skipped"]] == ["broken.png"]
+    assert rep["images"] == 30
+
+
+def test_unknown_labels_are_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, out = trained
+    other = tmp_path / "other"
+    (other / "dent").mkdir(parents=True)
+    (other / "dent" / "a.bmp").write_bytes((next((data / "good").glob("*.bmp"))).read_bytes())
+    res = CliRunner().invoke(app, ["evaluate", str(out / "model.onnx"), str(other)])
+    assert res.exit_code == 1 and "labels ['dent'] are not known" in res.output
+
+
+def _img(kind: str) -> np.ndarray:
+    rng = np.random.default_rng(len(kind))
+    shapes = {"grey": (90, 120), "rgba": (64, 64, 4), "u16": (80, 100, 3), "rgb": (200, 150, 3)}
+    if kind == "u16":
+        return rng.integers(0, 65535, shapes[kind], dtype=np.uint16)
+    return rng.integers(0, 255, shapes[kind], dtype=np.uint8)
+
+
+def _folder(root: Path, layout: dict[str, list[str]]) -> Path:
+    for label, kinds in layout.items():
+        (root / label).mkdir(parents=True)
+        for i, kind in enumerate(kinds):
+            cv2.imwrite(str(root / label / f"{i}_{kind}.png"), _img(kind))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"good": ["rgb"] * 4, "dent": []}, "class folder(s) without images: ['dent']"),
+        ({"good": ["rgb"] * 6}, "at least two classes"),
+    ],
+)
+def test_bad_datasets(tmp_path: Path, layout: dict[str, list[str]], message: str) -> None:
+    data = _folder(tmp_path / "d", layout)
+    res = CliRunner().invoke(
+        app, ["train", str(data), "--out", str(tmp_path / "m" / "1"), "--backbone", BACKBONE]
+    )
+    assert res.exit_code == 1 and message in res.output, res.output
+
+
+def test_mixed_sizes_and_channels_train(tmp_path: Path) -> None:
+    kinds = ["grey", "rgba", "u16", "rgb"] * 2
+    data = _folder(tmp_path / "d", {"good": kinds, "dent": kinds})
+    csv = tmp_path / "d" / "list.csv"
+    rows = [
+        f"{p.relative_to(data).as_posix()},{p.parent.name}" for p in sorted(data.rglob("*.png"))
+    ]
+    csv.write_text("file,label\n" + "\n".join(rows) + "\n")
+    res = CliRunner().invoke(
+        app, ["train", str(csv), "--out", str(tmp_path / "m" / "1"), "--backbone", BACKBONE]
+    )
+    assert res.exit_code == 0, res.output
+    assert "skipped" not in res.output
+
+
+def test_bad_kind_and_manifest_file(tmp_path: Path) -> None:
+    bad = tmp_path / "list.jsonl"
+    bad.write_text('{"file": "a.png"}\n')
+    res = CliRunner().invoke(app, ["train", str(bad), "--out", str(tmp_path / "o" / "1")])
+    assert res.exit_code == 1 and "needs non-empty 'file' and 'label'" in res.output
+    res = CliRunner().invoke(
+        app, ["train", str(bad), "--out", str(tmp_path / "o" / "1"), "--kind", "x"]
+    )
+    assert res.exit_code == 1 and "--kind must be" in res.output
