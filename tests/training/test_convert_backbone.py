@@ -15,7 +15,8 @@ from onnx import TensorProto, helper
 
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import OutputMeaning, load_manifest, sha256_file
-from cellinspect.training.feed import render_scene, to_tensor
+from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.training.feed import render_scene
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "efficientnet-lite0" / "1" / "model.onnx"
@@ -59,7 +60,7 @@ def test_shipped_int8_model_stays_close_to_fp32() -> None:
     manifest = load_manifest(int8_path)
     assert manifest.provenance["parent_sha256"] == sha256_file(SHIPPED)
     rng = np.random.default_rng(11)
-    batch = to_tensor([render_scene(rng, 256) for _ in range(2)], manifest.input)
+    batch = prepare_batch([render_scene(rng, 256) for _ in range(2)], manifest.input)
     fp32 = ort.InferenceSession(str(SHIPPED), providers=["CPUExecutionProvider"])
     int8 = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
     wanted = fp32.run(NAMES, {"image": batch})

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cellinspect.entities import Task
-from cellinspect.errors import ModelError
+from cellinspect.errors import FrameReadError, ModelError
 from cellinspect.inference.manifest import (
     InputSpec,
     Manifest,
@@ -174,8 +174,9 @@ def test_broken_image_in_calibration_is_a_model_error(tmp_path: Path) -> None:
     parent = tiny_features_model(tmp_path / "tiny" / "1")
     images = image_folder(tmp_path / "images", 4)
     images[0].write_bytes(b"not a png")
-    with pytest.raises(ModelError, match="cannot read"):
+    with pytest.raises(FrameReadError, match=images[0].name):
         quantize_features(parent.parent, tmp_path / "out", images)
+    assert not (tmp_path / "out").exists()
 
 
 def test_linear_conv_names_finds_convs_not_followed_by_clip(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ from cellinspect.inference.manifest import (
     sha256_file,
     write_manifest,
 )
-from cellinspect.training.feed import render_scene, to_tensor
+from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.training.feed import render_scene
 
 try:
     import torch
@@ -160,7 +161,11 @@ def check_inputs(image_size: int, seed: int = 0) -> list[FloatArray]:
     spec = input_spec(image_size)
     noise = [rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8) for _ in range(2)]
     scenes = [render_scene(rng, image_size) for _ in range(3)]
-    return [to_tensor(noise, spec), to_tensor(scenes, spec), to_tensor(scenes[:1], spec)]
+    return [
+        prepare_batch(noise, spec),
+        prepare_batch(scenes, spec),
+        prepare_batch(scenes[:1], spec),
+    ]
 
 
 def torch_outputs(backbone: FeatureBackbone, batch: FloatArray) -> list[FloatArray]:

@@ -1,54 +1,21 @@
-"""Turn BGR images into the float tensor a manifest's input spec asks for.
+"""Images for conversion checks and calibration: listing a folder, rendering test scenes.
 
-Conversion checks, calibration and fidelity figures must feed the model exactly as the station
-does, so the recipe for it (size, colour order, scale, mean, std, layout) is read from the
-manifest's :class:`InputSpec`, never repeated by hand. Also renders scenes with edges, blobs,
-gradients and noise for checks that need image-like input before real images exist.
+Tensors are prepared by `preprocess.model_input.prepare_batch`, the station's own code, so
+checks and calibration feed the model exactly as the station does. The scenes (edges, blobs,
+gradients, noise) serve checks that need image-like input before real images exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cellinspect.entities import FloatArray, ImageU8, check_image
+from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
-from cellinspect.inference.manifest import ColourOrder, InputSpec, Layout
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def to_tensor(images: Sequence[ImageU8], spec: InputSpec) -> FloatArray:
-    """Resize, reorder and normalise BGR uint8 images into one batch for `spec`."""
-    if not images:
-        raise ValueError(f"input {spec.name!r}: no images to feed")
-    height, width = spec.height, spec.width
-    if height <= 0 or width <= 0:
-        raise ModelError(f"input {spec.name!r}: needs a fixed height and width, got {spec.shape}")
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    batch = np.empty((len(images), height, width, 3), dtype=np.float32)
-    for i, image in enumerate(images):
-        check_image(image, f"image {i}")
-        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        if spec.colour is ColourOrder.RGB:
-            resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-        batch[i] = resized
-    batch = (batch * np.float32(spec.scale) - mean) / std
-    if spec.layout is Layout.NCHW:
-        batch = batch.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(batch, dtype=np.float32)
-
-
-def read_image(path: Path) -> ImageU8:
-    """Read one image file as BGR uint8; grey and 4-channel files are converted."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ModelError(f"{path}: cannot read as an image")
-    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -41,7 +41,9 @@ from cellinspect.inference.manifest import (
     sha256_file,
     write_manifest,
 )
-from cellinspect.training.feed import list_images, read_image, to_tensor
+from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.sources.decode import decode_image_file
+from cellinspect.training.feed import list_images
 
 Progress = Callable[[str], None]
 MODEL_FILE = "model.onnx"
@@ -62,7 +64,7 @@ class ImageFeed:
             return None
         path = self._paths[self._next]
         self._next += 1
-        return {self._spec.name: to_tensor([read_image(path)], self._spec)}
+        return {self._spec.name: prepare_batch([decode_image_file(path)], self._spec)}
 
     def rewind(self) -> None:
         self._next = 0
@@ -136,7 +138,7 @@ def output_cosines(
     names = [o.name for o in reference.get_outputs()]
     per_output: dict[str, list[float]] = {name: [] for name in names}
     for path in paths:
-        batch = {spec.name: to_tensor([read_image(path)], spec)}
+        batch = {spec.name: prepare_batch([decode_image_file(path)], spec)}
         want = reference.run(names, batch)
         got = candidate.run(names, batch)
         for name, a, b in zip(names, want, got, strict=True):
@@ -157,7 +159,7 @@ def median_latency_ms(
     session = cpu_session(model_path, threads)
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (spec.height, spec.width, 3), dtype=np.uint8)
-    feed = {spec.name: to_tensor([image], spec)}
+    feed = {spec.name: prepare_batch([image], spec)}
     for _ in range(3):
         session.run(None, feed)
     times = []
