@@ -409,6 +409,59 @@ def quantize(
     console.print(f"wrote {path}")
 
 
+@app.command("quantize-model")
+def quantize_model_cmd(
+    model: Annotated[Path, typer.Argument(help="Deployed model.onnx (manifest beside it).")],
+    calibration: Annotated[
+        Path, typer.Option("--calibration", help="Images to calibrate on (dataset folder).")
+    ],
+    evaluation: Annotated[
+        Path, typer.Option("--evaluate", help="Labelled set to evaluate FP32 and INT8 on.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the INT8 copy.")],
+    recipe: RecipeOpt = DEFAULT_RECIPE,
+    roi: Annotated[str | None, typer.Option(help="ROI of the recipe.")] = None,
+    max_loss: Annotated[
+        float, typer.Option(min=0.0, help="Refuse a copy that loses more AUROC/accuracy.")
+    ] = 0.01,
+) -> None:
+    """INT8 copy of a deployed model, evaluated before and after on the same images."""
+    from cellinspect.training.dataset import load_dataset
+    from cellinspect.training.quantize_model import quantize_model
+
+    with user_errors():
+        reader = _reader(recipe, roi)
+        with progress_bar() as progress:
+            rep = quantize_model(
+                model,
+                out,
+                load_dataset(calibration),
+                load_dataset(evaluation),
+                reader,
+                max_loss=max_loss,
+                stage=stage_progress(progress),
+            )
+    table = Table(title=f"{model} FP32 vs {rep.model_path} INT8 on {rep.int8.images} images")
+    for col in ("", "FP32", "INT8"):
+        table.add_column(col, justify="right")
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    table.add_row("AUROC", fmt(rep.fp32.auroc), fmt(rep.int8.auroc))
+    table.add_row("accuracy", fmt(rep.fp32.accuracy), fmt(rep.int8.accuracy))
+    table.add_row(
+        "escape rate", fmt(rep.fp32.escape_rate_at_review), fmt(rep.int8.escape_rate_at_review)
+    )
+    table.add_row(
+        "good sent to review/fail",
+        fmt(rep.fp32.good_flagged_rate_at_review),
+        fmt(rep.int8.good_flagged_rate_at_review),
+    )
+    table.add_row("session.run ms (median)", f"{rep.fp32_ms:.2f}", f"{rep.int8_ms:.2f}")
+    console.print(table)
+
+
 @app.command()
 def models(
     root: Annotated[Path, typer.Argument(help="Folder holding <name>/<version>/.")] = Path(
