@@ -171,3 +171,20 @@ def test_bad_kind_and_manifest_file(tmp_path: Path) -> None:
         app, ["train", str(bad), "--out", str(tmp_path / "o" / "1"), "--kind", "x"]
     )
     assert res.exit_code == 1 and "--kind must be" in res.output
+
+
+def test_train_anomaly_detector_from_class_folders(trained: tuple[Path, Path]) -> None:
+    data, out = trained
+    anomaly = out.parent.parent / "anomaly" / "1"
+    res = CliRunner().invoke(
+        app,
+        ["train", str(data), "--kind", "anomaly", "--out", str(anomaly), "--backbone", BACKBONE],
+    )
+    assert res.exit_code == 0, res.output
+    manifest = load_manifest(anomaly / "model.onnx")
+    assert manifest.task.value == "anomaly"
+    assert manifest.sha256 == sha256_file(anomaly / "model.onnx")
+    split = json.loads((anomaly / "split.json").read_text())
+    assert split  # the recorded split the good images were fitted on
+    metrics = manifest.provenance["metrics"]
+    assert metrics["test_auroc"] is not None and metrics["test_auroc"] > 0.5
