@@ -29,6 +29,7 @@ from cellinspect.cli_support import (
 from cellinspect.errors import CellInspectError
 
 if TYPE_CHECKING:
+    from cellinspect.runtime.pipeline import PipelineStats
     from cellinspect.training.dataset import RoiReader
 
 app = typer.Typer(
@@ -90,11 +91,9 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe file to check."
     console.print(f"{recipe}: valid recipe '{loaded.name}' v{loaded.version}")
 
 
-def _summary_table(stats: object, peak_mb: float) -> Table:
+def _summary_table(stats: PipelineStats, peak_mb: float) -> Table:
     from cellinspect.entities import Verdict
-    from cellinspect.runtime.pipeline import PipelineStats
 
-    assert isinstance(stats, PipelineStats)
     table = Table(title="Inspection summary")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -66,6 +66,13 @@ class _Plan:
     input_key: str  # equal for models that take the same tensor
 
 
+def _rois_of(recipe: Recipe, model: str) -> tuple[str, ...]:
+    """The ROIs a model judges; a recipe without ROIs judges the whole frame."""
+    if not recipe.rois:
+        return ("frame",)
+    return tuple(r.name for r in recipe.rois if r.models is None or model in r.models)
+
+
 class Inspector:
     """A recipe loaded into memory: preprocessing chain, verified models, thresholds."""
 
@@ -100,7 +107,6 @@ class Inspector:
             if recipe.measurements is not None:
                 self.measurer = Measurer(recipe.measurements, grid_plane, recipe.decision.fail_safe)
         self.runners = list(runners)
-        by_name = {r.name: r for r in self.runners}
         overrides = recipe.decision.thresholds
         judges = {m.name: m.judge for m in recipe.models}
         self.thresholds: dict[str, ResolvedThresholds] = {
@@ -109,15 +115,14 @@ class Inspector:
             )
             for r in self.runners
         }
-        roi_names = [roi.name for roi in recipe.rois] or ["frame"]
-        plans = []
-        for runner in self.runners:
-            rois = tuple(
-                roi.name for roi in recipe.rois if roi.models is None or runner.name in roi.models
-            ) or (tuple(roi_names) if not recipe.rois else ())
-            key = runner.manifest.input.model_dump_json()
-            plans.append(_Plan(runner=by_name[runner.name], roi_names=rois, input_key=key))
-        self._plans = plans
+        self._plans = [
+            _Plan(
+                runner=runner,
+                roi_names=_rois_of(recipe, runner.name),
+                input_key=runner.manifest.input.model_dump_json(),
+            )
+            for runner in self.runners
+        ]
         self._frame_counter = 0
 
     @classmethod
