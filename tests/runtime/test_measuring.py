@@ -93,3 +93,15 @@ def test_wrong_resolution_frames_are_fail_safe(inspector: Inspector) -> None:
     result = inspector.inspect_image(frame).result
     assert result.verdict is Verdict.FAIL
     assert result.error is not None and "400x300" in result.error
+
+
+def test_station_refuses_a_calibration_for_another_camera_resolution(tmp_path: Path) -> None:
+    text = RECIPE.read_text().replace(
+        'source:\n  type: folder\n  path: ../sample_images\n  pattern: "*.bmp"\n',
+        "source:\n  type: camera\n  device: 0\n  width: 640\n  height: 480\n",
+    )
+    assert "type: camera" in text
+    recipe = tmp_path / "camera.yaml"
+    recipe.write_text(text.replace("../", f"{ROOT}/"))
+    with pytest.raises(CalibrationError, match="640x480"):
+        Inspector.from_recipe(recipe)

@@ -23,7 +23,8 @@ from cellinspect.calibration.camera_file import CameraCalibration, load_camera_c
 from cellinspect.calibration.handeye import load_handeye_transform
 from cellinspect.calibration.pick import PickLocator, PickPose, board_to_camera, check_eye_to_hand
 from cellinspect.calibration.plane import PlaneCalibration, load_plane_calibration
-from cellinspect.config import Recipe, load_recipe, recipe_sha256
+from cellinspect.config import CameraSource, Recipe, SyntheticSource, load_recipe, recipe_sha256
+from cellinspect.datagen.camera import DEFAULT_CAMERA
 from cellinspect.decision.rules import (
     PartDecision,
     ResolvedThresholds,
@@ -64,6 +65,16 @@ class _Plan:
     runner: ModelRunner
     roi_names: tuple[str, ...]
     input_key: str  # equal for models that take the same tensor
+
+
+def _source_frame_size(recipe: Recipe) -> tuple[int, int] | None:
+    """The frame size a source promises before the first frame, if it promises one."""
+    source = recipe.source
+    if isinstance(source, CameraSource) and source.width and source.height:
+        return source.width, source.height
+    if isinstance(source, SyntheticSource):
+        return DEFAULT_CAMERA.width, DEFAULT_CAMERA.height
+    return None
 
 
 def _rois_of(recipe: Recipe, model: str) -> tuple[str, ...]:
@@ -133,6 +144,10 @@ class Inspector:
         recipe_path = Path(path)
         recipe = recipe or load_recipe(recipe_path)
         calibration = load_camera_calibration(recipe.calibration) if recipe.calibration else None
+        if calibration is not None:
+            size = _source_frame_size(recipe)
+            if size is not None:
+                calibration.check_fits(*size, what=f"recipe's {recipe.source.type} source")
         plane = (
             load_plane_calibration(recipe.plane_calibration) if recipe.plane_calibration else None
         )
