@@ -45,11 +45,13 @@ def _mount_sub_apps() -> None:
     """Sub-command groups and commands that live with their own package."""
     from cellinspect.calibration.cli import app as calibrate_app
     from cellinspect.cli_cell import register
+    from cellinspect.cli_elpv import register as register_elpv
     from cellinspect.cli_train import register as register_train
 
     app.add_typer(calibrate_app, name="calibrate")
     register(app)
     register_train(app)
+    register_elpv(app)
 
 
 @app.callback()

@@ -1,0 +1,121 @@
+"""The `eval-elpv` command: the shipped methods measured on real solar-cell images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cellinspect.cli_support import console, progress_bar, stage_progress, user_errors
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(report: dict[str, Any]) -> Table:
+    refs = report["references"]
+    table = Table(title=f"elpv evaluation (split {report['split']['sha256'][:12]})")
+    for column in ("task", "figure", "value", "goal / reference"):
+        table.add_column(column)
+    cls = report.get("classification")
+    if cls is not None:
+        lat = cls["latency"]
+        table.add_row(
+            "classification",
+            "accuracy",
+            _fmt(cls["accuracy"]),
+            f">= {refs['goal_accuracy']} (VGG19 {refs['deitsch2019_vgg19_gpu_accuracy']}, "
+            f"SVM {refs['deitsch2019_svm_accuracy']})",
+        )
+        for kind, figures in cls["per_type"].items():
+            table.add_row("", f"accuracy {kind}", _fmt(figures["accuracy"]), "")
+        table.add_row("", "confusion [[TN FP] [FN TP]]", str(cls["confusion"]), "")
+        table.add_row(
+            "",
+            "latency median / p99 (ms)",
+            f"{lat['median_ms']:.1f} / {lat['p99_ms']:.1f}",
+            f"<= {refs['goal_latency_ms']}",
+        )
+    ano = report.get("anomaly")
+    if ano is not None:
+        lat = ano["latency"]
+        table.add_row("anomaly", "AUROC (p >= 0.5)", _fmt(ano["auroc"]), f">= {refs['goal_auroc']}")
+        table.add_row("", "AUROC (any defect, p > 0)", _fmt(ano["auroc_any_defect"]), "")
+        for kind, value in ano["auroc_per_type"].items():
+            table.add_row("", f"AUROC {kind}", _fmt(value), "")
+        table.add_row(
+            "", "latency median / p99 (ms)", f"{lat['median_ms']:.1f} / {lat['p99_ms']:.1f}", ""
+        )
+    table.add_row("", "wall time (s)", f"{report['seconds']:.0f}", "")
+    return table
+
+
+def eval_elpv(
+    out: Annotated[Path, typer.Option(help="Folder for split, models and report.")] = Path(
+        "runs/elpv"
+    ),
+    task: Annotated[str, typer.Option(help="classification, anomaly or both.")] = "both",
+    method: Annotated[
+        str | None,
+        typer.Option(help="Method: logistic-tta (classification), patchcore (anomaly)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=4, help="Use a stratified subset of N images (tests).")
+    ] = None,
+    views: Annotated[int, typer.Option(help="Dihedral views averaged: 1, 2, 4 or 8.")] = 8,
+    coreset: Annotated[int, typer.Option(min=1, help="PatchCore bank size.")] = 4000,
+    backbone: Annotated[
+        Path | None, typer.Option(help="Classifier backbone (default: the INT8 one).")
+    ] = None,
+    anomaly_backbone: Annotated[
+        Path | None, typer.Option(help="Anomaly backbone (default: the FP32 one).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Split and fitting seed.")] = 0,
+) -> None:
+    """Reproduce accuracy, AUROC and latency on the elpv solar cells (needs the eval extra)."""
+    from cellinspect.training.elpv_classify import ClassifyParams
+    from cellinspect.training.elpv_eval import (
+        ANOMALY_METHODS,
+        CLASSIFICATION_METHODS,
+        DEFAULT_ANOMALY_BACKBONE,
+        DEFAULT_CLASSIFIER_BACKBONE,
+        ElpvEvalParams,
+        run_elpv_eval,
+    )
+    from cellinspect.training.fit_anomaly import AnomalyFitParams
+
+    with user_errors():
+        if method is not None and method not in (*CLASSIFICATION_METHODS, *ANOMALY_METHODS):
+            raise typer.BadParameter(
+                f"unknown method {method!r}; known: {CLASSIFICATION_METHODS + ANOMALY_METHODS}"
+            )
+        if method in CLASSIFICATION_METHODS and task == "both":
+            task = "classification"
+        if method in ANOMALY_METHODS and task == "both":
+            task = "anomaly"
+        params = ElpvEvalParams(
+            out=out,
+            task=task,
+            classifier=ClassifyParams(views=views, seed=seed),
+            anomaly=AnomalyFitParams(coreset_size=coreset, projection_dim=96, seed=seed),
+            classifier_backbone=backbone or DEFAULT_CLASSIFIER_BACKBONE,
+            anomaly_backbone=anomaly_backbone or DEFAULT_ANOMALY_BACKBONE,
+            limit=limit,
+            seed=seed,
+        )
+        with progress_bar() as progress:
+            report = run_elpv_eval(params, console.print, stage_progress(progress))
+    console.print(_table(report))
+    console.print(f"report: {out / 'report.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `eval-elpv` to the main app."""
+    app.command("eval-elpv")(eval_elpv)

@@ -1,0 +1,180 @@
+"""The elpv split (unit tests on synthetic labels) and a small real run of eval-elpv."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cellinspect.cli_elpv import register
+from cellinspect.training.elpv import (
+    ElpvError,
+    ElpvItem,
+    parse_labels,
+    stratified_split,
+)
+
+HAS_ELPV = importlib.util.find_spec("elpv_dataset") is not None
+needs_elpv = pytest.mark.skipif(
+    not HAS_ELPV, reason="elpv-dataset not installed (pip install -e '.[eval]')"
+)
+BACKBONES = (
+    Path("models/efficientnet-lite0/1/model.onnx"),
+    Path("models/efficientnet-lite0/1-int8/model.onnx"),
+)
+
+
+def _items(n: int, seed: int = 1) -> list[ElpvItem]:
+    rng = np.random.default_rng(seed)
+    probs = rng.choice(
+        [0.0, 0.3333333333333333, 0.6666666666666666, 1.0], n, p=[0.6, 0.1, 0.05, 0.25]
+    )
+    types = rng.choice(["mono", "poly"], n)
+    return [
+        ElpvItem(f"images/cell{i:04d}.png", float(p), str(t))
+        for i, (p, t) in enumerate(zip(probs, types, strict=True))
+    ]
+
+
+def _strata(items: tuple[ElpvItem, ...]) -> Counter[tuple[str, str]]:
+    return Counter((i.label, i.cell_type) for i in items)
+
+
+@pytest.mark.parametrize(("n", "limit"), [(400, None), (1000, None), (1000, 200), (37, None)])
+def test_split_is_stratified_disjoint_and_complete(n: int, limit: int | None) -> None:
+    items = _items(n)
+    split = stratified_split(items, 0.25, seed=0, limit=limit)
+    train, test = {i.file for i in split.train}, {i.file for i in split.test}
+    assert not train & test
+    if limit is None:
+        assert train | test == {i.file for i in items}
+    else:
+        assert abs(len(train) + len(test) - limit) <= 4  # rounding per stratum
+    whole = _strata(split.train) + _strata(split.test)
+    for key, count in whole.items():
+        assert abs(_strata(split.test)[key] - 0.25 * count) <= 0.5 + 1e-9
+
+
+def test_split_is_deterministic_and_independent_of_input_order() -> None:
+    items = _items(500)
+    first = stratified_split(items, seed=0)
+    shuffled = [items[i] for i in np.random.default_rng(7).permutation(len(items))]
+    again = stratified_split(shuffled, seed=0)
+    assert first.csv_text() == again.csv_text()
+    assert first.sha256() == again.sha256()
+    assert stratified_split(items, seed=1).sha256() != first.sha256()
+
+
+def test_split_csv_records_every_image_and_its_hash(tmp_path: Path) -> None:
+    split = stratified_split(_items(120), seed=0)
+    digest = split.write_csv(tmp_path / "split.csv")
+    data = (tmp_path / "split.csv").read_bytes()
+    assert digest == hashlib.sha256(data).hexdigest()
+    rows = list(csv.DictReader((tmp_path / "split.csv").open()))
+    assert len(rows) == 120
+    assert {r["split"] for r in rows} == {"train", "test"}
+    assert all(
+        r["label"] == ("defective" if float(r["probability"]) >= 0.5 else "good") for r in rows
+    )
+
+
+@pytest.mark.parametrize(("fraction", "limit"), [(0.0, None), (1.0, None), (-0.1, None), (0.25, 3)])
+def test_split_rejects_bad_arguments(fraction: float, limit: int | None) -> None:
+    with pytest.raises(ValueError):
+        stratified_split(_items(50), fraction, limit=limit)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no labelled images"),
+        ("images/a.png 0.5\n", "expected 'file probability type'"),
+        ("images/a.png high mono\n", "is no number"),
+        ("images/a.png 1.5 mono\n", "outside [0, 1]"),
+    ],
+)
+def test_parse_labels_rejects_broken_rows(text: str, message: str) -> None:
+    with pytest.raises(ElpvError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_labels(text, "labels.csv")
+
+
+def test_parse_labels_reads_the_package_format() -> None:
+    items = parse_labels("images/a.png  1.0  mono\n\nimages/b.png 0.0 poly\n", "labels.csv")
+    assert [(i.file, i.defective, i.cell_type) for i in items] == [
+        ("images/a.png", True, "mono"),
+        ("images/b.png", False, "poly"),
+    ]
+
+
+def test_missing_package_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from cellinspect.training import elpv
+
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: object, **kwargs: object) -> object:
+        if name == "elpv_dataset":
+            raise ImportError("No module named 'elpv_dataset'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(ElpvError, match=r"pip install -e '\.\[eval\]'"):
+        elpv.data_root()
+
+
+@needs_elpv
+@pytest.mark.slow
+def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
+    """A stratified 400-image run: far below the full figures, but a regression shows."""
+    missing = [str(p) for p in BACKBONES if not p.is_file()]
+    if missing:
+        pytest.skip(f"{missing} not found (run from the repository root)")
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:  # a second command keeps typer from flattening the app
+        """Nothing."""
+
+    out = tmp_path / "elpv"
+    result = CliRunner().invoke(
+        app,
+        ["eval-elpv", "--out", str(out), "--limit", "400", "--coreset", "500", "--views", "4"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"]["test"] == 100
+    cls, ano = report["classification"], report["anomaly"]
+    assert cls["accuracy"] > 0.7
+    assert ano["auroc"] > 0.7
+    assert sum(map(sum, cls["confusion"])) == 100
+    assert cls["latency"]["median_ms"] > 0
+    for sub in ("classifier", "anomaly"):
+        manifest = json.loads((out / sub / "manifest.json").read_text())
+        assert "CC BY-NC-SA" in manifest["provenance"]["elpv"]["licence"]
+        assert manifest["provenance"]["elpv"]["split_sha256"] == report["split"]["sha256"]
+    split_bytes = (out / "split.csv").read_bytes()
+    assert hashlib.sha256(split_bytes).hexdigest() == report["split"]["sha256"]
+
+
+@pytest.mark.parametrize("task", ["nonsense", ""])
+def test_eval_elpv_rejects_unknown_task(tmp_path: Path, task: str) -> None:
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:
+        """Nothing."""
+
+    result = CliRunner().invoke(app, ["eval-elpv", "--out", str(tmp_path), "--task", task])
+    assert result.exit_code != 0
+    assert not (tmp_path / "report.json").exists()
