@@ -16,27 +16,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from sklearn.linear_model import LogisticRegression
 
 from cellinspect.config import ClassThreshold
-from cellinspect.entities import ImageU8, Task
+from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import (
-    Manifest,
-    OutputMeaning,
-    OutputSpec,
-    Thresholds,
     load_manifest,
     write_manifest,
 )
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.elpv_graph import (
-    PROBS_OUTPUT,
     VIEWS_OUTPUT,
     build_tta_classifier_graph,
     build_view_feature_graph,
 )
 from cellinspect.training.fit_anomaly import backbone_provenance
+from cellinspect.training.fit_classifier import classifier_manifest, fit_logistic_head
 
 F32 = npt.NDArray[np.float32]
 LABELS = ("good", "defective")
@@ -90,25 +85,10 @@ def fit_head(
         raise ModelError(f"{count} feature rows but {defective.shape[0]} labels")
     if defective.all() or not defective.any():
         raise ModelError("the training split needs both good and defective cells")
-    x = features.reshape(views * count, dim).astype(np.float64)
+    x = features.reshape(views * count, dim)
     y = np.tile(defective.astype(np.int64), views)
-    mean = x.mean(axis=0)
-    std = x.std(axis=0) + 1e-6
-    clf = LogisticRegression(
-        C=params.regularisation_c,
-        class_weight="balanced",
-        max_iter=params.max_iter,
-        random_state=params.seed,
-    )
-    clf.fit((x - mean) / std, y)
-    coef = np.asarray(clf.coef_, dtype=np.float64)[0]
-    intercept = float(np.asarray(clf.intercept_)[0])
-    w = coef / std
-    b = intercept - float((coef * mean / std).sum())
-    weights = np.stack([-w / 2, w / 2], axis=1).astype(np.float32)  # softmax of +-z/2 = sigmoid z
-    bias = np.array([-b / 2, b / 2], dtype=np.float32)
-    train_acc = float(clf.score((x - mean) / std, y))
-    return weights, bias, train_acc
+    head = fit_logistic_head(x, y, params.regularisation_c, params.max_iter, params.seed)
+    return head.weights, head.bias, head.train_accuracy
 
 
 def fit_elpv_classifier(
@@ -129,23 +109,12 @@ def fit_elpv_classifier(
     model_path = build_tta_classifier_graph(
         backbone_path, params.views, weights, bias, out_dir / "model.onnx"
     )
-    manifest = Manifest(
-        name="elpv-classifier",
-        version=out_dir.name,
-        task=Task.CLASSIFICATION,
-        sha256="pending",
-        input=backbone.input,
-        outputs=[
-            OutputSpec(
-                name=PROBS_OUTPUT,
-                meaning=OutputMeaning.PROBABILITIES,
-                shape=[None, len(LABELS)],
-                description="Softmax over (good, defective), features averaged over views.",
-            )
-        ],
-        labels=list(LABELS),
-        good_labels=["good"],
-        thresholds=Thresholds(default_class=ClassThreshold(review_at=0.5, fail_at=0.5)),
+    manifest = classifier_manifest(
+        "elpv-classifier",
+        out_dir.name,
+        backbone.input,
+        list(LABELS),
+        ClassThreshold(review_at=0.5, fail_at=0.5),
         provenance={
             "method": (
                 f"logistic regression (class-balanced) on pooled + stride-8/16 max features, "

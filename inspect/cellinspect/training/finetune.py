@@ -25,14 +25,10 @@ import torch
 import torch.nn.functional as tf
 
 from cellinspect.config import ClassThreshold
-from cellinspect.entities import ImageU8, Task
+from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import (
     InputSpec,
-    Manifest,
-    OutputMeaning,
-    OutputSpec,
-    Thresholds,
     load_manifest,
     write_manifest,
 )
@@ -40,8 +36,8 @@ from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.convert_backbone import FeatureBackbone, build_backbone, cpu_session
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 from cellinspect.training.fit_anomaly import backbone_provenance
+from cellinspect.training.fit_classifier import PROBS_OUTPUT, classifier_manifest
 
-PROBS_OUTPUT = "probabilities"
 EXPORT_TOLERANCE = 1e-4
 
 
@@ -285,25 +281,12 @@ def finetune_classifier(
     diff = export_classifier(model, spec, model_path, _tensor(x_val[:4], spec))
     stage("export", 1, 1)
     train_counts = {lbl: int(counts[i]) for i, lbl in enumerate(labels)}
-    manifest = Manifest(
-        name=name,
-        version=version,
-        task=Task.CLASSIFICATION,
-        sha256="pending",
-        input=spec,
-        outputs=[
-            OutputSpec(
-                name=PROBS_OUTPUT,
-                meaning=OutputMeaning.PROBABILITIES,
-                shape=[None, len(labels)],
-                description="Softmax class probabilities, in the order of `labels`.",
-            )
-        ],
-        labels=labels,
-        good_labels=["good"],
-        thresholds=Thresholds(
-            default_class=ClassThreshold(review_at=params.review_at, fail_at=params.fail_at)
-        ),
+    manifest = classifier_manifest(
+        name,
+        version,
+        spec,
+        labels,
+        ClassThreshold(review_at=params.review_at, fail_at=params.fail_at),
         provenance={
             "method": "fine-tuned EfficientNet-Lite0 + linear head (torch), frozen batch-norm",
             "backbone": backbone_provenance(backbone_manifest),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,7 @@ from cellinspect.config import ClassThreshold
 from cellinspect.entities import Task
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import (
+    InputSpec,
     Manifest,
     OutputMeaning,
     OutputSpec,
@@ -55,6 +57,74 @@ class ClassifierFitReport:
     counts: dict[str, int]
     train_accuracy: float
     skipped: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class LogisticHead:
+    """A fitted head with the standardisation folded in: logits = x @ weights + bias."""
+
+    weights: F32  # (F, K)
+    bias: F32  # (K,)
+    train_accuracy: float
+
+
+def fit_logistic_head(
+    features: npt.NDArray[np.floating[Any]],
+    y: npt.NDArray[np.integer[Any]],
+    c: float,
+    max_iter: int,
+    seed: int,
+) -> LogisticHead:
+    """Class-balanced logistic regression on standardised features, folded for one Gemm.
+
+    Binary problems get two symmetric rows (softmax of ±z/2 is the sigmoid of z), so every
+    head is read the same way: softmax over K columns.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0) + 1e-6
+    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter, random_state=seed)
+    clf.fit((x - mean) / std, y)
+    coef = np.asarray(clf.coef_, dtype=np.float64)  # (K, F), or (1, F) when binary
+    intercept = np.asarray(clf.intercept_, dtype=np.float64)
+    if coef.shape[0] == 1:
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    return LogisticHead(
+        weights=(coef / std).T.astype(np.float32),
+        bias=(intercept - (coef * (mean / std)).sum(axis=1)).astype(np.float32),
+        train_accuracy=float(clf.score((x - mean) / std, y)),
+    )
+
+
+def classifier_manifest(
+    name: str,
+    version: str,
+    input_spec: InputSpec,
+    labels: list[str],
+    default_class: ClassThreshold,
+    provenance: dict[str, Any],
+) -> Manifest:
+    """The manifest of a softmax classifier whose output is `probabilities`, good first."""
+    return Manifest(
+        name=name,
+        version=version,
+        task=Task.CLASSIFICATION,
+        sha256="pending",
+        input=input_spec,
+        outputs=[
+            OutputSpec(
+                name=PROBS_OUTPUT,
+                meaning=OutputMeaning.PROBABILITIES,
+                shape=[None, len(labels)],
+                description="Softmax class probabilities, in the order of `labels`.",
+            )
+        ],
+        labels=labels,
+        good_labels=["good"],
+        thresholds=Thresholds(default_class=default_class),
+        provenance=provenance,
+    )
 
 
 def _cut_to_pooled(backbone_path: Path) -> onnx.ModelProto:
@@ -138,44 +208,18 @@ def fit_classifier(
         lambda d, t: stage("features", d, t),
     )
     y = np.array([labels.index(item.label) for item, _ in pairs])
-    mean = feats.mean(axis=0)
-    std = feats.std(axis=0) + 1e-6
-    clf = LogisticRegression(
-        C=params.regularisation_c,
-        class_weight="balanced",
-        max_iter=params.max_iter,
-        random_state=params.seed,
+    head = fit_logistic_head(feats, y, params.regularisation_c, params.max_iter, params.seed)
+    model_path = build_classifier_graph(
+        backbone_path, head.weights, head.bias, out_dir / "model.onnx"
     )
-    clf.fit((feats - mean) / std, y)
-    coef = np.asarray(clf.coef_, dtype=np.float64)  # (K, F)
-    intercept = np.asarray(clf.intercept_, dtype=np.float64)
-    if coef.shape[0] == 1:  # binary: sklearn keeps one row; softmax needs both
-        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    weights = (coef / std).T.astype(np.float32)  # (F, K)
-    bias = (intercept - (coef * (mean / std)).sum(axis=1)).astype(np.float32)
-    model_path = build_classifier_graph(backbone_path, weights, bias, out_dir / "model.onnx")
-    train_acc = float(clf.score((feats - mean) / std, y))
+    train_acc = head.train_accuracy
     counts = {lbl: int((y == i).sum()) for i, lbl in enumerate(labels)}
-    manifest = Manifest(
-        name=name,
-        version=version,
-        task=Task.CLASSIFICATION,
-        sha256="pending",
-        input=backbone.input,
-        outputs=[
-            OutputSpec(
-                name=PROBS_OUTPUT,
-                meaning=OutputMeaning.PROBABILITIES,
-                shape=[None, len(labels)],
-                description="Softmax class probabilities, in the order of `labels`.",
-            )
-        ],
-        labels=labels,
-        good_labels=["good"],
-        thresholds=Thresholds(
-            default_class=ClassThreshold(review_at=params.review_at, fail_at=params.fail_at)
-        ),
+    manifest = classifier_manifest(
+        name,
+        version,
+        backbone.input,
+        labels,
+        ClassThreshold(review_at=params.review_at, fail_at=params.fail_at),
         provenance={
             "method": "logistic regression (class-balanced) on pooled backbone features",
             "backbone": backbone_provenance(backbone),
