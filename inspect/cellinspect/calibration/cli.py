@@ -7,15 +7,13 @@ Mounted by the main CLI (app.add_typer(calibration_app, name="calibrate")); runs
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import cv2
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from cellinspect.calibration.board import BoardKind, BoardSpec
@@ -54,7 +52,9 @@ from cellinspect.calibration.render import (
     conveyor_pose,
     render_board,
 )
-from cellinspect.errors import CalibrationError, CellInspectError
+from cellinspect.cli_support import console, err_console, user_errors
+from cellinspect.errors import CalibrationError
+from cellinspect.sources.decode import IMAGE_SUFFIXES
 
 app = typer.Typer(
     help="Calibrate the camera (intrinsics), the conveyor plane (pixels -> mm) and the robot "
@@ -63,10 +63,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 BoardOpt = Annotated[BoardKind, typer.Option("--board", help="Board kind.")]
 SizeOpt = Annotated[
@@ -79,15 +75,6 @@ MarkerOpt = Annotated[
 CameraOpt = Annotated[
     Path, typer.Option("--camera", "-c", help="Camera calibration (OpenCV YAML).")
 ]
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except CellInspectError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from err
 
 
 def _board(kind: BoardKind, size: str, square: float, marker: float | None) -> BoardSpec:
@@ -147,7 +134,7 @@ def camera_cmd(
     k3: Annotated[bool, typer.Option("--k3/--no-k3", help="Also fit k3 (wide lenses).")] = False,
 ) -> None:
     """Intrinsics and lens distortion from pictures of a board."""
-    with _user_errors():
+    with user_errors():
         spec = _board(board, size, square, marker)
         files = expand_images(images)
         console.print(f"{len(files)} images, {spec.describe()}")
@@ -195,7 +182,7 @@ def plane_cmd(
     ] = None,
 ) -> None:
     """Homography from undistorted pixels to millimetres on the conveyor plane."""
-    with _user_errors():
+    with user_errors():
         spec = _board(board, size, square, marker)
         cam = load_camera_calibration(camera)
         img = _read(image)
@@ -238,7 +225,7 @@ def handeye_cmd(
     ),
 ) -> None:
     """Camera -> gripper (eye-in-hand) or camera -> robot base (eye-to-hand)."""
-    with _user_errors():
+    with user_errors():
         spec = _board(board, size, square, marker)
         cam = load_camera_calibration(camera)
         robot = load_robot_poses(poses, rotation)
@@ -287,7 +274,7 @@ def measure_cmd(
     ] = 0.0,
 ) -> None:
     """Measure a round part's diameters and bolt holes in mm (a check of the calibration)."""
-    with _user_errors():
+    with user_errors():
         cam = load_camera_calibration(camera)
         pl = load_plane_calibration(plane)
         pl.check_fits(cam)
@@ -312,7 +299,7 @@ def render_views_cmd(
     marker: MarkerOpt = None,
 ) -> None:
     """Render board pictures through the virtual camera (known intrinsics and distortion)."""
-    with _user_errors():
+    with user_errors():
         if views < 1:
             raise CalibrationError(f"--views must be >= 1, got {views}")
         spec = _board(board, size, square, marker)
@@ -334,7 +321,7 @@ def render_plane_cmd(
     marker: MarkerOpt = None,
 ) -> None:
     """Render the board lying on the belt, seen by the top-down conveyor camera."""
-    with _user_errors():
+    with user_errors():
         spec = _board(board, size, square, marker)
         rng = np.random.default_rng(seed)
         pose = conveyor_pose(spec, rotation_deg=rotation_deg)
@@ -357,7 +344,7 @@ def render_handeye_cmd(
     marker: MarkerOpt = None,
 ) -> None:
     """Simulate a robot cell with a known camera mounting and render its board pictures."""
-    with _user_errors():
+    with user_errors():
         if views < 3:
             raise CalibrationError(f"--views must be >= 3, got {views}")
         spec = _board(board, size, square, marker)
@@ -405,7 +392,7 @@ def thresholds_cmd(
     from cellinspect.training.threshold_files import write_to_manifest, write_to_recipe
     from cellinspect.training.thresholds import choose_thresholds
 
-    with _user_errors():
+    with user_errors():
         if write not in (None, "manifest", "recipe"):
             raise CalibrationError(f"--write must be 'manifest' or 'recipe', got '{write}'")
         if write == "recipe" and recipe is None:

@@ -23,6 +23,10 @@ _JPEG_SOS = b"\xff\xda"
 _JPEG_EOI = b"\xff\xd9"
 
 
+# File name endings the decoder reads (case-insensitive); listing code shares this set.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+
 def sniff_format(data: bytes) -> str | None:
     """The image format the leading bytes announce ("png", "jpeg", ...), or None."""
     if data.startswith(_PNG_SIGNATURE):

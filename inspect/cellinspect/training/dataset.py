@@ -21,9 +21,8 @@ from cellinspect.config import Recipe
 from cellinspect.entities import ImageU8
 from cellinspect.errors import CellInspectError, ConfigError
 from cellinspect.preprocess.chain import build_chain, roi_crops
-from cellinspect.sources.decode import decode_image_file
+from cellinspect.sources.decode import IMAGE_SUFFIXES, decode_image_file
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 LABELS_FILE = "labels.csv"
 
 Progress = Callable[[int, int], None]

@@ -14,8 +14,7 @@ import numpy as np
 
 from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from cellinspect.sources.decode import IMAGE_SUFFIXES
 
 
 def list_images(folder: Path) -> list[Path]:
