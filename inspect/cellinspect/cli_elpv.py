@@ -64,12 +64,18 @@ def eval_elpv(
     task: Annotated[str, typer.Option(help="classification, anomaly or both.")] = "both",
     method: Annotated[
         str | None,
-        typer.Option(help="Method: logistic-tta (classification), patchcore (anomaly)."),
+        typer.Option(
+            help="Method: logistic-tta or finetune (classification; finetune needs torch), "
+            "patchcore (anomaly)."
+        ),
     ] = None,
     limit: Annotated[
         int | None, typer.Option(min=4, help="Use a stratified subset of N images (tests).")
     ] = None,
-    views: Annotated[int, typer.Option(help="Dihedral views averaged: 1, 2, 4 or 8.")] = 8,
+    views: Annotated[
+        int | None,
+        typer.Option(help="Dihedral views averaged: 1, 2, 4 or 8 (default 8; finetune: 1)."),
+    ] = None,
     coreset: Annotated[int, typer.Option(min=1, help="PatchCore bank size.")] = 4000,
     backbone: Annotated[
         Path | None, typer.Option(help="Classifier backbone (default: the INT8 one).")
@@ -78,6 +84,7 @@ def eval_elpv(
         Path | None, typer.Option(help="Anomaly backbone (default: the FP32 one).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Split and fitting seed.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="finetune: most epochs.")] = 12,
 ) -> None:
     """Reproduce accuracy, AUROC and latency on the elpv solar cells (needs the eval extra)."""
     from cellinspect.training.elpv_classify import ClassifyParams
@@ -100,10 +107,21 @@ def eval_elpv(
             task = "classification"
         if method in ANOMALY_METHODS and task == "both":
             task = "anomaly"
+        finetune = None
+        if method == "finetune":
+            try:
+                from cellinspect.training.elpv_finetune import ElpvFinetuneParams
+            except ImportError as err:
+                raise typer.BadParameter(
+                    f"--method finetune needs torch ({err}): pip install -e '.[train]'"
+                ) from err
+            finetune = ElpvFinetuneParams(epochs=epochs, views=views or 1, seed=seed)
         params = ElpvEvalParams(
             out=out,
             task=task,
-            classifier=ClassifyParams(views=views, seed=seed),
+            classification_method=method if method in CLASSIFICATION_METHODS else "logistic-tta",
+            finetune=finetune,
+            classifier=ClassifyParams(views=views or 8, seed=seed),
             anomaly=AnomalyFitParams(coreset_size=coreset, projection_dim=96, seed=seed),
             classifier_backbone=backbone or DEFAULT_CLASSIFIER_BACKBONE,
             anomaly_backbone=anomaly_backbone or DEFAULT_ANOMALY_BACKBONE,

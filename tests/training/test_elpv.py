@@ -178,3 +178,58 @@ def test_eval_elpv_rejects_unknown_task(tmp_path: Path, task: str) -> None:
     result = CliRunner().invoke(app, ["eval-elpv", "--out", str(tmp_path), "--task", task])
     assert result.exit_code != 0
     assert not (tmp_path / "report.json").exists()
+
+
+@needs_elpv
+@pytest.mark.torch
+@pytest.mark.slow
+def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) -> None:
+    """One epoch on a 120-image subset: the pipeline, not the accuracy (that needs the full run)."""
+    pytest.importorskip("torch")
+    if not BACKBONES[0].is_file():
+        pytest.skip(f"{BACKBONES[0]} not found (run from the repository root)")
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:
+        """Nothing."""
+
+    out = tmp_path / "elpv"
+    args = ["eval-elpv", "--out", str(out), "--method", "finetune", "--limit", "120"]
+    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--views", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    cls = report["classification"]
+    assert "anomaly" not in report
+    assert cls["method"] == "finetune"
+    assert cls["epochs_run"] == len(cls["history"]) == 1
+    assert cls["export_max_abs_diff"] < 1e-4
+    assert sum(map(sum, cls["confusion"])) == report["split"]["test"] == 29  # stratified 120
+    assert 0.0 <= cls["accuracy"] <= 1.0
+    assert cls["latency"]["median_ms"] > 0
+    manifest = json.loads((out / "finetune" / "manifest.json").read_text())
+    assert manifest["labels"] == ["good", "defective"]
+    assert manifest["provenance"]["elpv_finetune"]["views"] == 2
+    assert manifest["provenance"]["elpv"]["split_sha256"] == report["split"]["sha256"]
+    assert (
+        hashlib.sha256((out / "finetune" / "model.onnx").read_bytes()).hexdigest()
+        == (manifest["sha256"])
+    )
+
+
+@pytest.mark.parametrize("views", [0, 3, 16])
+def test_finetune_rejects_bad_views_before_training(tmp_path: Path, views: int) -> None:
+    pytest.importorskip("torch")
+    from cellinspect.errors import ModelError
+    from cellinspect.training.elpv_eval import ElpvEvalParams
+    from cellinspect.training.elpv_finetune import ElpvFinetuneParams
+
+    params = ElpvEvalParams(
+        out=tmp_path,
+        task="classification",
+        classification_method="finetune",
+        finetune=ElpvFinetuneParams(views=views),
+    )
+    with pytest.raises(ModelError, match="views must be one of"):
+        params.check()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,12 +38,16 @@ from cellinspect.training.elpv import (
     stratified_split,
 )
 from cellinspect.training.elpv_classify import ClassifyParams, fit_elpv_classifier, session
+from cellinspect.training.elpv_graph import VIEW_COUNTS
 from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
+
+if TYPE_CHECKING:
+    from cellinspect.training.elpv_finetune import ElpvFinetuneParams
 
 Say = Callable[[str], None]
 Stage = Callable[[str, int, int], None]
 TASKS = ("classification", "anomaly", "both")
-CLASSIFICATION_METHODS = ("logistic-tta",)
+CLASSIFICATION_METHODS = ("logistic-tta", "finetune")
 ANOMALY_METHODS = ("patchcore",)
 DEFAULT_CLASSIFIER_BACKBONE = Path("models/efficientnet-lite0/1-int8/model.onnx")
 DEFAULT_ANOMALY_BACKBONE = Path("models/efficientnet-lite0/1/model.onnx")
@@ -60,12 +64,15 @@ REFERENCES = {
 class ElpvEvalParams:
     out: Path
     task: str = "both"
+    classification_method: str = CLASSIFICATION_METHODS[0]
     classifier: ClassifyParams = field(default_factory=ClassifyParams)
     anomaly: AnomalyFitParams = field(
         default_factory=lambda: AnomalyFitParams(coreset_size=4000, projection_dim=96)
     )
     classifier_backbone: Path = DEFAULT_CLASSIFIER_BACKBONE
     anomaly_backbone: Path = DEFAULT_ANOMALY_BACKBONE
+    finetune: ElpvFinetuneParams | None = None  # None: the defaults (needs torch)
+    finetune_backbone: Path = DEFAULT_ANOMALY_BACKBONE
     limit: int | None = None
     seed: int = 0
     test_fraction: float = 0.25
@@ -74,6 +81,13 @@ class ElpvEvalParams:
     def check(self) -> None:
         if self.task not in TASKS:
             raise ModelError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.classification_method not in CLASSIFICATION_METHODS:
+            raise ModelError(
+                f"classification method must be one of {CLASSIFICATION_METHODS}, "
+                f"got {self.classification_method!r}"
+            )
+        if self.finetune is not None and self.finetune.views not in VIEW_COUNTS:
+            raise ModelError(f"views must be one of {VIEW_COUNTS}, got {self.finetune.views}")
         if self.latency_runs < 1:
             raise ModelError(f"latency_runs must be >= 1, got {self.latency_runs}")
 
@@ -231,6 +245,49 @@ def _run_classification(
     }
 
 
+def _run_finetune(
+    params: ElpvEvalParams,
+    split: Split,
+    root: Path,
+    test: list[ImageU8],
+    provenance: dict[str, Any],
+    stage: Stage,
+) -> dict[str, Any]:
+    from cellinspect.training.elpv_finetune import ElpvFinetuneParams, finetune_elpv_classifier
+
+    start = time.perf_counter()
+    tune = params.finetune or ElpvFinetuneParams(seed=params.seed)
+    model_path, report = finetune_elpv_classifier(
+        split,
+        root,
+        params.finetune_backbone,
+        params.out / "finetune",
+        tune,
+        provenance,
+        stage,
+    )
+    fit_s = time.perf_counter() - start
+    outputs = _predict(_runner(model_path), test, stage, "finetune test")
+    p_def = np.array([o.class_scores["defective"] for o in outputs], dtype=np.float64)
+    truth = np.array([i.defective for i in split.test])
+    return {
+        "method": "finetune",
+        "parameters": tune.as_dict(),
+        "backbone": str(params.finetune_backbone),
+        "model": str(model_path),
+        "model_sha256": sha256_file(model_path),
+        "epochs_run": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "val_accuracy_single_view": report.val_accuracy,
+        "history": report.history,
+        "export_max_abs_diff": report.export_max_abs_diff,
+        **classification_metrics(truth, p_def, [i.cell_type for i in split.test]),
+        "latency": latency_ms(model_path, test, params.latency_runs),
+        "fit_seconds": fit_s,
+        "total_seconds": time.perf_counter() - start,
+    }
+
+
 def _run_anomaly(
     params: ElpvEvalParams,
     split: Split,
@@ -293,7 +350,8 @@ def run_elpv_eval(
     params.out.mkdir(parents=True, exist_ok=True)
     split_hash = split.write_csv(params.out / "split.csv")
     tell(f"split: {len(split.train)} train, {len(split.test)} test, sha256 {split_hash[:12]}")
-    train = read_images(root, split.train)
+    logistic = params.task != "anomaly" and params.classification_method != "finetune"
+    train = read_images(root, split.train) if logistic else []
     test = read_images(root, split.test)
     provenance = _data_provenance(split, split_hash)
     report: dict[str, Any] = {
@@ -313,10 +371,14 @@ def run_elpv_eval(
         "references": REFERENCES,
     }
     if params.task in ("classification", "both"):
-        tell("classification: fitting the head on dihedral-view features")
-        report["classification"] = _run_classification(
-            params, split, train, test, provenance, stage
-        )
+        if params.classification_method == "finetune":
+            tell("classification: fine-tuning EfficientNet-Lite0 (torch)")
+            report["classification"] = _run_finetune(params, split, root, test, provenance, stage)
+        else:
+            tell("classification: fitting the head on dihedral-view features")
+            report["classification"] = _run_classification(
+                params, split, train, test, provenance, stage
+            )
     if params.task in ("anomaly", "both"):
         tell("anomaly: PatchCore on the functional training cells")
         report["anomaly"] = _run_anomaly(params, split, root, test, provenance, stage)

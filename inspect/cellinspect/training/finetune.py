@@ -14,7 +14,7 @@ import copy
 import math
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +101,9 @@ def _freeze_batchnorm(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.eval()
+
+
+Augment = Callable[[torch.Tensor, InputSpec, "FinetuneParams", torch.Generator], torch.Tensor]
 
 
 def augment(
@@ -209,8 +212,13 @@ def finetune_classifier(
     params: FinetuneParams = FinetuneParams(),
     stage: Stage = no_stage,
     extra_provenance: dict[str, object] | None = None,
+    augment_fn: Augment | None = None,
 ) -> FinetuneReport:
-    """Fine-tune on `train`, stop early on `val`, write model.onnx + manifest.json."""
+    """Fine-tune on `train`, stop early on `val`, write model.onnx + manifest.json.
+
+    `augment_fn` replaces the default augmentation (for data with other symmetries).
+    """
+    augment_fn = augment_fn or augment
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     backbone_manifest = load_manifest(backbone_path)
@@ -253,7 +261,7 @@ def finetune_classifier(
         running = 0.0
         for step in range(steps):
             idx = order[step * params.batch_size : (step + 1) * params.batch_size]
-            batch = augment(_tensor([x_train[i] for i in idx], spec), spec, params, gen)
+            batch = augment_fn(_tensor([x_train[i] for i in idx], spec), spec, params, gen)
             batch = batch.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model(batch), y_train[idx])
             optimiser.zero_grad()
