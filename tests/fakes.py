@@ -26,6 +26,7 @@ class BlobInspector:
     """
 
     recipe_name = "blob-test"
+    recipe_sha256 = "0" * 64
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.gate = gate

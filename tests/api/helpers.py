@@ -44,6 +44,7 @@ class RuleInspector:
     """
 
     recipe_name = "rule-recipe"
+    recipe_sha256 = "1" * 64
 
     def __init__(self) -> None:
         self.calls = 0

@@ -340,7 +340,7 @@ class StationInterface:
             reasons=(reason,),
             captured_wall=failure.captured_wall if failure else datetime.now(UTC),
             recipe_name=self.inspector.recipe_name,
-            recipe_sha256="",
+            recipe_sha256=self.inspector.recipe_sha256,
             part_id=failure.part_id if failure else None,
             encoder=failure.encoder if failure else None,
             error=reason,

@@ -18,6 +18,11 @@ class ImageInspector(Protocol):
     @property
     def recipe_name(self) -> str: ...
 
+    @property
+    def recipe_sha256(self) -> str:
+        """Hash of the recipe file, for results the caller has to make itself (fail-safe)."""
+        ...
+
     def inspect_image(
         self,
         image: ImageU8,
