@@ -59,17 +59,23 @@ class PickPose:
     frame: str  # "plane" (conveyor plane of the plane calibration) or "robot_base"
 
 
-def largest_blob_centre(image: ImageU8) -> tuple[float, float] | None:
-    """Centroid of the largest bright region (Otsu); None if there is none."""
+def largest_blob_moments(image: ImageU8) -> dict[str, float] | None:
+    """Image moments of the largest bright region (Otsu); None if there is none."""
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     _, mask = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None
-    moments = cv2.moments(max(contours, key=cv2.contourArea))
-    if moments["m00"] <= 0:
+    moments: dict[str, float] = cv2.moments(max(contours, key=cv2.contourArea))
+    return moments if moments["m00"] > 0 else None
+
+
+def largest_blob_centre(image: ImageU8) -> tuple[float, float] | None:
+    """Centroid of the largest bright region (Otsu); None if there is none."""
+    m = largest_blob_moments(image)
+    if m is None:
         return None
-    return moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
+    return m["m10"] / m["m00"], m["m01"] / m["m00"]
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
+from cellinspect.calibration.pick import largest_blob_moments
 from cellinspect.entities import ImageU8, InspectedFrame
 from cellinspect.plc.errors import RobotError
 
@@ -84,14 +84,8 @@ def largest_contour_pose(image: ImageU8) -> PixelPose | None:
     Good enough for a round flange on a darker belt: the centre is the blob's centroid; the
     angle is the blob's principal axis from its second moments, 0 for a round part.
     """
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    _, mask = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None
-    largest = max(contours, key=cv2.contourArea)
-    m = cv2.moments(largest)
-    if m["m00"] <= 0:
+    m = largest_blob_moments(image)
+    if m is None:
         return None
     cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
     spread = m["mu20"] + m["mu02"]
