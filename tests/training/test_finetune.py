@@ -48,3 +48,41 @@ def test_finetune_two_epochs_exports_checked_model(tmp_path: Path) -> None:
     assert manifest.labels == ["good", "scratch"]
     assert manifest.provenance["parent_version"] == "efficientnet-lite0/1"
     assert manifest.provenance["metrics"]["epochs_run"] == 2
+
+
+@pytest.mark.torch
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    params = finetune.FinetuneParams(epochs=4, schedule="cosine", warmup_epochs=1.0)
+    factor = finetune.lr_factor(params, total_steps=40, steps_per_epoch=10)
+    warm = [factor(s) for s in range(10)]
+    assert warm == sorted(warm) and warm[0] == pytest.approx(0.1) and warm[-1] == 1.0
+    decay = [factor(s) for s in range(10, 40)]
+    assert decay == sorted(decay, reverse=True)
+    assert factor(10) == 1.0 and factor(39) < 0.01
+    constant = finetune.lr_factor(finetune.FinetuneParams(), 40, 10)
+    assert {constant(s) for s in range(40)} == {1.0}
+
+
+@pytest.mark.torch
+def test_unknown_schedule_is_a_clear_error() -> None:
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    from cellinspect.errors import ModelError
+
+    with pytest.raises(ModelError, match="schedule must be"):
+        finetune.lr_factor(finetune.FinetuneParams(schedule="step"), 40, 10)
+
+
+@pytest.mark.torch
+def test_square_input_changes_only_the_image_size() -> None:
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    from cellinspect.errors import ModelError
+
+    spec = load_manifest(BACKBONE).input
+    assert finetune.square_input(spec, None) is spec
+    bigger = finetune.square_input(spec, 300)
+    assert (bigger.height, bigger.width) == (300, 300)
+    assert bigger.shape[:2] == spec.shape[:2]
+    assert (bigger.mean, bigger.std, bigger.scale) == (spec.mean, spec.std, spec.scale)
+    with pytest.raises(ModelError, match="image_size must be >= 32"):
+        finetune.square_input(spec, 16)

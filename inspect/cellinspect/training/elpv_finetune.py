@@ -33,6 +33,11 @@ class ElpvFinetuneParams:
     val_fraction: float = 0.15
     views: int = 1  # 8 views: 30.5 ms/image FP32, over the 25 ms budget, no gain
     seed: int = 0
+    lr_backbone: float = 1e-4
+    lr_head: float = 1e-3
+    schedule: str = "constant"
+    warmup_epochs: float = 1.0
+    image_size: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +82,11 @@ def finetune_elpv_classifier(
         contrast=params.contrast,
         vertical_flip=True,
         seed=params.seed,
+        lr_backbone=params.lr_backbone,
+        lr_head=params.lr_head,
+        schedule=params.schedule,
+        warmup_epochs=params.warmup_epochs,
+        image_size=params.image_size,
     )
     report = finetune.finetune_classifier(
         _dataset(root, inner, "train"),

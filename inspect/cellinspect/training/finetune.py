@@ -29,6 +29,7 @@ from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import (
     InputSpec,
+    Layout,
     load_manifest,
     write_manifest,
 )
@@ -57,6 +58,9 @@ class FinetuneParams:
     review_at: float = 0.5
     fail_at: float = 0.8
     seed: int = 0
+    schedule: str = "constant"  # or "cosine": linear warm-up, then cosine decay to zero
+    warmup_epochs: float = 1.0
+    image_size: int | None = None  # None: the backbone's own input size
 
 
 @dataclass
@@ -97,7 +101,7 @@ class Probabilities(torch.nn.Module):
         return torch.softmax(self.classifier(image), dim=1)
 
 
-def _freeze_batchnorm(model: torch.nn.Module) -> None:
+def freeze_batchnorm(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.eval()
@@ -136,18 +140,57 @@ def augment(
     return (pixels - mean) / std
 
 
+def square_input(spec: InputSpec, size: int | None) -> InputSpec:
+    """`spec` fed at size x size instead (the network is fully convolutional); None: as is.
+
+    Thin defects such as cell cracks survive better at the images' native resolution than
+    after shrinking them to the 224 px the backbone was converted at.
+    """
+    if size is None:
+        return spec
+    if size < 32:
+        raise ModelError(f"image_size must be >= 32 (the network downsamples by 32), got {size}")
+    shape = list(spec.shape)
+    rows, cols = (2, 3) if spec.layout is Layout.NCHW else (1, 2)
+    shape[rows], shape[cols] = size, size
+    return spec.model_copy(update={"shape": shape})
+
+
+def lr_factor(
+    params: FinetuneParams, total_steps: int, steps_per_epoch: int
+) -> Callable[[int], float]:
+    """Learning-rate multiplier per optimiser step for `params.schedule`.
+
+    A cosine decay lets the last epochs settle instead of bouncing at a constant rate; the
+    warm-up keeps the first steps of a fresh head from wrecking the pretrained trunk.
+    """
+    if params.schedule == "constant":
+        return lambda step: 1.0
+    if params.schedule != "cosine":
+        raise ModelError(f"schedule must be 'constant' or 'cosine', got {params.schedule!r}")
+    warmup = max(1, round(params.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def _labels_of(pairs: Sequence[tuple[Any, ImageU8]]) -> list[str]:
     seen = sorted({item.label for item, _ in pairs})
     return (["good"] if "good" in seen else []) + [s for s in seen if s != "good"]
 
 
-def _tensor(images: Sequence[ImageU8], spec: InputSpec) -> torch.Tensor:
+def as_tensor(images: Sequence[ImageU8], spec: InputSpec) -> torch.Tensor:
     return torch.from_numpy(prepare_batch(list(images), spec)).contiguous(
         memory_format=torch.channels_last
     )
 
 
-def _evaluate(
+def evaluate(
     model: Classifier,
     images: list[ImageU8],
     y: torch.Tensor,
@@ -159,7 +202,7 @@ def _evaluate(
     total, correct = 0.0, 0
     with torch.inference_mode():
         for s in range(0, len(images), bs):
-            logits = model(_tensor(images[s : s + bs], spec))
+            logits = model(as_tensor(images[s : s + bs], spec))
             total += float(loss_fn(logits, y[s : s + bs])) * logits.shape[0]
             correct += int((logits.argmax(1) == y[s : s + bs]).sum())
     return total / len(images), correct / len(images)
@@ -219,10 +262,11 @@ def finetune_classifier(
     `augment_fn` replaces the default augmentation (for data with other symmetries).
     """
     augment_fn = augment_fn or augment
+    lr_factor(params, 1, 1)  # an unknown schedule fails before any image is read
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     backbone_manifest = load_manifest(backbone_path)
-    spec = backbone_manifest.input
+    spec = square_input(backbone_manifest.input, params.image_size)
     train_pairs = list(read_images(train, reader, lambda d, t: stage("read train", d, t)))
     val_pairs = list(read_images(val, reader, lambda d, t: stage("read val", d, t)))
     labels = _labels_of(train_pairs)
@@ -254,22 +298,26 @@ def finetune_classifier(
     )
     best_loss, best_epoch, best_state, history = math.inf, 0, copy.deepcopy(model.state_dict()), []
     steps = math.ceil(len(x_train) / params.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lr_factor(params, steps * params.epochs, steps)
+    )
     for epoch in range(1, params.epochs + 1):
         model.train()
-        _freeze_batchnorm(model)
+        freeze_batchnorm(model)
         order = torch.randperm(len(x_train), generator=gen).tolist()
         running = 0.0
         for step in range(steps):
             idx = order[step * params.batch_size : (step + 1) * params.batch_size]
-            batch = augment_fn(_tensor([x_train[i] for i in idx], spec), spec, params, gen)
+            batch = augment_fn(as_tensor([x_train[i] for i in idx], spec), spec, params, gen)
             batch = batch.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model(batch), y_train[idx])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            scheduler.step()
             running += loss.item() * len(idx)
             stage(f"epoch {epoch}/{params.epochs}", step + 1, steps)
-        val_loss, val_acc = _evaluate(model, x_val, y_val, spec, loss_fn, params.batch_size)
+        val_loss, val_acc = evaluate(model, x_val, y_val, spec, loss_fn, params.batch_size)
         history.append(
             {
                 "epoch": epoch,
@@ -283,10 +331,10 @@ def finetune_classifier(
         elif epoch - best_epoch >= params.patience:
             break
     model.load_state_dict(best_state)
-    val_loss, val_acc = _evaluate(model, x_val, y_val, spec, loss_fn, params.batch_size)
+    val_loss, val_acc = evaluate(model, x_val, y_val, spec, loss_fn, params.batch_size)
     stage("export", 0, 1)
     model_path = out_dir / "model.onnx"
-    diff = export_classifier(model, spec, model_path, _tensor(x_val[:4], spec))
+    diff = export_classifier(model, spec, model_path, as_tensor(x_val[:4], spec))
     stage("export", 1, 1)
     train_counts = {lbl: int(counts[i]) for i, lbl in enumerate(labels)}
     manifest = classifier_manifest(
