@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
-from cellinspect.storage.stats import StatRow, agreement, pareto, percentile, timeline
+from cellinspect.storage.stats import (
+    StatRow,
+    agreement,
+    compute_stats,
+    pareto,
+    percentile,
+    timeline,
+)
 from cellinspect.storage.synthetic import EPOCH
 
 
@@ -75,3 +83,28 @@ def test_timeline_buckets_and_latency() -> None:
     assert buckets[2].by_verdict == {"fail": 1}
     with pytest.raises(ValueError, match="bucket_s"):
         timeline(rows, 0)
+
+
+def test_compute_stats_takes_one_pass_over_a_stream() -> None:
+    rows = [
+        row("fail", "a", label="defect", label_class="b", seconds=5, latency=12.0),
+        row("pass", seconds=70, latency=8.0),
+        row("review", "b", label="good", seconds=75, latency=None),
+        row("pass", label="defect", seconds=3600),
+    ]
+    consumed: list[int] = []
+
+    def stream() -> Iterator[StatRow]:
+        for i, r in enumerate(rows):
+            consumed.append(i)
+            yield r
+
+    stats = compute_stats(stream(), None, None, 60)
+    assert consumed == [0, 1, 2, 3], "each row is read exactly once"
+    assert stats.total == 4
+    assert stats.by_verdict == {"pass": 2, "fail": 1, "review": 1}
+    assert stats.pareto == pareto(rows)
+    assert stats.timeline == timeline(rows, 60)
+    assert stats.review == agreement(rows)
+    assert [b.count for b in stats.timeline] == [1, 2, 1]
+    assert stats.review.escapes == 1 and stats.review.class_corrections == 1

@@ -296,8 +296,8 @@ class SqlResultStore:
         ).outerjoin(ReviewRow, ReviewRow.result_pk == ResultRow.id)
         stmt = stmt.where(*_conditions(ResultFilter(since=since, until=until)))
         with self._read() as session:
-            rows = [StatRow(*r) for r in session.execute(stmt)]
-        return compute_stats(rows, since, until, bucket_s)
+            rows = session.execute(stmt.execution_options(yield_per=2000))
+            return compute_stats((StatRow(*r) for r in rows), since, until, bucket_s)
 
     def export_candidates(self, include_unreviewed: bool) -> Iterator[ExportCandidate]:
         stmt = select(ResultRow).order_by(ResultRow.captured_wall, ResultRow.id)

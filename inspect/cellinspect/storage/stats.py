@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,95 +42,146 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def pareto(rows: Iterable[StatRow]) -> list[ParetoRow]:
+class ParetoCounter:
     """Rejects (FAIL and REVIEW) by the model's defect class, most frequent first."""
-    counts = Counter(
-        r.defect_class or UNCLASSIFIED for r in rows if r.verdict != Verdict.PASS.value
-    )
-    total = sum(counts.values())
-    out: list[ParetoRow] = []
-    running = 0
-    for cls, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        running += n
-        out.append(ParetoRow(cls, n, n / total, running / total))
-    return out
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, r: StatRow) -> None:
+        if r.verdict != Verdict.PASS.value:
+            self.counts[r.defect_class or UNCLASSIFIED] += 1
+
+    def result(self) -> list[ParetoRow]:
+        total = sum(self.counts.values())
+        out: list[ParetoRow] = []
+        running = 0
+        for cls, n in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            running += n
+            out.append(ParetoRow(cls, n, n / total, running / total))
+        return out
+
+
+class AgreementCounter:
+    """How the reviewers' labels compare with the station's verdicts."""
+
+    def __init__(self) -> None:
+        self.reviewed = self.agreed = self.overruled = self.false_rejects = 0
+        self.escapes = self.corrections = self.resolved_defect = self.resolved_good = 0
+
+    def add(self, r: StatRow) -> None:
+        if r.label is None:
+            return
+        self.reviewed += 1
+        is_defect = r.label == ReviewLabel.DEFECT.value
+        if r.verdict == Verdict.REVIEW.value:
+            self.resolved_defect += is_defect
+            self.resolved_good += not is_defect
+        elif r.verdict == Verdict.FAIL.value:
+            if is_defect:
+                self.agreed += 1
+                self.corrections += r.defect_class is not None and r.label_class != r.defect_class
+            else:
+                self.overruled += 1
+                self.false_rejects += 1
+        elif is_defect:
+            self.overruled += 1
+            self.escapes += 1
+        else:
+            self.agreed += 1
+
+    def result(self) -> ReviewAgreement:
+        return ReviewAgreement(
+            reviewed=self.reviewed,
+            agreed=self.agreed,
+            overruled=self.overruled,
+            false_rejects=self.false_rejects,
+            escapes=self.escapes,
+            class_corrections=self.corrections,
+            review_resolved_defect=self.resolved_defect,
+            review_resolved_good=self.resolved_good,
+        )
+
+
+class TimelineCounter:
+    """Count, verdicts, throughput and latency p50/p99 per fixed-width UTC time bucket.
+
+    Latencies are kept as packed doubles (8 bytes each), so a day of a fast line is tens of MB,
+    not the gigabyte that Python objects per row would take.
+    """
+
+    def __init__(self, bucket_s: int) -> None:
+        if bucket_s <= 0:
+            raise ValueError(f"bucket_s must be > 0, got {bucket_s}")
+        self.bucket_s = bucket_s
+        self.counts: dict[int, Counter[str]] = defaultdict(Counter)
+        self.latencies: dict[int, array[float]] = defaultdict(lambda: array("d"))
+
+    def add(self, r: StatRow) -> None:
+        key = int(r.captured_wall.timestamp()) // self.bucket_s
+        self.counts[key][r.verdict] += 1
+        if r.latency_ms is not None:
+            self.latencies[key].append(r.latency_ms)
+
+    def result(self) -> list[TimeBucket]:
+        out = []
+        for key in sorted(self.counts):
+            total = sum(self.counts[key].values())
+            latencies = list(self.latencies.get(key, ()))
+            out.append(
+                TimeBucket(
+                    start=datetime.fromtimestamp(key * self.bucket_s, UTC),
+                    count=total,
+                    by_verdict=dict(self.counts[key]),
+                    per_minute=total * 60.0 / self.bucket_s,
+                    latency_p50_ms=percentile(latencies, 50),
+                    latency_p99_ms=percentile(latencies, 99),
+                )
+            )
+        return out
+
+
+def pareto(rows: Iterable[StatRow]) -> list[ParetoRow]:
+    counter = ParetoCounter()
+    for r in rows:
+        counter.add(r)
+    return counter.result()
 
 
 def agreement(rows: Iterable[StatRow]) -> ReviewAgreement:
-    reviewed = agreed = overruled = false_rejects = escapes = corrections = 0
-    resolved_defect = resolved_good = 0
+    counter = AgreementCounter()
     for r in rows:
-        if r.label is None:
-            continue
-        reviewed += 1
-        is_defect = r.label == ReviewLabel.DEFECT.value
-        if r.verdict == Verdict.REVIEW.value:
-            resolved_defect += is_defect
-            resolved_good += not is_defect
-        elif r.verdict == Verdict.FAIL.value:
-            if is_defect:
-                agreed += 1
-                corrections += r.defect_class is not None and r.label_class != r.defect_class
-            else:
-                overruled += 1
-                false_rejects += 1
-        elif is_defect:
-            overruled += 1
-            escapes += 1
-        else:
-            agreed += 1
-    return ReviewAgreement(
-        reviewed=reviewed,
-        agreed=agreed,
-        overruled=overruled,
-        false_rejects=false_rejects,
-        escapes=escapes,
-        class_corrections=corrections,
-        review_resolved_defect=resolved_defect,
-        review_resolved_good=resolved_good,
-    )
+        counter.add(r)
+    return counter.result()
 
 
 def timeline(rows: Iterable[StatRow], bucket_s: int) -> list[TimeBucket]:
-    """Count, verdicts, throughput and latency p50/p99 per fixed-width UTC time bucket."""
-    if bucket_s <= 0:
-        raise ValueError(f"bucket_s must be > 0, got {bucket_s}")
-    counts: dict[int, Counter[str]] = defaultdict(Counter)
-    latencies: dict[int, list[float]] = defaultdict(list)
+    counter = TimelineCounter(bucket_s)
     for r in rows:
-        key = int(r.captured_wall.timestamp()) // bucket_s
-        counts[key][r.verdict] += 1
-        if r.latency_ms is not None:
-            latencies[key].append(r.latency_ms)
-    out = []
-    for key in sorted(counts):
-        total = sum(counts[key].values())
-        out.append(
-            TimeBucket(
-                start=datetime.fromtimestamp(key * bucket_s, UTC),
-                count=total,
-                by_verdict=dict(counts[key]),
-                per_minute=total * 60.0 / bucket_s,
-                latency_p50_ms=percentile(latencies[key], 50),
-                latency_p99_ms=percentile(latencies[key], 99),
-            )
-        )
-    return out
+        counter.add(r)
+    return counter.result()
 
 
 def compute_stats(
-    rows: list[StatRow], since: datetime | None, until: datetime | None, bucket_s: int
+    rows: Iterable[StatRow], since: datetime | None, until: datetime | None, bucket_s: int
 ) -> Stats:
+    """All figures in one pass over `rows`, which may be a stream straight from the database."""
     by_verdict = {v.value: 0 for v in Verdict}
+    total = 0
+    counters = (ParetoCounter(), AgreementCounter(), TimelineCounter(bucket_s))
     for r in rows:
+        total += 1
         by_verdict[r.verdict] = by_verdict.get(r.verdict, 0) + 1
+        for counter in counters:
+            counter.add(r)
+    pareto_counter, agreement_counter, timeline_counter = counters
     return Stats(
         since=since,
         until=until,
         bucket_s=bucket_s,
-        total=len(rows),
+        total=total,
         by_verdict=by_verdict,
-        pareto=pareto(rows),
-        timeline=timeline(rows, bucket_s),
-        review=agreement(rows),
+        pareto=pareto_counter.result(),
+        timeline=timeline_counter.result(),
+        review=agreement_counter.result(),
     )
