@@ -86,3 +86,33 @@ def test_square_input_changes_only_the_image_size() -> None:
     assert (bigger.mean, bigger.std, bigger.scale) == (spec.mean, spec.std, spec.scale)
     with pytest.raises(ModelError, match="image_size must be >= 32"):
         finetune.square_input(spec, 16)
+
+
+@pytest.mark.torch
+def test_soft_targets_that_are_no_probabilities_are_refused(tmp_path: Path) -> None:
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    from cellinspect.errors import ModelError
+
+    generate_dataset(
+        tmp_path / "d",
+        count=6,
+        seed=3,
+        defect_rate=0.5,
+        layout="class_folders",
+        classes=("scratch",),
+        image_format="bmp",
+    )
+    ds = load_dataset(tmp_path / "d")
+    with pytest.raises(ModelError, match="is not a probability per class"):
+        finetune.finetune_classifier(
+            ds,
+            ds,
+            RoiReader(None),
+            BACKBONE,
+            tmp_path / "m",
+            "m",
+            "1",
+            finetune.FinetuneParams(epochs=1),
+            soft_target=lambda item: (0.5, 0.6),
+        )
+    assert not (tmp_path / "m" / "model.onnx").exists()

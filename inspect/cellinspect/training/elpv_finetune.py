@@ -38,6 +38,7 @@ class ElpvFinetuneParams:
     schedule: str = "constant"
     warmup_epochs: float = 1.0
     image_size: int | None = None
+    soft_labels: bool = False  # train on the defect probability, not only on p >= 0.5
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +59,17 @@ def dihedral_augment(
 def _dataset(root: Path, split: Split, part: str) -> Dataset:
     items = split.train if part == "train" else split.test
     return Dataset(root, [LabelledImage(root / i.file, i.label) for i in items])
+
+
+def _soft_targets(root: Path, split: Split) -> finetune.SoftTarget:
+    """(good, defective) = (1 - p, p) from the experts' defect probability p of each cell."""
+    probability = {root / i.file: i.probability for i in split.train}
+
+    def target(item: LabelledImage) -> tuple[float, float]:
+        p = probability[item.path]
+        return (1.0 - p, p)
+
+    return target
 
 
 def finetune_elpv_classifier(
@@ -100,6 +112,7 @@ def finetune_elpv_classifier(
         stage,
         provenance,
         augment_fn=dihedral_augment,
+        soft_target=_soft_targets(root, split) if params.soft_labels else None,
     )
     if report.skipped:
         raise ModelError(f"{len(report.skipped)} elpv image(s) unreadable: {report.skipped[:3]}")

@@ -35,7 +35,14 @@ from cellinspect.inference.manifest import (
 )
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.convert_backbone import FeatureBackbone, build_backbone, cpu_session
-from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
+from cellinspect.training.dataset import (
+    Dataset,
+    LabelledImage,
+    RoiReader,
+    Stage,
+    no_stage,
+    read_images,
+)
 from cellinspect.training.fit_anomaly import backbone_provenance
 from cellinspect.training.fit_classifier import PROBS_OUTPUT, classifier_manifest
 
@@ -179,6 +186,28 @@ def lr_factor(
     return factor
 
 
+SoftTarget = Callable[[LabelledImage], Sequence[float]]
+
+
+def _targets(
+    pairs: Sequence[tuple[LabelledImage, ImageU8]],
+    labels: list[str],
+    soft_target: SoftTarget | None,
+) -> torch.Tensor:
+    """Class indices, or (N, classes) probabilities when `soft_target` is given."""
+    if soft_target is None:
+        return torch.tensor([labels.index(i.label) for i, _ in pairs])
+    rows = []
+    for item, _ in pairs:
+        row = [float(v) for v in soft_target(item)]
+        if len(row) != len(labels) or min(row) < 0 or abs(sum(row) - 1.0) > 1e-6:
+            raise ModelError(
+                f"{item.path}: soft target {row} is not a probability per class of {labels}"
+            )
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float32)
+
+
 def _labels_of(pairs: Sequence[tuple[Any, ImageU8]]) -> list[str]:
     seen = sorted({item.label for item, _ in pairs})
     return (["good"] if "good" in seen else []) + [s for s in seen if s != "good"]
@@ -204,7 +233,9 @@ def evaluate(
         for s in range(0, len(images), bs):
             logits = model(as_tensor(images[s : s + bs], spec))
             total += float(loss_fn(logits, y[s : s + bs])) * logits.shape[0]
-            correct += int((logits.argmax(1) == y[s : s + bs]).sum())
+            truth = y[s : s + bs]
+            truth = truth.argmax(1) if truth.dim() == 2 else truth
+            correct += int((logits.argmax(1) == truth).sum())
     return total / len(images), correct / len(images)
 
 
@@ -256,10 +287,13 @@ def finetune_classifier(
     stage: Stage = no_stage,
     extra_provenance: dict[str, object] | None = None,
     augment_fn: Augment | None = None,
+    soft_target: SoftTarget | None = None,
 ) -> FinetuneReport:
     """Fine-tune on `train`, stop early on `val`, write model.onnx + manifest.json.
 
     `augment_fn` replaces the default augmentation (for data with other symmetries).
+    `soft_target` gives each image a probability per class (in label order) instead of its
+    one hard label: for data whose labels are graded, such as several experts' votes.
     """
     augment_fn = augment_fn or augment
     lr_factor(params, 1, 1)  # an unknown schedule fails before any image is read
@@ -282,10 +316,11 @@ def finetune_classifier(
             "that training lacks"
         )
     x_train = [img for _, img in train_pairs]
-    y_train = torch.tensor([labels.index(i.label) for i, _ in train_pairs])
     x_val = [img for _, img in val_pairs]
-    y_val = torch.tensor([labels.index(i.label) for i, _ in val_pairs])
-    counts = torch.bincount(y_train, minlength=len(labels)).float()
+    hard_train = torch.tensor([labels.index(i.label) for i, _ in train_pairs])
+    counts = torch.bincount(hard_train, minlength=len(labels)).float()
+    y_train = _targets(train_pairs, labels, soft_target)
+    y_val = _targets(val_pairs, labels, soft_target)
     loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / (len(labels) * counts.clamp(min=1)))
     model = Classifier(build_backbone(spec.height), len(labels), params.dropout)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -356,6 +391,7 @@ def finetune_classifier(
                 "skipped": len(train.skipped) + len(val.skipped),
             },
             "parameters": asdict(params),
+            "targets": "soft (a probability per class)" if soft_target else "hard labels",
             "metrics": {
                 "best_val_loss": best_loss,
                 "val_accuracy": val_acc,
