@@ -123,6 +123,13 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
     backbone: Annotated[Path, typer.Option(help="Backbone features model.")] = BACKBONE,
     name: Annotated[str | None, typer.Option(help="Model name (default: folder name).")] = None,
+    schedule: Annotated[
+        str, typer.Option(help="finetune: learning rate constant, or cosine with warm-up.")
+    ] = "constant",
+    image_size: Annotated[
+        int | None,
+        typer.Option(min=32, help="finetune: square input size (default: the backbone's)."),
+    ] = None,
 ) -> None:
     """Train a classifier or anomaly detector on a recorded split; evaluate on its test part."""
     from cellinspect.errors import ConfigError
@@ -138,6 +145,8 @@ def train(
                 seed=seed,
                 parent=parent,
                 split_file=split,
+                schedule=schedule,
+                image_size=image_size,
             )
         except ValueError as err:
             raise ConfigError(

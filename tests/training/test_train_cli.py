@@ -188,3 +188,35 @@ def test_train_anomaly_detector_from_class_folders(trained: tuple[Path, Path]) -
     assert split  # the recorded split the good images were fitted on
     metrics = manifest.provenance["metrics"]
     assert metrics["test_auroc"] is not None and metrics["test_auroc"] > 0.5
+
+
+@pytest.mark.torch
+def test_finetune_with_unknown_schedule_is_refused(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    data, _ = trained
+    out = tmp_path / "m" / "1"
+    args = ["train", str(data), "--out", str(out), "--method", "finetune", "--schedule", "step"]
+    res = CliRunner().invoke(app, [*args, "--backbone", BACKBONE])
+    assert res.exit_code != 0
+    assert "schedule must be 'constant' or 'cosine'" in res.output
+    assert not (out / "model.onnx").exists()
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_finetune_cosine_at_another_input_size(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    data, _ = trained
+    out = tmp_path / "m" / "1"
+    args = ["train", str(data), "--out", str(out), "--method", "finetune", "--epochs", "1"]
+    res = CliRunner().invoke(
+        app, [*args, "--schedule", "cosine", "--image-size", "160", "--backbone", BACKBONE]
+    )
+    assert res.exit_code == 0, res.output
+    manifest = load_manifest(out / "model.onnx")
+    assert (manifest.input.height, manifest.input.width) == (160, 160)
+    params = manifest.provenance["parameters"]
+    assert params["schedule"] == "cosine" and params["image_size"] == 160
+    assert "test_accuracy" in manifest.provenance["metrics"]

@@ -39,6 +39,7 @@ class ElpvFinetuneParams:
     warmup_epochs: float = 1.0
     image_size: int | None = None
     soft_labels: bool = False  # train on the defect probability, not only on p >= 0.5
+    balance_classes: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +100,7 @@ def finetune_elpv_classifier(
         schedule=params.schedule,
         warmup_epochs=params.warmup_epochs,
         image_size=params.image_size,
+        balance_classes=params.balance_classes,
     )
     report = finetune.finetune_classifier(
         _dataset(root, inner, "train"),

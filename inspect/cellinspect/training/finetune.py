@@ -68,6 +68,7 @@ class FinetuneParams:
     schedule: str = "constant"  # or "cosine": linear warm-up, then cosine decay to zero
     warmup_epochs: float = 1.0
     image_size: int | None = None  # None: the backbone's own input size
+    balance_classes: bool = True  # False: the loss keeps the data's class prior (calibrated p)
 
 
 @dataclass
@@ -321,7 +322,8 @@ def finetune_classifier(
     counts = torch.bincount(hard_train, minlength=len(labels)).float()
     y_train = _targets(train_pairs, labels, soft_target)
     y_val = _targets(val_pairs, labels, soft_target)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / (len(labels) * counts.clamp(min=1)))
+    weight = counts.sum() / (len(labels) * counts.clamp(min=1))
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight if params.balance_classes else None)
     model = Classifier(build_backbone(spec.height), len(labels), params.dropout)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimiser = torch.optim.AdamW(

@@ -39,6 +39,8 @@ class TrainPlan:
     split_file: Path | None = None
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     coreset_size: int = 2000
+    schedule: str = "constant"  # fine-tuning learning rate: constant or cosine
+    image_size: int | None = None  # fine-tuning input size; None: the backbone's
 
 
 @dataclass
@@ -119,7 +121,12 @@ def train_model(
             from cellinspect.training.finetune import FinetuneParams, finetune_classifier
         except ImportError as err:
             raise ModelError(f"fine-tuning needs torch: pip install -e '.[train]' ({err})") from err
-        params_ft = FinetuneParams(epochs=plan.epochs, seed=plan.seed)
+        params_ft = FinetuneParams(
+            epochs=plan.epochs,
+            seed=plan.seed,
+            schedule=plan.schedule,
+            image_size=plan.image_size,
+        )
         model_path = finetune_classifier(
             train, val, reader, backbone_path, out_dir, name, version, params_ft, stage, extra
         ).model_path
