@@ -161,8 +161,18 @@ class BlurOp(_Strict):
     kernel: int = Field(default=3, ge=1, description="Odd Gaussian kernel size.")
 
 
+class StretchOp(_Strict):
+    op: Literal["stretch"] = "stretch"
+    low_percentile: float = Field(
+        default=1.0, ge=0, lt=50, description="Grey level at this percentile becomes 0."
+    )
+    high_percentile: float = Field(
+        default=99.0, gt=50, le=100, description="Grey level at this percentile becomes 255."
+    )
+
+
 PreprocessOp = Annotated[
-    UndistortOp | RotateOp | FlipOp | ResizeOp | LetterboxOp | ColourOp | BlurOp,
+    UndistortOp | RotateOp | FlipOp | ResizeOp | LetterboxOp | ColourOp | BlurOp | StretchOp,
     Field(discriminator="op"),
 ]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from cellinspect.calibration.camera_file import (
     CameraCalibration,
@@ -219,3 +219,11 @@ def test_roi_outside_the_preprocessed_frame(noise_image: ImageU8) -> None:
     ]
     with pytest.raises(PreprocessError, match=r"ROI 'far'.*outside the 64x48 frame"):
         roi_crops(noise_image, rois)
+
+
+def test_stretch_in_a_chain_and_its_recipe_limits(noise_image: ImageU8) -> None:
+    chain = build_chain(parse([{"op": "stretch", "low_percentile": 2, "high_percentile": 98}]))
+    assert chain.describe() == ["stretch(2-98 %)"]
+    np.testing.assert_array_equal(chain(noise_image), ops.stretch(noise_image, 2, 98))
+    with pytest.raises(ValidationError, match="low_percentile"):
+        parse([{"op": "stretch", "low_percentile": 60}])

@@ -328,3 +328,39 @@ def test_ops_never_modify_their_input(op_name: str, noise_image: ImageU8) -> Non
     before = noise_image.copy()
     OPS[op_name](noise_image)
     np.testing.assert_array_equal(noise_image, before)
+
+
+# --------------------------------------------------------------------------- stretch
+
+
+def test_stretch_maps_the_percentiles_to_black_and_white() -> None:
+    ramp = np.repeat(np.arange(100, 200, dtype=np.uint8)[None, :], 10, axis=0)
+    image = np.ascontiguousarray(np.repeat(ramp[:, :, None], 3, axis=2))
+    before = image.copy()
+    out = ops.stretch(image, 1.0, 99.0)
+    np.testing.assert_array_equal(image, before)  # input untouched
+    assert out.shape == image.shape and out.dtype == np.uint8
+    row = out[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255
+    assert (np.diff(row) >= 0).all(), "a stretch keeps the order of grey levels"
+    assert row[50] == pytest.approx(127, abs=4)
+
+
+def test_stretch_uses_one_table_for_all_channels() -> None:
+    rng = np.random.default_rng(0)
+    grey = rng.integers(60, 90, (20, 20), dtype=np.uint8)
+    image = np.ascontiguousarray(np.stack([grey, grey // 2, grey], axis=2))
+    out = ops.stretch(image)
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 2])
+    assert out[:, :, 0].max() == 255 and out[:, :, 1].max() < out[:, :, 0].max()
+
+
+def test_stretch_leaves_a_flat_image_alone() -> None:
+    flat = np.full((8, 8, 3), 77, np.uint8)
+    assert ops.stretch(flat) is flat
+
+
+@pytest.mark.parametrize(("low", "high"), [(50.0, 40.0), (-1.0, 99.0), (1.0, 101.0)])
+def test_stretch_rejects_bad_percentiles(low: float, high: float) -> None:
+    with pytest.raises(PreprocessError, match="stretch: need 0 <= low_percentile"):
+        ops.stretch(np.zeros((4, 4, 3), np.uint8), low, high)

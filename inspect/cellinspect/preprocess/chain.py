@@ -26,6 +26,7 @@ from cellinspect.config import (
     ResizeOp,
     Roi,
     RotateOp,
+    StretchOp,
     UndistortOp,
 )
 from cellinspect.entities import ImageU8
@@ -93,6 +94,15 @@ def _blur(op: BlurOp, _: CameraCalibration | None) -> Step:
     return Step(f"blur(kernel={kernel})", lambda image: ops.blur(image, kernel))
 
 
+def _stretch(op: StretchOp, _: CameraCalibration | None) -> Step:
+    low, high = op.low_percentile, op.high_percentile
+    try:
+        ops.check_stretch(low, high)
+    except PreprocessError as err:
+        raise ConfigError(str(err)) from err
+    return Step(f"stretch({low:g}-{high:g} %)", lambda image: ops.stretch(image, low, high))
+
+
 # Builders take their own op type; the registry key guarantees the match.
 _Builder = Callable[[Any, CameraCalibration | None], Step]
 BUILDERS: dict[str, _Builder] = {
@@ -103,6 +113,7 @@ BUILDERS: dict[str, _Builder] = {
     "letterbox": _letterbox,
     "colour": _colour,
     "blur": _blur,
+    "stretch": _stretch,
 }
 
 

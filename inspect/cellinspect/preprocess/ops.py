@@ -166,6 +166,34 @@ def colour(
     return _on_luminance(image, chosen, clip_limit, tile)
 
 
+def check_stretch(low: float, high: float) -> None:
+    if not (0.0 <= low < high <= 100.0):
+        raise PreprocessError(
+            f"stretch: need 0 <= low_percentile < high_percentile <= 100, got {low} and {high}"
+        )
+
+
+def stretch(image: ImageU8, low: float = 1.0, high: float = 99.0) -> ImageU8:
+    """Per-frame contrast stretch: grey levels at the low/high percentiles map to 0/255.
+
+    Exposure and cell efficiency shift the whole image's brightness (electroluminescence
+    images especially); a detector should see the pattern, not the gain. All channels get the
+    same lookup table, so colours keep their hue. A flat image is returned as it is.
+    """
+    image = ensure_image(image, "stretch")
+    check_stretch(low, high)
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    counts = np.bincount(grey.ravel(), minlength=256).cumsum()
+    total = counts[-1]
+    lo = int(np.searchsorted(counts, total * low / 100.0, side="left"))
+    hi = int(np.searchsorted(counts, total * high / 100.0, side="left"))
+    if hi <= lo:
+        return image
+    levels = np.arange(256, dtype=np.float32)
+    table = np.clip((levels - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+    return _as_u8(cv2.LUT(image, table))
+
+
 def check_blur_kernel(kernel: int) -> None:
     """Gaussian kernels need an odd size so they have a centre pixel."""
     if kernel < 1 or kernel % 2 == 0:
