@@ -40,6 +40,7 @@ class ElpvFinetuneParams:
     image_size: int | None = None
     soft_labels: bool = False  # train on the defect probability, not only on p >= 0.5
     balance_classes: bool = True
+    train_batchnorm: bool = False  # EL images are far from ImageNet's statistics
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +102,7 @@ def finetune_elpv_classifier(
         warmup_epochs=params.warmup_epochs,
         image_size=params.image_size,
         balance_classes=params.balance_classes,
+        train_batchnorm=params.train_batchnorm,
     )
     report = finetune.finetune_classifier(
         _dataset(root, inner, "train"),
