@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,7 +67,7 @@ def eval_elpv(
         str | None,
         typer.Option(
             help="Method: logistic-tta or finetune (classification; finetune needs torch), "
-            "patchcore (anomaly)."
+            "patchcore or synthetic (anomaly; synthetic needs torch)."
         ),
     ] = None,
     limit: Annotated[
@@ -84,9 +85,39 @@ def eval_elpv(
         Path | None, typer.Option(help="Anomaly backbone (default: the FP32 one).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Split and fitting seed.")] = 0,
-    epochs: Annotated[int, typer.Option(min=1, help="finetune: most epochs.")] = 12,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="finetune / synthetic: most epochs (12 / 8).")
+    ] = None,
+    schedule: Annotated[
+        str, typer.Option(help="finetune: learning rate constant, or cosine with warm-up.")
+    ] = "constant",
+    image_size: Annotated[
+        int | None,
+        typer.Option(min=32, help="finetune: input size (default 224; the cells are 300)."),
+    ] = None,
+    soft_labels: Annotated[
+        bool, typer.Option(help="finetune: learn the experts' defect probability, not p >= 0.5.")
+    ] = False,
+    balance: Annotated[bool, typer.Option(help="finetune: class-weighted loss.")] = True,
+    train_batchnorm: Annotated[
+        bool, typer.Option(help="finetune: let batch-norm statistics adapt to the EL images.")
+    ] = False,
+    lr_backbone: Annotated[
+        float, typer.Option(min=0.0, help="finetune: peak learning rate of the backbone.")
+    ] = 1e-4,
+    patience: Annotated[
+        int, typer.Option(min=1, help="finetune: epochs without a better validation loss.")
+    ] = 3,
+    stretch: Annotated[
+        bool,
+        typer.Option(
+            help="anomaly: stretch each cell's 1-99 % grey levels to 0..255 first "
+            "(a recipe 'stretch' op; the model's manifest records it)."
+        ),
+    ] = True,
 ) -> None:
     """Reproduce accuracy, AUROC and latency on the elpv solar cells (needs the eval extra)."""
+    from cellinspect.config import StretchOp
     from cellinspect.training.elpv_classify import ClassifyParams
     from cellinspect.training.elpv_eval import (
         ANOMALY_METHODS,
@@ -115,16 +146,41 @@ def eval_elpv(
                 raise typer.BadParameter(
                     f"--method finetune needs torch ({err}): pip install -e '.[train]'"
                 ) from err
-            finetune = ElpvFinetuneParams(epochs=epochs, views=views or 1, seed=seed)
+            finetune = ElpvFinetuneParams(
+                views=views or 1,
+                seed=seed,
+                schedule=schedule,
+                image_size=image_size,
+                soft_labels=soft_labels,
+                balance_classes=balance,
+                train_batchnorm=train_batchnorm,
+                lr_backbone=lr_backbone,
+                patience=patience,
+            )
+        synthetic = None
+        if method == "synthetic":
+            try:
+                from cellinspect.training.elpv_synthetic import SyntheticParams
+            except ImportError as err:
+                raise typer.BadParameter(
+                    f"--method synthetic needs torch ({err}): pip install -e '.[train]'"
+                ) from err
+            synthetic = SyntheticParams(image_size=image_size, seed=seed)
+        if epochs is not None:  # else each method's own default
+            finetune = finetune and replace(finetune, epochs=epochs)
+            synthetic = synthetic and replace(synthetic, epochs=epochs)
         params = ElpvEvalParams(
             out=out,
             task=task,
             classification_method=method if method in CLASSIFICATION_METHODS else "logistic-tta",
             finetune=finetune,
+            anomaly_method=method if method in ANOMALY_METHODS else "patchcore",
+            synthetic=synthetic,
             classifier=ClassifyParams(views=views or 8, seed=seed),
             anomaly=AnomalyFitParams(coreset_size=coreset, projection_dim=96, seed=seed),
             classifier_backbone=backbone or DEFAULT_CLASSIFIER_BACKBONE,
             anomaly_backbone=anomaly_backbone or DEFAULT_ANOMALY_BACKBONE,
+            anomaly_preprocess=(StretchOp(),) if stretch else (),
             limit=limit,
             seed=seed,
         )

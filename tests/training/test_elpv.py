@@ -44,6 +44,17 @@ def _items(n: int, seed: int = 1) -> list[ElpvItem]:
     ]
 
 
+def _elpv_app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:  # a second command keeps typer from flattening the app
+        """Nothing."""
+
+    return app
+
+
 def _strata(items: tuple[ElpvItem, ...]) -> Counter[tuple[str, str]]:
     return Counter((i.label, i.cell_type) for i in items)
 
@@ -138,13 +149,7 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     missing = [str(p) for p in BACKBONES if not p.is_file()]
     if missing:
         pytest.skip(f"{missing} not found (run from the repository root)")
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")
-    def noop() -> None:  # a second command keeps typer from flattening the app
-        """Nothing."""
-
+    app = _elpv_app()
     out = tmp_path / "elpv"
     result = CliRunner().invoke(
         app,
@@ -158,6 +163,9 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     assert ano["auroc"] > 0.7
     assert sum(map(sum, cls["confusion"])) == 100
     assert cls["latency"]["median_ms"] > 0
+    assert ano["parameters"]["preprocess"] == ["stretch(1-99 %)"]
+    ano_manifest = json.loads((out / "anomaly" / "manifest.json").read_text())
+    assert ano_manifest["provenance"]["preprocess_required"] == ["stretch(1-99 %)"]
     for sub in ("classifier", "anomaly"):
         manifest = json.loads((out / sub / "manifest.json").read_text())
         assert "CC BY-NC-SA" in manifest["provenance"]["elpv"]["licence"]
@@ -168,13 +176,7 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("task", ["nonsense", ""])
 def test_eval_elpv_rejects_unknown_task(tmp_path: Path, task: str) -> None:
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")
-    def noop() -> None:
-        """Nothing."""
-
+    app = _elpv_app()
     result = CliRunner().invoke(app, ["eval-elpv", "--out", str(tmp_path), "--task", task])
     assert result.exit_code != 0
     assert not (tmp_path / "report.json").exists()
@@ -188,16 +190,11 @@ def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) 
     pytest.importorskip("torch")
     if not BACKBONES[0].is_file():
         pytest.skip(f"{BACKBONES[0]} not found (run from the repository root)")
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")
-    def noop() -> None:
-        """Nothing."""
-
+    app = _elpv_app()
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "finetune", "--limit", "120"]
-    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--views", "2"])
+    variant = ["--schedule", "cosine", "--image-size", "160", "--soft-labels", "--no-balance"]
+    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--views", "2", *variant])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     cls = report["classification"]
@@ -210,12 +207,48 @@ def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) 
     assert cls["latency"]["median_ms"] > 0
     manifest = json.loads((out / "finetune" / "manifest.json").read_text())
     assert manifest["labels"] == ["good", "defective"]
-    assert manifest["provenance"]["elpv_finetune"]["views"] == 2
+    tuned = manifest["provenance"]["elpv_finetune"]
+    assert tuned["views"] == 2 and tuned["schedule"] == "cosine" and tuned["image_size"] == 160
+    assert tuned["soft_labels"] is True and tuned["balance_classes"] is False
+    assert manifest["provenance"]["targets"].startswith("soft")
+    assert manifest["input"]["shape"][2:] == [160, 160]
     assert manifest["provenance"]["elpv"]["split_sha256"] == report["split"]["sha256"]
     assert (
         hashlib.sha256((out / "finetune" / "model.onnx").read_bytes()).hexdigest()
         == (manifest["sha256"])
     )
+
+
+@needs_elpv
+@pytest.mark.torch
+@pytest.mark.slow
+def test_eval_elpv_synthetic_small_run_is_taught_on_functional_cells_only(tmp_path: Path) -> None:
+    """One epoch on a 120-image subset: the drawn-defect detector's pipeline, end to end."""
+    pytest.importorskip("torch")
+    if not BACKBONES[0].is_file():
+        pytest.skip(f"{BACKBONES[0]} not found (run from the repository root)")
+    app = _elpv_app()
+    out = tmp_path / "elpv"
+    args = ["eval-elpv", "--out", str(out), "--method", "synthetic", "--limit", "120"]
+    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--image-size", "128"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    ano = report["anomaly"]
+    assert "classification" not in report
+    assert ano["method"] == "synthetic" and ano["epochs_run"] == 1
+    assert ano["images"] == report["split"]["test"] == 29
+    assert ano["auroc"] is not None and 0.0 <= ano["auroc"] <= 1.0
+    manifest = json.loads((out / "synthetic" / "manifest.json").read_text())
+    assert manifest["labels"] == ["good", "defective"]
+    assert manifest["input"]["shape"][2:] == [128, 128]
+    split = {row["file"]: row for row in csv.DictReader((out / "split.csv").open())}
+    functional_train = sum(
+        1 for r in split.values() if r["split"] == "train" and float(r["probability"]) == 0.0
+    )
+    taught = manifest["provenance"]["data"]["counts"]
+    # Each functional training cell twice (as itself and with a drawn defect), less validation.
+    assert taught["good"] == taught["defective"] < functional_train
+    assert manifest["provenance"]["elpv"]["split_sha256"] == report["split"]["sha256"]
 
 
 @pytest.mark.parametrize("views", [0, 3, 16])

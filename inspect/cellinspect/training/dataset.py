@@ -20,7 +20,7 @@ from cellinspect.calibration.camera_file import load_camera_calibration
 from cellinspect.config import Recipe
 from cellinspect.entities import ImageU8
 from cellinspect.errors import CellInspectError, ConfigError
-from cellinspect.preprocess.chain import build_chain, roi_crops
+from cellinspect.preprocess.chain import PreprocessChain, build_chain, roi_crops
 from cellinspect.sources.decode import IMAGE_SUFFIXES, decode_image_file
 
 LABELS_FILE = "labels.csv"
@@ -150,10 +150,19 @@ class RoiReader:
             raise ConfigError(f"recipe '{recipe.name}' has no ROI '{roi}' (ROIs: {names})")
         self._rois = [r for r in recipe.rois if roi is None or r.name == roi]
 
+    @classmethod
+    def whole_frame(cls, chain: PreprocessChain) -> RoiReader:
+        """`chain` on the whole image, no crop: for image sets that are already cut out."""
+        reader = cls(None)
+        reader._chain = chain
+        return reader
+
     def __call__(self, image: ImageU8) -> ImageU8:
         if self._chain is None:
             return image
         prepared = self._chain(image)
+        if not self._rois:
+            return prepared
         return roi_crops(prepared, self._rois)[0][1]
 
 

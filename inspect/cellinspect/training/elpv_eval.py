@@ -22,10 +22,12 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
+from cellinspect.config import PreprocessOp
 from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import load_manifest, sha256_file
 from cellinspect.inference.runner import ModelRunner, SessionOptions
+from cellinspect.preprocess.chain import build_chain
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader
 from cellinspect.training.elpv import (
@@ -43,12 +45,13 @@ from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
 
 if TYPE_CHECKING:
     from cellinspect.training.elpv_finetune import ElpvFinetuneParams
+    from cellinspect.training.elpv_synthetic import SyntheticParams
 
 Say = Callable[[str], None]
 Stage = Callable[[str, int, int], None]
 TASKS = ("classification", "anomaly", "both")
 CLASSIFICATION_METHODS = ("logistic-tta", "finetune")
-ANOMALY_METHODS = ("patchcore",)
+ANOMALY_METHODS = ("patchcore", "synthetic")
 DEFAULT_CLASSIFIER_BACKBONE = Path("models/efficientnet-lite0/1-int8/model.onnx")
 DEFAULT_ANOMALY_BACKBONE = Path("models/efficientnet-lite0/1/model.onnx")
 REFERENCES = {
@@ -73,6 +76,10 @@ class ElpvEvalParams:
     anomaly_backbone: Path = DEFAULT_ANOMALY_BACKBONE
     finetune: ElpvFinetuneParams | None = None  # None: the defaults (needs torch)
     finetune_backbone: Path = DEFAULT_ANOMALY_BACKBONE
+    anomaly_method: str = ANOMALY_METHODS[0]
+    synthetic: SyntheticParams | None = None  # None: the defaults (needs torch)
+    # Applied to every cell the anomaly detector sees (fit and test), as a recipe would.
+    anomaly_preprocess: tuple[PreprocessOp, ...] = ()
     limit: int | None = None
     seed: int = 0
     test_fraction: float = 0.25
@@ -85,6 +92,10 @@ class ElpvEvalParams:
             raise ModelError(
                 f"classification method must be one of {CLASSIFICATION_METHODS}, "
                 f"got {self.classification_method!r}"
+            )
+        if self.anomaly_method not in ANOMALY_METHODS:
+            raise ModelError(
+                f"anomaly method must be one of {ANOMALY_METHODS}, got {self.anomaly_method!r}"
             )
         if self.finetune is not None and self.finetune.views not in VIEW_COUNTS:
             raise ModelError(f"views must be one of {VIEW_COUNTS}, got {self.finetune.views}")
@@ -299,21 +310,24 @@ def _run_anomaly(
     start = time.perf_counter()
     functional = [i for i in split.train if i.probability == 0.0]
     dataset = Dataset(root, [LabelledImage(root / i.file, "good") for i in functional])
+    chain = build_chain(params.anomaly_preprocess)
+    steps = chain.describe()
     report = fit_anomaly(
         dataset,
-        RoiReader(None),
+        RoiReader.whole_frame(chain),
         params.anomaly_backbone,
         params.out / "anomaly",
         "elpv-anomaly",
         "anomaly",
         params.anomaly,
         stage,
-        provenance,
+        {**provenance, "preprocess_required": steps},
     )
     if report.skipped:
         raise ModelError(f"{len(report.skipped)} elpv image(s) unreadable: {report.skipped[:3]}")
     fit_s = time.perf_counter() - start
     runner = _runner(report.model_path)
+    test = [chain(img) for img in test]
     outputs = _predict(runner, test, stage, "anomaly test")
     scores = np.array([o.anomaly_score for o in outputs], dtype=np.float64)
     p = params.anomaly
@@ -325,6 +339,7 @@ def _run_anomaly(
             "holdout_fraction": p.holdout_fraction,
             "seed": p.seed,
             "taught_on": "functional cells (probability 0) of the training split",
+            "preprocess": steps,
             "bank_images": report.bank_images,
             "patches": report.patches,
         },
@@ -333,6 +348,45 @@ def _run_anomaly(
         "model_sha256": sha256_file(report.model_path),
         **anomaly_metrics(split.test, scores),
         "latency": latency_ms(report.model_path, test, params.latency_runs),
+        "fit_seconds": fit_s,
+        "total_seconds": time.perf_counter() - start,
+    }
+
+
+def _run_synthetic(
+    params: ElpvEvalParams,
+    split: Split,
+    root: Path,
+    test: list[ImageU8],
+    provenance: dict[str, Any],
+    stage: Stage,
+) -> dict[str, Any]:
+    from cellinspect.training.elpv_synthetic import SyntheticParams, fit_elpv_synthetic
+
+    start = time.perf_counter()
+    tune = params.synthetic or SyntheticParams(seed=params.seed)
+    model_path, report = fit_elpv_synthetic(
+        split, root, params.finetune_backbone, params.out / "synthetic", tune, provenance, stage
+    )
+    fit_s = time.perf_counter() - start
+    outputs = _predict(_runner(model_path), test, stage, "synthetic test")
+    scores = np.array([o.class_scores["defective"] for o in outputs], dtype=np.float64)
+    return {
+        "method": "synthetic",
+        "parameters": {
+            **tune.as_dict(),
+            "taught_on": "functional cells (probability 0) of the training split, "
+            "with EL defects drawn onto copies of them",
+        },
+        "backbone": str(params.finetune_backbone),
+        "model": str(model_path),
+        "model_sha256": sha256_file(model_path),
+        "epochs_run": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "val_accuracy_drawn": report.val_accuracy,
+        "history": report.history,
+        **anomaly_metrics(split.test, scores),
+        "latency": latency_ms(model_path, test, params.latency_runs),
         "fit_seconds": fit_s,
         "total_seconds": time.perf_counter() - start,
     }
@@ -380,8 +434,12 @@ def run_elpv_eval(
                 params, split, train, test, provenance, stage
             )
     if params.task in ("anomaly", "both"):
-        tell("anomaly: PatchCore on the functional training cells")
-        report["anomaly"] = _run_anomaly(params, split, root, test, provenance, stage)
+        if params.anomaly_method == "synthetic":
+            tell("anomaly: fine-tuning on functional training cells with drawn defects (torch)")
+            report["anomaly"] = _run_synthetic(params, split, root, test, provenance, stage)
+        else:
+            tell("anomaly: PatchCore on the functional training cells")
+            report["anomaly"] = _run_anomaly(params, split, root, test, provenance, stage)
     report["seconds"] = time.perf_counter() - started
     (params.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
     return report
