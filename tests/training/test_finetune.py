@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from cellinspect.datagen.flange import generate_dataset
+from cellinspect.entities import ImageU8
 from cellinspect.inference.manifest import load_manifest, sha256_file
-from cellinspect.training.dataset import RoiReader, load_dataset
+from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader, load_dataset
 from cellinspect.training.split import make_split
 from tests.conftest import ROOT
 
@@ -116,3 +117,68 @@ def test_soft_targets_that_are_no_probabilities_are_refused(tmp_path: Path) -> N
             soft_target=lambda item: (0.5, 0.6),
         )
     assert not (tmp_path / "m" / "model.onnx").exists()
+
+
+def _flange_split(root: Path) -> tuple[Dataset, Dataset]:
+    generate_dataset(
+        root,
+        count=24,
+        seed=3,
+        defect_rate=0.5,
+        layout="class_folders",
+        classes=("scratch",),
+        image_format="bmp",
+    )
+    ds = load_dataset(root)
+    split = make_split(ds, seed=0)
+    return split.subset(ds, "train"), split.subset(ds, "val")
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_item_transform_sees_every_item_and_batchnorm_adapts_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    """With learning rates of zero only batch-norm statistics can move the exported outputs."""
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    import numpy as np
+    import onnxruntime as ort
+
+    train, val = _flange_split(tmp_path / "d")
+    seen: list[str] = []
+
+    def darken_scratches(item: LabelledImage, image: ImageU8, rng: np.random.Generator) -> ImageU8:
+        seen.append(item.label)
+        return image // 2 if item.label == "scratch" else image
+
+    outputs = {}
+    for trained in (False, True):
+        seen.clear()
+        params = finetune.FinetuneParams(
+            epochs=2,
+            batch_size=4,
+            lr_head=0.0,
+            lr_backbone=0.0,
+            image_size=64,
+            train_batchnorm=trained,
+        )
+        rep = finetune.finetune_classifier(
+            train,
+            val,
+            RoiReader(None),
+            BACKBONE,
+            tmp_path / f"m{trained}",
+            "m",
+            "1",
+            params,
+            item_transform=darken_scratches,
+        )
+        n_train, n_val = len(train.items), len(val.items)
+        assert len(seen) == n_val + 2 * n_train  # validation once, training every epoch
+        assert seen.count("scratch") > 0 and seen.count("good") > 0
+        manifest = load_manifest(rep.model_path)
+        assert ("batch-norm trained" in manifest.provenance["method"]) is trained
+        session = ort.InferenceSession(str(rep.model_path), providers=["CPUExecutionProvider"])
+        probe = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+        outputs[trained] = session.run(None, {session.get_inputs()[0].name: probe})[0]
+    assert not np.allclose(outputs[False], outputs[True], atol=1e-4)

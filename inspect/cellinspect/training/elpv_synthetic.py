@@ -37,7 +37,7 @@ class SyntheticParams:
     image_size: int | None = None  # None: the backbone's 224
     lr_backbone: float = 2e-4
     schedule: str = "cosine"
-    train_batchnorm: bool = True
+    train_batchnorm: bool = False
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
