@@ -16,25 +16,31 @@ from tests.conftest import ROOT
 BACKBONE = ROOT / "models" / "efficientnet-lite0" / "1" / "model.onnx"
 
 
-@pytest.mark.torch
-@pytest.mark.slow
-def test_finetune_two_epochs_exports_checked_model(tmp_path: Path) -> None:
-    finetune = pytest.importorskip("cellinspect.training.finetune")
+def _flange_split(root: Path, count: int, seed: int) -> tuple[Dataset, Dataset]:
+    """Rendered good and scratched flanges, split into train and validation parts."""
     generate_dataset(
-        tmp_path / "d",
-        count=30,
-        seed=2,
+        root,
+        count=count,
+        seed=seed,
         defect_rate=0.5,
         layout="class_folders",
         classes=("scratch",),
         image_format="bmp",
     )
-    ds = load_dataset(tmp_path / "d")
+    ds = load_dataset(root)
     split = make_split(ds, seed=0)
+    return split.subset(ds, "train"), split.subset(ds, "val")
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_finetune_two_epochs_exports_checked_model(tmp_path: Path) -> None:
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    train, val = _flange_split(tmp_path / "d", count=30, seed=2)
     params = finetune.FinetuneParams(epochs=2, batch_size=8)
     rep = finetune.finetune_classifier(
-        split.subset(ds, "train"),
-        split.subset(ds, "val"),
+        train,
+        val,
         RoiReader(None),
         BACKBONE,
         tmp_path / "m" / "1",
@@ -119,21 +125,6 @@ def test_soft_targets_that_are_no_probabilities_are_refused(tmp_path: Path) -> N
     assert not (tmp_path / "m" / "model.onnx").exists()
 
 
-def _flange_split(root: Path) -> tuple[Dataset, Dataset]:
-    generate_dataset(
-        root,
-        count=24,
-        seed=3,
-        defect_rate=0.5,
-        layout="class_folders",
-        classes=("scratch",),
-        image_format="bmp",
-    )
-    ds = load_dataset(root)
-    split = make_split(ds, seed=0)
-    return split.subset(ds, "train"), split.subset(ds, "val")
-
-
 @pytest.mark.torch
 @pytest.mark.slow
 def test_item_transform_sees_every_item_and_batchnorm_adapts_only_when_asked(
@@ -144,7 +135,7 @@ def test_item_transform_sees_every_item_and_batchnorm_adapts_only_when_asked(
     import numpy as np
     import onnxruntime as ort
 
-    train, val = _flange_split(tmp_path / "d")
+    train, val = _flange_split(tmp_path / "d", count=24, seed=3)
     seen: list[str] = []
 
     def darken_scratches(item: LabelledImage, image: ImageU8, rng: np.random.Generator) -> ImageU8:
