@@ -45,6 +45,11 @@ class ElpvItem:
         return self.probability >= DEFECT_AT
 
     @property
+    def functional(self) -> bool:
+        """No expert saw a defect (probability 0): what anomaly detectors are taught on."""
+        return self.probability == 0.0
+
+    @property
     def label(self) -> str:
         return "defective" if self.defective else "good"
 

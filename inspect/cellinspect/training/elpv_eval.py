@@ -46,6 +46,7 @@ from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
 if TYPE_CHECKING:
     from cellinspect.training.elpv_finetune import ElpvFinetuneParams
     from cellinspect.training.elpv_synthetic import SyntheticParams
+    from cellinspect.training.finetune import FinetuneReport
 
 Say = Callable[[str], None]
 Stage = Callable[[str, int, int], None]
@@ -256,6 +257,37 @@ def _run_classification(
     }
 
 
+def _defect_probabilities(
+    model_path: Path, test: Sequence[ImageU8], stage: Stage, what: str
+) -> npt.NDArray[np.float64]:
+    """p('defective') per test image from a two-class model, through the station's runner."""
+    outputs = _predict(_runner(model_path), test, stage, what)
+    return np.array([o.class_scores["defective"] for o in outputs], dtype=np.float64)
+
+
+def _tuned_model_fields(
+    params: ElpvEvalParams,
+    model_path: Path,
+    report: FinetuneReport,
+    test: Sequence[ImageU8],
+    start: float,
+    fit_s: float,
+) -> dict[str, Any]:
+    """What every report of a torch-trained model records: model, training run, speed."""
+    latency = latency_ms(model_path, test, params.latency_runs)
+    return {
+        "backbone": str(params.finetune_backbone),
+        "model": str(model_path),
+        "model_sha256": sha256_file(model_path),
+        "epochs_run": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "history": report.history,
+        "latency": latency,
+        "fit_seconds": fit_s,
+        "total_seconds": time.perf_counter() - start,
+    }
+
+
 def _run_finetune(
     params: ElpvEvalParams,
     split: Split,
@@ -278,24 +310,15 @@ def _run_finetune(
         stage,
     )
     fit_s = time.perf_counter() - start
-    outputs = _predict(_runner(model_path), test, stage, "finetune test")
-    p_def = np.array([o.class_scores["defective"] for o in outputs], dtype=np.float64)
+    p_def = _defect_probabilities(model_path, test, stage, "finetune test")
     truth = np.array([i.defective for i in split.test])
     return {
         "method": "finetune",
         "parameters": tune.as_dict(),
-        "backbone": str(params.finetune_backbone),
-        "model": str(model_path),
-        "model_sha256": sha256_file(model_path),
-        "epochs_run": report.epochs_run,
-        "best_epoch": report.best_epoch,
         "val_accuracy_single_view": report.val_accuracy,
-        "history": report.history,
         "export_max_abs_diff": report.export_max_abs_diff,
         **classification_metrics(truth, p_def, [i.cell_type for i in split.test]),
-        "latency": latency_ms(model_path, test, params.latency_runs),
-        "fit_seconds": fit_s,
-        "total_seconds": time.perf_counter() - start,
+        **_tuned_model_fields(params, model_path, report, test, start, fit_s),
     }
 
 
@@ -308,7 +331,7 @@ def _run_anomaly(
     stage: Stage,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    functional = [i for i in split.train if i.probability == 0.0]
+    functional = [i for i in split.train if i.functional]
     dataset = Dataset(root, [LabelledImage(root / i.file, "good") for i in functional])
     chain = build_chain(params.anomaly_preprocess)
     steps = chain.describe()
@@ -369,8 +392,7 @@ def _run_synthetic(
         split, root, params.finetune_backbone, params.out / "synthetic", tune, provenance, stage
     )
     fit_s = time.perf_counter() - start
-    outputs = _predict(_runner(model_path), test, stage, "synthetic test")
-    scores = np.array([o.class_scores["defective"] for o in outputs], dtype=np.float64)
+    scores = _defect_probabilities(model_path, test, stage, "synthetic test")
     return {
         "method": "synthetic",
         "parameters": {
@@ -378,17 +400,9 @@ def _run_synthetic(
             "taught_on": "functional cells (probability 0) of the training split, "
             "with EL defects drawn onto copies of them",
         },
-        "backbone": str(params.finetune_backbone),
-        "model": str(model_path),
-        "model_sha256": sha256_file(model_path),
-        "epochs_run": report.epochs_run,
-        "best_epoch": report.best_epoch,
         "val_accuracy_drawn": report.val_accuracy,
-        "history": report.history,
         **anomaly_metrics(split.test, scores),
-        "latency": latency_ms(model_path, test, params.latency_runs),
-        "fit_seconds": fit_s,
-        "total_seconds": time.perf_counter() - start,
+        **_tuned_model_fields(params, model_path, report, test, start, fit_s),
     }
 
 

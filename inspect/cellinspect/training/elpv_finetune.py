@@ -40,7 +40,7 @@ class ElpvFinetuneParams:
     image_size: int | None = None
     soft_labels: bool = False  # train on the defect probability, not only on p >= 0.5
     balance_classes: bool = True
-    train_batchnorm: bool = False  # EL images are far from ImageNet's statistics
+    train_batchnorm: bool = False  # on elpv, training them cost 7.6 points (README)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

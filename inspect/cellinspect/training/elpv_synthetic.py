@@ -65,7 +65,7 @@ def fit_elpv_synthetic(
     stage: Stage,
 ) -> tuple[Path, finetune.FinetuneReport]:
     """Fine-tune on the functional cells of split.train (a seeded part held out for validation)."""
-    functional = sorted((i for i in split.train if i.probability == 0.0), key=lambda i: i.file)
+    functional = sorted((i for i in split.train if i.functional), key=lambda i: i.file)
     if len(functional) < 10:
         raise ModelError(f"{len(functional)} functional training cells; at least 10 are needed")
     order = np.random.default_rng(params.seed + 1).permutation(len(functional))
