@@ -18,6 +18,7 @@ from rich.table import Table
 from cellinspect import __version__
 from cellinspect.cli_support import (
     DEFAULT_RECIPE,
+    PositionNormOpt,
     RecipeOpt,
     console,
     err_console,
@@ -304,6 +305,7 @@ def fit_anomaly_cmd(
     coreset: Annotated[int, typer.Option(min=1, help="Memory bank size (patches).")] = 2000,
     projection_dim: Annotated[int, typer.Option(min=0, help="0: no projection.")] = 96,
     seed: Annotated[int, typer.Option()] = 0,
+    position_norm: PositionNormOpt = False,
 ) -> None:
     """Teach an anomaly detector from a folder of good parts (no torch needed)."""
     from cellinspect.training.dataset import good_images
@@ -313,7 +315,10 @@ def fit_anomaly_cmd(
         reader = _reader(recipe, roi)
         dataset = good_images(good)
         params = AnomalyFitParams(
-            coreset_size=coreset, projection_dim=projection_dim or None, seed=seed
+            coreset_size=coreset,
+            projection_dim=projection_dim or None,
+            seed=seed,
+            position_norm=position_norm,
         )
         with progress_bar() as progress:
             rep = fit_anomaly(

@@ -9,7 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cellinspect.cli_support import console, progress_bar, stage_progress, user_errors
+from cellinspect.cli_support import (
+    PositionNormOpt,
+    console,
+    progress_bar,
+    stage_progress,
+    user_errors,
+)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -115,6 +121,7 @@ def eval_elpv(
             "(a recipe 'stretch' op; the model's manifest records it)."
         ),
     ] = True,
+    position_norm: PositionNormOpt = True,
 ) -> None:
     """Reproduce accuracy, AUROC and latency on the elpv solar cells (needs the eval extra)."""
     from cellinspect.config import StretchOp
@@ -177,7 +184,12 @@ def eval_elpv(
             anomaly_method=method if method in ANOMALY_METHODS else "patchcore",
             synthetic=synthetic,
             classifier=ClassifyParams(views=views or 8, seed=seed),
-            anomaly=AnomalyFitParams(coreset_size=coreset, projection_dim=96, seed=seed),
+            anomaly=AnomalyFitParams(
+                coreset_size=coreset,
+                projection_dim=96,
+                seed=seed,
+                position_norm=position_norm,
+            ),
             classifier_backbone=backbone or DEFAULT_CLASSIFIER_BACKBONE,
             anomaly_backbone=anomaly_backbone or DEFAULT_ANOMALY_BACKBONE,
             anomaly_preprocess=(StretchOp(),) if stretch else (),

@@ -25,6 +25,13 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Station recipe (YAML).")]
 DEFAULT_RECIPE = Path("recipes/flange.yaml")
+PositionNormOpt = Annotated[
+    bool,
+    typer.Option(
+        help="anomaly: z-score each patch position against held-out good parts "
+        "(for parts held aligned in a fixture; needs >= 20 held-out good images)."
+    ),
+]
 
 
 def fail(message: str) -> typer.Exit:

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cellinspect.cli_support import console, err_console, progress_bar, stage_progress, user_errors
+from cellinspect.cli_support import (
+    PositionNormOpt,
+    console,
+    err_console,
+    progress_bar,
+    stage_progress,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from cellinspect.training.dataset import RoiReader
@@ -130,6 +137,7 @@ def train(
         int | None,
         typer.Option(min=32, help="finetune: square input size (default: the backbone's)."),
     ] = None,
+    position_norm: PositionNormOpt = False,
 ) -> None:
     """Train a classifier or anomaly detector on a recorded split; evaluate on its test part."""
     from cellinspect.errors import ConfigError
@@ -147,6 +155,7 @@ def train(
                 split_file=split,
                 schedule=schedule,
                 image_size=image_size,
+                position_norm=position_norm,
             )
         except ValueError as err:
             raise ConfigError(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from cellinspect.datagen.flange import plan_parts, render_part
+from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import load_manifest, sha256_file
 from cellinspect.inference.runner import ModelRunner
@@ -48,6 +50,69 @@ def test_fit_on_good_parts_scores_defects_higher(tmp_path: Path) -> None:
     good_scores = [o.anomaly_score for o, lbl in zip(outs, labels, strict=True) if lbl == "good"]
     bad_scores = [o.anomaly_score for o, lbl in zip(outs, labels, strict=True) if lbl != "good"]
     assert sum(b > max(good_scores) for b in bad_scores if b is not None) >= len(bad_scores) // 2
+
+
+def _half_busy_part(rng: np.random.Generator, faint_scratch: bool) -> ImageU8:
+    """Busy texture (new every part) on the left, flat grey on the right; maybe a faint scratch
+    on the flat side: what a fixture-held part with a printed or grained area looks like."""
+    grey = np.full((224, 224), 128, np.uint8)
+    grey[:, :112] = rng.integers(40, 216, (224, 112))
+    grey = cv2.GaussianBlur(grey, (3, 3), 0)
+    if faint_scratch:
+        y, x = int(rng.integers(40, 184)), int(rng.integers(140, 200))
+        cv2.line(grey, (x - 15, y), (x + 15, y + 4), (118,), 1)
+    return np.asarray(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
+
+
+def _margin(model: Path, good: list[ImageU8], scratched: list[ImageU8]) -> float:
+    """Lowest scratched score over highest good score: above 1 means every scratch is caught."""
+    runner = ModelRunner.load("m", model)
+    good_scores = [o.anomaly_score for o in runner.predict(good)]
+    bad_scores = [o.anomaly_score for o in runner.predict(scratched)]
+    return min(s or 0.0 for s in bad_scores) / max(s or 0.0 for s in good_scores)
+
+
+def test_position_norm_brings_out_a_faint_scratch_beside_busy_texture(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for i in range(44):
+        cv2.imwrite(str(folder / f"g{i:02d}.png"), _half_busy_part(rng, faint_scratch=False))
+    good = [_half_busy_part(rng, faint_scratch=False) for _ in range(10)]
+    scratched = [_half_busy_part(rng, faint_scratch=True) for _ in range(10)]
+    margins = {}
+    for position_norm in (False, True):
+        params = AnomalyFitParams(
+            coreset_size=300,
+            projection_dim=None,
+            holdout_fraction=0.5,  # 22 held-out parts, above the 20 position statistics need
+            position_norm=position_norm,
+        )
+        out = tmp_path / f"m{position_norm}" / "1"
+        report = fit_anomaly(good_images(folder), RoiReader(None), BACKBONE, out, "m", "1", params)
+        assert max(report.holdout_scores) == pytest.approx(1.0)
+        provenance = load_manifest(report.model_path).provenance
+        assert provenance["parameters"]["position_norm"] is position_norm
+        margins[position_norm] = _margin(report.model_path, good, scratched)
+    # The busy half sets the plain score's scale, so a faint scratch barely clears it; scored
+    # against its own position the scratch stands far above every good part.
+    assert margins[True] > 1.0
+    assert margins[True] > 2.0 * margins[False]
+
+
+def test_position_norm_needs_enough_held_out_parts(tmp_path: Path) -> None:
+    _write_parts(tmp_path / "good", 12, seed=1, defect_rate=0.0)
+    params = AnomalyFitParams(coreset_size=50, position_norm=True)
+    with pytest.raises(ModelError, match="at least 20 held-out good images; 12 good"):
+        fit_anomaly(
+            good_images(tmp_path / "good"),
+            RoiReader(None),
+            BACKBONE,
+            tmp_path / "o",
+            "m",
+            "1",
+            params,
+        )
 
 
 def test_too_few_good_images(tmp_path: Path) -> None:

@@ -190,6 +190,17 @@ def test_train_anomaly_detector_from_class_folders(trained: tuple[Path, Path]) -
     assert metrics["test_auroc"] is not None and metrics["test_auroc"] > 0.5
 
 
+def test_train_anomaly_with_position_norm_on_too_few_parts_says_why(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, _ = trained
+    args = ["train", str(data), "--kind", "anomaly", "--position-norm", "--backbone", BACKBONE]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a" / "1")])
+    assert res.exit_code == 1
+    assert "position normalisation needs at least 20 held-out good images" in res.output
+    assert not (tmp_path / "a" / "1" / "model.onnx").exists()
+
+
 @pytest.mark.torch
 def test_finetune_with_unknown_schedule_is_refused(
     trained: tuple[Path, Path], tmp_path: Path

@@ -5,6 +5,11 @@ concatenated on the stride-8 grid, then projected to a smaller dimension. The me
 greedy coreset of good-part patches. Nearest-neighbour search runs inside onnxruntime as one
 matrix product (|x|^2 - 2 x.b + |b|^2, min over the bank), so scoring is a single session.run
 that returns an anomaly map and an image score (the map's maximum).
+
+Parts held in a fixture are aligned, so normal texture differs by position (edges, busbars,
+fiducials give larger distances than flat areas). With position statistics the graph turns each
+distance into a z-score against held-out good parts at that patch position, so the image score
+is "how unusual for this place" rather than "how unusual anywhere".
 """
 
 from __future__ import annotations
@@ -71,7 +76,33 @@ class PatchCoreParams:
 
     projection: F32  # (C, D)
     bank: F32  # (M, D), projected
-    score_scale: float  # raw distance that maps to 1.0
+    score_scale: float  # raw distance (or z-score, with position statistics) that maps to 1.0
+    position_mean: F32 | None = None  # (H8*W8,) held-out good distance per patch position
+    position_std: F32 | None = None  # (H8*W8,) its spread, floored (see position_stats)
+
+
+STD_FLOOR_OF_MEDIAN = 0.5  # floor each position's spread at half the median spread
+MIN_POSITION_IMAGES = 20  # fewer held-out good parts give per-position spreads of noise
+
+
+def position_stats(maps: F32) -> tuple[F32, F32]:
+    """Mean and floored spread of held-out good distance maps (N, H*W), per position.
+
+    The floor (half the median spread, added in quadrature) keeps a position where every good
+    part happened to look alike from turning a small difference into a huge z-score.
+    """
+    if maps.ndim != 2 or maps.shape[0] < MIN_POSITION_IMAGES:
+        raise ModelError(
+            f"position statistics need at least {MIN_POSITION_IMAGES} held-out good images, "
+            f"got {maps.shape[0] if maps.ndim == 2 else maps.shape}"
+        )
+    mean = maps.mean(axis=0).astype(np.float32)
+    spread = maps.std(axis=0)
+    floor = STD_FLOOR_OF_MEDIAN * float(np.median(spread))
+    std = np.sqrt(spread**2 + floor**2).astype(np.float32)
+    if not np.all(std > 0):
+        raise ModelError("held-out good distance maps are all identical: no spread to scale by")
+    return mean, std
 
 
 def _const(name: str, array: npt.NDArray[np.generic]) -> onnx.TensorProto:
@@ -171,6 +202,28 @@ def build_patch_feature_graph(backbone_path: Path, out_path: Path) -> Path:
     return _finish(model, [out], out_path)
 
 
+def _position_nodes(
+    params: PatchCoreParams, positions: int
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """Nodes from `pc_dist` to per-position z-scores, and the name of what the score reads."""
+    if params.position_mean is None or params.position_std is None:
+        return [], [], "pc_dist"
+    for name, stat in (("mean", params.position_mean), ("std", params.position_std)):
+        if stat.shape != (positions,):
+            raise ModelError(
+                f"position {name} has shape {stat.shape}, the patch grid has {positions} positions"
+            )
+    inits = [
+        _const("pc_pos_mean", params.position_mean.astype(np.float32)[None, :]),
+        _const("pc_pos_inv_std", (1.0 / params.position_std).astype(np.float32)[None, :]),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["pc_dist", "pc_pos_mean"], ["pc_dist_centred"]),
+        helper.make_node("Mul", ["pc_dist_centred", "pc_pos_inv_std"], ["pc_dist_pos"]),
+    ]
+    return nodes, inits, "pc_dist_pos"
+
+
 def build_patchcore_graph(backbone_path: Path, params: PatchCoreParams, out_path: Path) -> Path:
     """Backbone + feature head + projection + nearest-neighbour search against the bank."""
     model, opset, channels, h8, w8, _c8 = _load_backbone(backbone_path)
@@ -189,6 +242,8 @@ def build_patchcore_graph(backbone_path: Path, params: PatchCoreParams, out_path
         _const("pc_map_shape", np.array([-1, h8, w8], dtype=np.int64)),
         _const("pc_inv_scale", np.array(1.0 / params.score_scale, dtype=np.float32)),
     ]
+    position_nodes, position_inits, distance = _position_nodes(params, h8 * w8)
+    inits.extend(position_inits)
     nodes = [
         *head_nodes,
         helper.make_node("MatMul", ["pc_patches", "pc_proj"], ["pc_x"]),
@@ -199,7 +254,8 @@ def build_patchcore_graph(backbone_path: Path, params: PatchCoreParams, out_path
         helper.make_node("Add", ["pc_min_partial", "pc_x_sq"], ["pc_d2"]),
         helper.make_node("Relu", ["pc_d2"], ["pc_d2_pos"]),
         helper.make_node("Sqrt", ["pc_d2_pos"], ["pc_dist"]),
-        helper.make_node("Mul", ["pc_dist", "pc_inv_scale"], ["pc_dist_norm"]),
+        *position_nodes,
+        helper.make_node("Mul", [distance, "pc_inv_scale"], ["pc_dist_norm"]),
         helper.make_node("Reshape", ["pc_dist_norm", "pc_map_shape"], [MAP_OUTPUT]),
         *_reduce("ReduceMax", "pc_dist_norm", SCORE_OUTPUT, axis=1, keepdims=0, opset=opset),
     ]

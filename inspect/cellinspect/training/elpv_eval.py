@@ -71,7 +71,9 @@ class ElpvEvalParams:
     classification_method: str = CLASSIFICATION_METHODS[0]
     classifier: ClassifyParams = field(default_factory=ClassifyParams)
     anomaly: AnomalyFitParams = field(
-        default_factory=lambda: AnomalyFitParams(coreset_size=4000, projection_dim=96)
+        default_factory=lambda: AnomalyFitParams(
+            coreset_size=4000, projection_dim=96, position_norm=True
+        )
     )
     classifier_backbone: Path = DEFAULT_CLASSIFIER_BACKBONE
     anomaly_backbone: Path = DEFAULT_ANOMALY_BACKBONE
@@ -361,6 +363,7 @@ def _run_anomaly(
             "projection_dim": p.projection_dim,
             "holdout_fraction": p.holdout_fraction,
             "seed": p.seed,
+            "position_norm": p.position_norm,
             "taught_on": "functional cells (probability 0) of the training split",
             "preprocess": steps,
             "bank_images": report.bank_images,

@@ -30,12 +30,14 @@ from cellinspect.inference.manifest import (
 )
 from cellinspect.inference.patchcore import (
     MAP_OUTPUT,
+    MIN_POSITION_IMAGES,
     PATCHES_OUTPUT,
     SCORE_OUTPUT,
     PatchCoreParams,
     build_patch_feature_graph,
     build_patchcore_graph,
     greedy_coreset,
+    position_stats,
     random_projection,
 )
 from cellinspect.preprocess.model_input import prepare_batch
@@ -54,6 +56,8 @@ class AnomalyFitParams:
     fail_at: float = 1.15
     batch_size: int = 8
     seed: int = 0
+    # z-score each patch position against the held-out good parts: for aligned parts (README)
+    position_norm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,12 @@ def fit_anomaly(
     order = rng.permutation(len(images))
     n_hold = max(1, round(len(images) * params.holdout_fraction))
     hold_idx, bank_idx = order[:n_hold], order[n_hold:]
+    if params.position_norm and n_hold < MIN_POSITION_IMAGES:
+        raise ModelError(
+            f"{dataset.root}: position normalisation needs at least {MIN_POSITION_IMAGES} "
+            f"held-out good images; {len(images)} good image(s) at holdout fraction "
+            f"{params.holdout_fraction} give {n_hold}. Add good images or turn it off."
+        )
     with tempfile.TemporaryDirectory(prefix="cellinspect-fit-") as tmp:
         feat_path = build_patch_feature_graph(backbone_path, Path(tmp) / "features.onnx")
         session = _session(feat_path)
@@ -146,20 +156,37 @@ def fit_anomaly(
         bank = projected[picked]
         unscaled = PatchCoreParams(projection=projection, bank=bank, score_scale=1.0)
         raw_path = build_patchcore_graph(backbone_path, unscaled, Path(tmp) / "raw.onnx")
-        raw_scores = run_batched(
+        raw_maps = run_batched(
             _session(raw_path),
-            SCORE_OUTPUT,
+            MAP_OUTPUT,
             [images[i] for i in hold_idx],
             backbone,
             params.batch_size,
             lambda d, t: stage("holdout", d, t),
-        )
+        ).reshape(n_hold, -1)
+    mean: F32 | None = None
+    std: F32 | None = None
+    if params.position_norm:
+        mean, std = position_stats(raw_maps)
+        raw_maps = (raw_maps - mean) / std
+    raw_scores = raw_maps.max(axis=1)
     scale = float(np.quantile(raw_scores, params.scale_quantile))
     if not np.isfinite(scale) or scale <= 0:
         raise ModelError(f"held-out good scores give an unusable scale {scale}")
-    final = PatchCoreParams(projection=projection, bank=bank, score_scale=scale)
+    final = PatchCoreParams(
+        projection=projection,
+        bank=bank,
+        score_scale=scale,
+        position_mean=mean,
+        position_std=std,
+    )
     model_path = build_patchcore_graph(backbone_path, final, out_dir / "model.onnx")
     h = int(np.sqrt(patches.shape[1]))
+    measure = (
+        "patch distance to the good bank"
+        if mean is None
+        else "z-score of the patch distance against held-out good parts at its position"
+    )
     manifest = Manifest(
         name=name,
         version=version,
@@ -171,20 +198,21 @@ def fit_anomaly(
                 name=SCORE_OUTPUT,
                 meaning=OutputMeaning.ANOMALY_SCORE,
                 shape=[None],
-                description="Max patch distance to the good bank; 1.0 = worst held-out good.",
+                description=f"Max {measure}; 1.0 = worst held-out good.",
             ),
             OutputSpec(
                 name=MAP_OUTPUT,
                 meaning=OutputMeaning.ANOMALY_MAP,
                 shape=[None, h, h],
-                description="Patch distances on the stride-8 grid, same scale as the score.",
+                description=f"The {measure} on the stride-8 grid, same scale as the score.",
             ),
         ],
         labels=[],
         good_labels=["good"],
         thresholds=Thresholds(review_at=params.review_at, fail_at=params.fail_at),
         provenance={
-            "method": "PatchCore (stride-8 + stride-16 patches, 3x3 avg pool, greedy coreset)",
+            "method": "PatchCore (stride-8 + stride-16 patches, 3x3 avg pool, greedy coreset)"
+            + ("" if mean is None else ", z-scored per patch position"),
             "backbone": backbone_provenance(backbone),
             "data": {
                 "root": str(dataset.root),
@@ -200,6 +228,7 @@ def fit_anomaly(
                 "holdout_fraction": params.holdout_fraction,
                 "scale_quantile": params.scale_quantile,
                 "seed": params.seed,
+                "position_norm": params.position_norm,
             },
             "score_scale_raw": scale,
             "holdout_scores": [float(s / scale) for s in raw_scores],

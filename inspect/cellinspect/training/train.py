@@ -41,6 +41,7 @@ class TrainPlan:
     coreset_size: int = 2000
     schedule: str = "constant"  # fine-tuning learning rate: constant or cosine
     image_size: int | None = None  # fine-tuning input size; None: the backbone's
+    position_norm: bool = False  # anomaly: z-score each patch position (fit_anomaly)
 
 
 @dataclass
@@ -96,7 +97,9 @@ def train_model(
         from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
 
         good_train = Dataset(train.root, [*train.items, *val.items])  # val unused for PatchCore
-        params = AnomalyFitParams(coreset_size=plan.coreset_size, seed=plan.seed)
+        params = AnomalyFitParams(
+            coreset_size=plan.coreset_size, seed=plan.seed, position_norm=plan.position_norm
+        )
         model_path = fit_anomaly(
             good_train, reader, backbone_path, out_dir, name, version, params, stage, extra
         ).model_path
