@@ -180,7 +180,23 @@ def train(
     console.print(f"wrote {res.model_path}")
 
 
+def ensemble(
+    models: Annotated[
+        list[Path], typer.Argument(help="Classifier model.onnx files (manifests beside them).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="models/<name>/<version> folder.")],
+    name: Annotated[str | None, typer.Option(help="Model name (default: folder name).")] = None,
+) -> None:
+    """Merge classifiers into one graph that averages their probabilities (one session.run)."""
+    from cellinspect.training.ensemble import ensemble_classifiers
+
+    with user_errors():
+        path = ensemble_classifiers(models, out, name or out.parent.name, out.name)
+    console.print(f"wrote {path}: mean of {len(models)} classifiers")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `train` and `evaluate` to the main app."""
+    """Add `train`, `evaluate` and `ensemble` to the main app."""
     app.command("evaluate")(evaluate)
     app.command("train")(train)
+    app.command("ensemble")(ensemble)
