@@ -97,9 +97,11 @@ def build_ensemble_graph(paths: Sequence[Path], out_path: Path) -> tuple[Path, I
     inits: list[onnx.TensorProto] = []
     member_probs = []
     opsets: set[int] = set()
+    ir_version = 0
     for i, (path, man) in enumerate(zip(paths, manifests, strict=True)):
         model = compose.add_prefix(onnx.load(str(path)), f"m{i}_")
         opsets.add(next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
+        ir_version = max(ir_version, model.ir_version)
         member_input = model.graph.input[0].name
         if _size(man.input) == _size(largest):
             feed = input_name
@@ -127,7 +129,7 @@ def build_ensemble_graph(paths: Sequence[Path], out_path: Path) -> tuple[Path, I
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opsets.pop())], producer_name="cellinspect"
     )
-    model.ir_version = onnx.load(str(paths[0]), load_external_data=False).ir_version
+    model.ir_version = ir_version
     onnx.checker.check_model(model)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out_path))
