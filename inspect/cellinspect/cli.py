@@ -18,6 +18,7 @@ from rich.table import Table
 from cellinspect import __version__
 from cellinspect.cli_support import (
     DEFAULT_RECIPE,
+    BagsOpt,
     PositionNormOpt,
     RecipeOpt,
     console,
@@ -306,6 +307,7 @@ def fit_anomaly_cmd(
     projection_dim: Annotated[int, typer.Option(min=0, help="0: no projection.")] = 96,
     seed: Annotated[int, typer.Option()] = 0,
     position_norm: PositionNormOpt = False,
+    bags: BagsOpt = 1,
 ) -> None:
     """Teach an anomaly detector from a folder of good parts (no torch needed)."""
     from cellinspect.training.dataset import good_images
@@ -319,6 +321,7 @@ def fit_anomaly_cmd(
             projection_dim=projection_dim or None,
             seed=seed,
             position_norm=position_norm,
+            bags=bags,
         )
         with progress_bar() as progress:
             rep = fit_anomaly(

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cellinspect.cli_support import (
+    BagsOpt,
     PositionNormOpt,
     console,
     progress_bar,
@@ -122,6 +123,7 @@ def eval_elpv(
         ),
     ] = True,
     position_norm: PositionNormOpt = True,
+    bags: BagsOpt = 3,
 ) -> None:
     """Reproduce accuracy, AUROC and latency on the elpv solar cells (needs the eval extra)."""
     from cellinspect.config import StretchOp
@@ -189,6 +191,7 @@ def eval_elpv(
                 projection_dim=96,
                 seed=seed,
                 position_norm=position_norm,
+                bags=bags,
             ),
             classifier_backbone=backbone or DEFAULT_CLASSIFIER_BACKBONE,
             anomaly_backbone=anomaly_backbone or DEFAULT_ANOMALY_BACKBONE,

@@ -32,6 +32,14 @@ PositionNormOpt = Annotated[
         "(for parts held aligned in a fixture; needs >= 20 held-out good images)."
     ),
 ]
+BagsOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="anomaly: fit on this many draws of bank and held-out parts and average their "
+        "scores (steadier; each bag adds a bank search, the backbone runs once).",
+    ),
+]
 
 
 def fail(message: str) -> typer.Exit:

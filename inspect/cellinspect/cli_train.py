@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from cellinspect.cli_support import (
+    BagsOpt,
     PositionNormOpt,
     console,
     err_console,
@@ -138,6 +139,7 @@ def train(
         typer.Option(min=32, help="finetune: square input size (default: the backbone's)."),
     ] = None,
     position_norm: PositionNormOpt = False,
+    bags: BagsOpt = 1,
 ) -> None:
     """Train a classifier or anomaly detector on a recorded split; evaluate on its test part."""
     from cellinspect.errors import ConfigError
@@ -156,6 +158,7 @@ def train(
                 schedule=schedule,
                 image_size=image_size,
                 position_norm=position_norm,
+                bags=bags,
             )
         except ValueError as err:
             raise ConfigError(

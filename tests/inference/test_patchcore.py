@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -134,3 +135,24 @@ def test_position_stats_floor_the_spread_and_need_enough_images() -> None:
         position_stats(maps[:-1])
     with pytest.raises(ModelError, match="all identical"):
         position_stats(np.ones((MIN_POSITION_IMAGES, 6), np.float32))
+
+
+def test_bags_share_the_backbone_and_average_their_scores(tmp_path: Path) -> None:
+    batch, patches = _random_batch_patches(tmp_path)
+    bags = []
+    for seed, scale in ((0, 2.0), (1, 3.0)):
+        projection = random_projection(152, 64, seed=seed)
+        bank = (patches[0] @ projection)[seed::7]
+        bags.append(PatchCoreParams(projection=projection, bank=bank, score_scale=scale))
+    graph = build_patchcore_graph(BACKBONE, bags, tmp_path / "bags.onnx")
+    scores, maps = ort.InferenceSession(str(graph)).run(
+        [SCORE_OUTPUT, MAP_OUTPUT], {"image": batch}
+    )
+    per_bag = [_brute_force_distances(patches, b.projection, b.bank) / b.score_scale for b in bags]
+    np.testing.assert_allclose(scores, np.mean([d.max(1) for d in per_bag], axis=0), atol=0.05)
+    np.testing.assert_allclose(maps.reshape(3, -1), np.mean(per_bag, axis=0), atol=0.05)
+    backbone_convs = sum(n.op_type == "Conv" for n in onnx.load(str(BACKBONE)).graph.node)
+    merged_convs = sum(n.op_type == "Conv" for n in onnx.load(str(graph)).graph.node)
+    assert merged_convs <= backbone_convs  # one backbone for both bags
+    with pytest.raises(ModelError, match="at least one bank"):
+        build_patchcore_graph(BACKBONE, [], tmp_path / "none.onnx")

@@ -100,6 +100,29 @@ def test_position_norm_brings_out_a_faint_scratch_beside_busy_texture(tmp_path: 
     assert margins[True] > 2.0 * margins[False]
 
 
+def test_bags_score_the_mean_of_the_single_fits_they_repeat(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    _write_parts(good, 12, seed=11, defect_rate=0.0)
+    test = tmp_path / "test"
+    _write_parts(test, 8, seed=99, defect_rate=0.5)
+    images = [cv2.imread(str(p)) for p in sorted(test.glob("*.png"))]
+
+    def scores(seed: int, bags: int) -> list[float]:
+        params = AnomalyFitParams(coreset_size=200, projection_dim=64, seed=seed, bags=bags)
+        out = tmp_path / f"s{seed}b{bags}" / "1"
+        report = fit_anomaly(good_images(good), RoiReader(None), BACKBONE, out, "m", "1", params)
+        if bags > 1:
+            assert load_manifest(report.model_path).provenance["parameters"]["bags"] == bags
+        return [
+            o.anomaly_score or 0.0
+            for o in ModelRunner.load("m", out / "model.onnx").predict(images)
+        ]
+
+    single = np.array([scores(0, 1), scores(1, 1)])
+    assert np.ptp(single[0] - single[1]) > 1e-3  # the two draws really differ
+    np.testing.assert_allclose(scores(0, 2), single.mean(axis=0), rtol=1e-4, atol=1e-4)
+
+
 def test_position_norm_needs_enough_held_out_parts(tmp_path: Path) -> None:
     _write_parts(tmp_path / "good", 12, seed=1, defect_rate=0.0)
     params = AnomalyFitParams(coreset_size=50, position_norm=True)

@@ -201,6 +201,18 @@ def test_train_anomaly_with_position_norm_on_too_few_parts_says_why(
     assert not (tmp_path / "a" / "1" / "model.onnx").exists()
 
 
+def test_train_anomaly_with_bags_records_them(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = trained
+    out = tmp_path / "bagged" / "1"
+    args = ["train", str(data), "--kind", "anomaly", "--bags", "2", "--backbone", BACKBONE]
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    manifest = load_manifest(out / "model.onnx")
+    assert manifest.provenance["parameters"]["bags"] == 2
+    assert len(manifest.provenance["bag_scales_raw"]) == 2
+    assert "mean of 2 bags" in manifest.provenance["method"]
+
+
 @pytest.mark.torch
 def test_finetune_with_unknown_schedule_is_refused(
     trained: tuple[Path, Path], tmp_path: Path

@@ -14,7 +14,7 @@ is "how unusual for this place" rather than "how unusual anywhere".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,62 +203,97 @@ def build_patch_feature_graph(backbone_path: Path, out_path: Path) -> Path:
 
 
 def _position_nodes(
-    params: PatchCoreParams, positions: int
+    params: PatchCoreParams, positions: int, tag: str
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
-    """Nodes from `pc_dist` to per-position z-scores, and the name of what the score reads."""
+    """Nodes from `{tag}dist` to per-position z-scores, and the name of what the score reads."""
     if params.position_mean is None or params.position_std is None:
-        return [], [], "pc_dist"
+        return [], [], f"{tag}dist"
     for name, stat in (("mean", params.position_mean), ("std", params.position_std)):
         if stat.shape != (positions,):
             raise ModelError(
                 f"position {name} has shape {stat.shape}, the patch grid has {positions} positions"
             )
     inits = [
-        _const("pc_pos_mean", params.position_mean.astype(np.float32)[None, :]),
-        _const("pc_pos_inv_std", (1.0 / params.position_std).astype(np.float32)[None, :]),
+        _const(f"{tag}pos_mean", params.position_mean.astype(np.float32)[None, :]),
+        _const(f"{tag}pos_inv_std", (1.0 / params.position_std).astype(np.float32)[None, :]),
     ]
     nodes = [
-        helper.make_node("Sub", ["pc_dist", "pc_pos_mean"], ["pc_dist_centred"]),
-        helper.make_node("Mul", ["pc_dist_centred", "pc_pos_inv_std"], ["pc_dist_pos"]),
+        helper.make_node("Sub", [f"{tag}dist", f"{tag}pos_mean"], [f"{tag}dist_centred"]),
+        helper.make_node("Mul", [f"{tag}dist_centred", f"{tag}pos_inv_std"], [f"{tag}dist_pos"]),
     ]
-    return nodes, inits, "pc_dist_pos"
+    return nodes, inits, f"{tag}dist_pos"
 
 
-def build_patchcore_graph(backbone_path: Path, params: PatchCoreParams, out_path: Path) -> Path:
-    """Backbone + feature head + projection + nearest-neighbour search against the bank."""
-    model, opset, channels, h8, w8, _c8 = _load_backbone(backbone_path)
-    if params.projection.shape[0] != channels:
-        raise ModelError(
-            f"projection expects {params.projection.shape[0]} channels, backbone gives {channels}"
-        )
-    head_nodes, head_inits = _feature_head(channels)
+def _search_nodes(
+    params: PatchCoreParams, tag: str, opset: int, positions: int
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """`pc_patches` -> `{tag}dist_norm` (N, H*W): one bank's scaled nearest-neighbour distances."""
     bank_t = (-2.0 * params.bank.T).astype(np.float32)  # (D, M)
     bank_sq = np.einsum("ij,ij->i", params.bank, params.bank).astype(np.float32)[None, None, :]
+    position_nodes, position_inits, distance = _position_nodes(params, positions, tag)
     inits = [
-        *head_inits,
-        _const("pc_proj", params.projection.astype(np.float32)),
-        _const("pc_bank_t_neg2", bank_t),
-        _const("pc_bank_sq", bank_sq),
-        _const("pc_map_shape", np.array([-1, h8, w8], dtype=np.int64)),
-        _const("pc_inv_scale", np.array(1.0 / params.score_scale, dtype=np.float32)),
+        _const(f"{tag}proj", params.projection.astype(np.float32)),
+        _const(f"{tag}bank_t_neg2", bank_t),
+        _const(f"{tag}bank_sq", bank_sq),
+        _const(f"{tag}inv_scale", np.array(1.0 / params.score_scale, dtype=np.float32)),
+        *position_inits,
     ]
-    position_nodes, position_inits, distance = _position_nodes(params, h8 * w8)
-    inits.extend(position_inits)
+    t = tag
     nodes = [
-        *head_nodes,
-        helper.make_node("MatMul", ["pc_patches", "pc_proj"], ["pc_x"]),
-        *_reduce("ReduceSumSquare", "pc_x", "pc_x_sq", axis=2, keepdims=0, opset=opset),
-        helper.make_node("MatMul", ["pc_x", "pc_bank_t_neg2"], ["pc_xb"]),
-        helper.make_node("Add", ["pc_xb", "pc_bank_sq"], ["pc_partial"]),
-        *_reduce("ReduceMin", "pc_partial", "pc_min_partial", axis=2, keepdims=0, opset=opset),
-        helper.make_node("Add", ["pc_min_partial", "pc_x_sq"], ["pc_d2"]),
-        helper.make_node("Relu", ["pc_d2"], ["pc_d2_pos"]),
-        helper.make_node("Sqrt", ["pc_d2_pos"], ["pc_dist"]),
+        helper.make_node("MatMul", ["pc_patches", f"{t}proj"], [f"{t}x"]),
+        *_reduce("ReduceSumSquare", f"{t}x", f"{t}x_sq", axis=2, keepdims=0, opset=opset),
+        helper.make_node("MatMul", [f"{t}x", f"{t}bank_t_neg2"], [f"{t}xb"]),
+        helper.make_node("Add", [f"{t}xb", f"{t}bank_sq"], [f"{t}partial"]),
+        *_reduce("ReduceMin", f"{t}partial", f"{t}min_partial", axis=2, keepdims=0, opset=opset),
+        helper.make_node("Add", [f"{t}min_partial", f"{t}x_sq"], [f"{t}d2"]),
+        helper.make_node("Relu", [f"{t}d2"], [f"{t}d2_pos"]),
+        helper.make_node("Sqrt", [f"{t}d2_pos"], [f"{t}dist"]),
         *position_nodes,
-        helper.make_node("Mul", [distance, "pc_inv_scale"], ["pc_dist_norm"]),
-        helper.make_node("Reshape", ["pc_dist_norm", "pc_map_shape"], [MAP_OUTPUT]),
-        *_reduce("ReduceMax", "pc_dist_norm", SCORE_OUTPUT, axis=1, keepdims=0, opset=opset),
+        helper.make_node("Mul", [distance, f"{t}inv_scale"], [f"{t}dist_norm"]),
     ]
+    return nodes, inits
+
+
+def build_patchcore_graph(
+    backbone_path: Path, params: PatchCoreParams | Sequence[PatchCoreParams], out_path: Path
+) -> Path:
+    """Backbone + feature head + projection + nearest-neighbour search against the bank.
+
+    Several params ("bags", each fitted on its own draw of bank and held-out parts) share the
+    backbone: the image score is the mean of the bags' scores, the map the mean of their maps.
+    """
+    bags = [params] if isinstance(params, PatchCoreParams) else list(params)
+    if not bags:
+        raise ModelError("a PatchCore graph needs at least one bank")
+    model, opset, channels, h8, w8, _c8 = _load_backbone(backbone_path)
+    for bag in bags:
+        if bag.projection.shape[0] != channels:
+            raise ModelError(
+                f"projection expects {bag.projection.shape[0]} channels, backbone gives {channels}"
+            )
+    head_nodes, head_inits = _feature_head(channels)
+    inits = [*head_inits, _const("pc_map_shape", np.array([-1, h8, w8], dtype=np.int64))]
+    nodes = list(head_nodes)
+    tags = ["pc_"] if len(bags) == 1 else [f"pc_b{i}_" for i in range(len(bags))]
+    for bag, tag in zip(bags, tags, strict=True):
+        bag_nodes, bag_inits = _search_nodes(bag, tag, opset, h8 * w8)
+        nodes.extend(bag_nodes)
+        inits.extend(bag_inits)
+    if len(bags) == 1:
+        nodes += [
+            helper.make_node("Reshape", ["pc_dist_norm", "pc_map_shape"], [MAP_OUTPUT]),
+            *_reduce("ReduceMax", "pc_dist_norm", SCORE_OUTPUT, axis=1, keepdims=0, opset=opset),
+        ]
+    else:
+        for tag in tags:
+            nodes += _reduce(
+                "ReduceMax", f"{tag}dist_norm", f"{tag}score", axis=1, keepdims=0, opset=opset
+            )
+        nodes += [
+            helper.make_node("Mean", [f"{t}score" for t in tags], [SCORE_OUTPUT]),
+            helper.make_node("Mean", [f"{t}dist_norm" for t in tags], ["pc_dist_mean"]),
+            helper.make_node("Reshape", ["pc_dist_mean", "pc_map_shape"], [MAP_OUTPUT]),
+        ]
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(inits)
     outs = [

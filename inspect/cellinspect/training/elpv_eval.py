@@ -72,7 +72,7 @@ class ElpvEvalParams:
     classifier: ClassifyParams = field(default_factory=ClassifyParams)
     anomaly: AnomalyFitParams = field(
         default_factory=lambda: AnomalyFitParams(
-            coreset_size=4000, projection_dim=96, position_norm=True
+            coreset_size=4000, projection_dim=96, position_norm=True, bags=3
         )
     )
     classifier_backbone: Path = DEFAULT_CLASSIFIER_BACKBONE
@@ -364,6 +364,7 @@ def _run_anomaly(
             "holdout_fraction": p.holdout_fraction,
             "seed": p.seed,
             "position_norm": p.position_norm,
+            "bags": p.bags,
             "taught_on": "functional cells (probability 0) of the training split",
             "preprocess": steps,
             "bank_images": report.bank_images,

@@ -58,6 +58,8 @@ class AnomalyFitParams:
     seed: int = 0
     # z-score each patch position against the held-out good parts: for aligned parts (README)
     position_norm: bool = False
+    # fits on `bags` draws of bank and held-out parts (seed, seed + 1, ...), scores averaged
+    bags: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,62 @@ def run_batched(
     return np.concatenate(chunks, axis=0)
 
 
+@dataclass(frozen=True)
+class _Bag:
+    """One draw of bank and held-out parts, fitted: what the graph needs and what it held out."""
+
+    params: PatchCoreParams
+    bank_idx: npt.NDArray[np.int64]
+    hold_idx: npt.NDArray[np.int64]
+    raw_scores: F32  # held-out good image scores before scaling
+
+
+def _fit_bag(
+    patches: F32,
+    images: Sequence[ImageU8],
+    seed: int,
+    n_hold: int,
+    params: AnomalyFitParams,
+    backbone_path: Path,
+    tmp: str,
+    stage: Stage,
+) -> _Bag:
+    """Split, project, pick the coreset, and scale (and z-score) on the held-out parts."""
+    order = np.random.default_rng(seed).permutation(len(images))
+    hold_idx, bank_idx = order[:n_hold], order[n_hold:]
+    channels = patches.shape[2]
+    flat = patches[bank_idx].reshape(-1, channels)
+    projection = random_projection(channels, params.projection_dim, seed)
+    projected = np.ascontiguousarray(flat @ projection, dtype=np.float32)
+    picked = greedy_coreset(
+        projected, params.coreset_size, seed, lambda d, t: stage("coreset", d, t)
+    )
+    bank = projected[picked]
+    unscaled = PatchCoreParams(projection=projection, bank=bank, score_scale=1.0)
+    raw_path = build_patchcore_graph(backbone_path, unscaled, Path(tmp) / f"raw{seed}.onnx")
+    raw_maps = run_batched(
+        _session(raw_path),
+        MAP_OUTPUT,
+        [images[i] for i in hold_idx],
+        load_manifest(backbone_path),
+        params.batch_size,
+        lambda d, t: stage("holdout", d, t),
+    ).reshape(n_hold, -1)
+    mean: F32 | None = None
+    std: F32 | None = None
+    if params.position_norm:
+        mean, std = position_stats(raw_maps)
+        raw_maps = (raw_maps - mean) / std
+    raw_scores = raw_maps.max(axis=1)
+    scale = float(np.quantile(raw_scores, params.scale_quantile))
+    if not np.isfinite(scale) or scale <= 0:
+        raise ModelError(f"held-out good scores give an unusable scale {scale}")
+    fitted = PatchCoreParams(
+        projection=projection, bank=bank, score_scale=scale, position_mean=mean, position_std=std
+    )
+    return _Bag(fitted, bank_idx, hold_idx, raw_scores)
+
+
 def fit_anomaly(
     dataset: Dataset,
     reader: RoiReader,
@@ -123,63 +181,44 @@ def fit_anomaly(
         raise ModelError(
             f"{dataset.root}: {len(images)} readable good image(s); at least 5 are needed"
         )
-    rng = np.random.default_rng(params.seed)
-    order = rng.permutation(len(images))
     n_hold = max(1, round(len(images) * params.holdout_fraction))
-    hold_idx, bank_idx = order[:n_hold], order[n_hold:]
     if params.position_norm and n_hold < MIN_POSITION_IMAGES:
         raise ModelError(
             f"{dataset.root}: position normalisation needs at least {MIN_POSITION_IMAGES} "
             f"held-out good images; {len(images)} good image(s) at holdout fraction "
             f"{params.holdout_fraction} give {n_hold}. Add good images or turn it off."
         )
+    if params.bags < 1:
+        raise ModelError(f"bags must be >= 1, got {params.bags}")
     with tempfile.TemporaryDirectory(prefix="cellinspect-fit-") as tmp:
         feat_path = build_patch_feature_graph(backbone_path, Path(tmp) / "features.onnx")
         session = _session(feat_path)
-        bank_images = [images[i] for i in bank_idx]
         patches = run_batched(
             session,
             PATCHES_OUTPUT,
-            bank_images,
+            images,
             backbone,
             params.batch_size,
             lambda d, t: stage("features", d, t),
         )
         del session
-        channels = patches.shape[2]
-        flat = patches.reshape(-1, channels)
-        projection = random_projection(channels, params.projection_dim, params.seed)
-        projected = np.ascontiguousarray(flat @ projection, dtype=np.float32)
-        picked = greedy_coreset(
-            projected, params.coreset_size, params.seed, lambda d, t: stage("coreset", d, t)
-        )
-        bank = projected[picked]
-        unscaled = PatchCoreParams(projection=projection, bank=bank, score_scale=1.0)
-        raw_path = build_patchcore_graph(backbone_path, unscaled, Path(tmp) / "raw.onnx")
-        raw_maps = run_batched(
-            _session(raw_path),
-            MAP_OUTPUT,
-            [images[i] for i in hold_idx],
-            backbone,
-            params.batch_size,
-            lambda d, t: stage("holdout", d, t),
-        ).reshape(n_hold, -1)
-    mean: F32 | None = None
-    std: F32 | None = None
-    if params.position_norm:
-        mean, std = position_stats(raw_maps)
-        raw_maps = (raw_maps - mean) / std
-    raw_scores = raw_maps.max(axis=1)
-    scale = float(np.quantile(raw_scores, params.scale_quantile))
-    if not np.isfinite(scale) or scale <= 0:
-        raise ModelError(f"held-out good scores give an unusable scale {scale}")
-    final = PatchCoreParams(
-        projection=projection,
-        bank=bank,
-        score_scale=scale,
-        position_mean=mean,
-        position_std=std,
+        fits = [
+            _fit_bag(patches, images, params.seed + b, n_hold, params, backbone_path, tmp, stage)
+            for b in range(params.bags)
+        ]
+    first = fits[0]
+    final: PatchCoreParams | list[PatchCoreParams] = (
+        first.params if len(fits) == 1 else [f.params for f in fits]
     )
+    # Counts, scale and held-out scores below are the first bag's (the only one by default).
+    projection, bank, scale, raw_scores = (
+        first.params.projection,
+        first.params.bank,
+        first.params.score_scale,
+        first.raw_scores,
+    )
+    mean = first.params.position_mean
+    bank_idx, hold_idx = first.bank_idx, first.hold_idx
     model_path = build_patchcore_graph(backbone_path, final, out_dir / "model.onnx")
     h = int(np.sqrt(patches.shape[1]))
     measure = (
@@ -198,7 +237,8 @@ def fit_anomaly(
                 name=SCORE_OUTPUT,
                 meaning=OutputMeaning.ANOMALY_SCORE,
                 shape=[None],
-                description=f"Max {measure}; 1.0 = worst held-out good.",
+                description=f"Max {measure}; 1.0 = worst held-out good"
+                + ("." if len(fits) == 1 else f" (each of {len(fits)} bags; their mean)."),
             ),
             OutputSpec(
                 name=MAP_OUTPUT,
@@ -212,7 +252,8 @@ def fit_anomaly(
         thresholds=Thresholds(review_at=params.review_at, fail_at=params.fail_at),
         provenance={
             "method": "PatchCore (stride-8 + stride-16 patches, 3x3 avg pool, greedy coreset)"
-            + ("" if mean is None else ", z-scored per patch position"),
+            + ("" if mean is None else ", z-scored per patch position")
+            + ("" if len(fits) == 1 else f", mean of {len(fits)} bags' scores"),
             "backbone": backbone_provenance(backbone),
             "data": {
                 "root": str(dataset.root),
@@ -229,8 +270,10 @@ def fit_anomaly(
                 "scale_quantile": params.scale_quantile,
                 "seed": params.seed,
                 "position_norm": params.position_norm,
+                "bags": params.bags,
             },
             "score_scale_raw": scale,
+            "bag_scales_raw": [f.params.score_scale for f in fits],
             "holdout_scores": [float(s / scale) for s in raw_scores],
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **(extra_provenance or {}),
@@ -242,7 +285,7 @@ def fit_anomaly(
         images_used=len(images),
         bank_images=len(bank_idx),
         holdout_images=len(hold_idx),
-        patches=int(flat.shape[0]),
+        patches=int(len(bank_idx) * patches.shape[1]),
         bank_size=int(bank.shape[0]),
         score_scale=scale,
         holdout_scores=tuple(float(s / scale) for s in raw_scores),

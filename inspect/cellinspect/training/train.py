@@ -42,6 +42,7 @@ class TrainPlan:
     schedule: str = "constant"  # fine-tuning learning rate: constant or cosine
     image_size: int | None = None  # fine-tuning input size; None: the backbone's
     position_norm: bool = False  # anomaly: z-score each patch position (fit_anomaly)
+    bags: int = 1  # anomaly: draws of bank and held-out parts, scores averaged (fit_anomaly)
 
 
 @dataclass
@@ -98,7 +99,10 @@ def train_model(
 
         good_train = Dataset(train.root, [*train.items, *val.items])  # val unused for PatchCore
         params = AnomalyFitParams(
-            coreset_size=plan.coreset_size, seed=plan.seed, position_norm=plan.position_norm
+            coreset_size=plan.coreset_size,
+            seed=plan.seed,
+            position_norm=plan.position_norm,
+            bags=plan.bags,
         )
         model_path = fit_anomaly(
             good_train, reader, backbone_path, out_dir, name, version, params, stage, extra
