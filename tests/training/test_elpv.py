@@ -168,7 +168,9 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     assert ano_manifest["provenance"]["preprocess_required"] == ["stretch(1-99 %)"]
     assert ano["parameters"]["position_norm"] is True  # cells are aligned: z-score positions
     assert ano["parameters"]["bags"] == 3  # three draws of bank and held-out cells, averaged
-    assert ano_manifest["provenance"]["method"].endswith("z-scored per patch position")
+    assert ano_manifest["provenance"]["method"].endswith(
+        "z-scored per patch position, mean of 3 bags' scores"
+    )
     for sub in ("classifier", "anomaly"):
         manifest = json.loads((out / sub / "manifest.json").read_text())
         assert "CC BY-NC-SA" in manifest["provenance"]["elpv"]["licence"]
