@@ -88,9 +88,10 @@ def _resize_nodes(
     return nodes, inits
 
 
-def build_ensemble_graph(paths: Sequence[Path], out_path: Path) -> tuple[Path, InputSpec]:
+def _build_graph(
+    paths: Sequence[Path], manifests: Sequence[Manifest], out_path: Path
+) -> tuple[Path, InputSpec]:
     """One graph: shared input -> each member (resized if smaller) -> Mean of probabilities."""
-    manifests = _check_members(paths)
     largest = max(manifests, key=lambda m: _size(m.input)[0] * _size(m.input)[1]).input
     input_name = largest.name
     nodes: list[onnx.NodeProto] = []
@@ -139,7 +140,7 @@ def build_ensemble_graph(paths: Sequence[Path], out_path: Path) -> tuple[Path, I
 def ensemble_classifiers(paths: Sequence[Path], out_dir: Path, name: str, version: str) -> Path:
     """Write `out_dir/model.onnx` and its manifest, recording every member by hash."""
     manifests = _check_members(paths)
-    model_path, spec = build_ensemble_graph(paths, out_dir / "model.onnx")
+    model_path, spec = _build_graph(paths, manifests, out_dir / "model.onnx")
     first = manifests[0]
     manifest = first.model_copy(
         update={
