@@ -122,6 +122,7 @@ def _fit_bag(
     n_hold: int,
     params: AnomalyFitParams,
     backbone_path: Path,
+    backbone: Manifest,
     tmp: str,
     stage: Stage,
 ) -> _Bag:
@@ -142,7 +143,7 @@ def _fit_bag(
         _session(raw_path),
         MAP_OUTPUT,
         [images[i] for i in hold_idx],
-        load_manifest(backbone_path),
+        backbone,
         params.batch_size,
         lambda d, t: stage("holdout", d, t),
     ).reshape(n_hold, -1)
@@ -203,7 +204,17 @@ def fit_anomaly(
         )
         del session
         fits = [
-            _fit_bag(patches, images, params.seed + b, n_hold, params, backbone_path, tmp, stage)
+            _fit_bag(
+                patches,
+                images,
+                params.seed + b,
+                n_hold,
+                params,
+                backbone_path,
+                backbone,
+                tmp,
+                stage,
+            )
             for b in range(params.bags)
         ]
     first = fits[0]
