@@ -21,13 +21,23 @@ from cellinspect.inference.manifest import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def save_test_model(folder: Path, graph: onnx.GraphProto, manifest: Manifest) -> Path:
+    """Save `graph` (opset 17, IR 8) as folder/model.onnx, and `manifest` beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "model.onnx"
+    onnx.save(model, str(path))
+    write_manifest(manifest, path)
+    return path
+
+
 def build_brightness_anomaly_model(folder: Path, size: int = 16) -> Path:
     """A real (if simple) anomaly model: the score is the mean absolute deviation from grey.
 
     Its map is the per-pixel deviation averaged over channels, so a dark scratch on a grey
     image really raises the score; nothing is fixed.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])
     score = helper.make_tensor_value_info("anomaly_score", TensorProto.FLOAT, ["batch"])
     amap = helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["batch", size, size])
@@ -38,9 +48,6 @@ def build_brightness_anomaly_model(folder: Path, size: int = 16) -> Path:
         helper.make_node("ReduceMax", ["map4"], ["anomaly_score"], axes=[1, 2], keepdims=0),
     ]
     graph = helper.make_graph(nodes, "brightness", [x], [score, amap])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = folder / "model.onnx"
-    onnx.save(model, str(path))
     manifest = Manifest(
         name="brightness",
         version=folder.name,
@@ -60,13 +67,11 @@ def build_brightness_anomaly_model(folder: Path, size: int = 16) -> Path:
         thresholds=Thresholds(review_at=0.3, fail_at=0.5),
         provenance={"source": "tests/conftest.py"},
     )
-    write_manifest(manifest, path)
-    return path
+    return save_test_model(folder, graph, manifest)
 
 
 def build_colour_classifier(folder: Path, size: int = 8) -> Path:
     """A real linear classifier on mean colour: blue = good, green = scratch, red = stain."""
-    folder.mkdir(parents=True, exist_ok=True)
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])
     probs = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])
     weights = numpy_helper.from_array(np.eye(3, dtype=np.float32) * 8.0, "w")
@@ -77,9 +82,6 @@ def build_colour_classifier(folder: Path, size: int = 8) -> Path:
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
     ]
     graph = helper.make_graph(nodes, "colour", [x], [probs], initializer=[weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = folder / "model.onnx"
-    onnx.save(model, str(path))
     manifest = Manifest(
         name="colour",
         version=folder.name,
@@ -90,8 +92,7 @@ def build_colour_classifier(folder: Path, size: int = 8) -> Path:
         labels=["good", "scratch", "stain"],
         thresholds=Thresholds(default_class={"review_at": 0.5, "fail_at": 0.8}),
     )
-    write_manifest(manifest, path)
-    return path
+    return save_test_model(folder, graph, manifest)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
@@ -24,6 +23,7 @@ from cellinspect.inference.manifest import (
 )
 from cellinspect.inference.runner import ModelRunner
 from cellinspect.training.ensemble import ensemble_classifiers
+from tests.conftest import save_test_model
 
 
 def _classifier(folder: Path, size: int, seed: int, labels: list[str]) -> Path:
@@ -55,11 +55,6 @@ def _classifier(folder: Path, size: int, seed: int, labels: list[str]) -> Path:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, len(labels)])],
         [numpy_helper.from_array(weights, "w")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    folder.mkdir(parents=True)
-    path = folder / "model.onnx"
-    onnx.save(model, str(path))
     manifest = Manifest(
         name="tiny",
         version=folder.name,
@@ -73,8 +68,7 @@ def _classifier(folder: Path, size: int, seed: int, labels: list[str]) -> Path:
         ],
         labels=labels,
     )
-    write_manifest(manifest, path)
-    return path
+    return save_test_model(folder, graph, manifest)
 
 
 def _images(count: int) -> list[ImageU8]:

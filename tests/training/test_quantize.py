@@ -20,7 +20,6 @@ from cellinspect.inference.manifest import (
     OutputSpec,
     load_manifest,
     sha256_file,
-    write_manifest,
 )
 from cellinspect.training.feed import list_images, render_scene
 from cellinspect.training.quantize import (
@@ -31,6 +30,7 @@ from cellinspect.training.quantize import (
     quantize_features,
     split_images,
 )
+from tests.conftest import save_test_model
 
 SIZE = 32
 
@@ -57,11 +57,6 @@ def tiny_features_model(folder: Path, task: Task = Task.FEATURES) -> Path:
         ],
         initializer=[weight, bias, low, high],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    folder.mkdir(parents=True)
-    path = folder / "model.onnx"
-    onnx.save(model, str(path))
     manifest = Manifest(
         name="tiny",
         version=folder.name,
@@ -76,8 +71,7 @@ def tiny_features_model(folder: Path, task: Task = Task.FEATURES) -> Path:
         ],
         provenance={"source": "test"},
     )
-    write_manifest(manifest, path)
-    return path
+    return save_test_model(folder, graph, manifest)
 
 
 def image_folder(folder: Path, count: int) -> list[Path]:
