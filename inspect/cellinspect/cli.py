@@ -19,8 +19,11 @@ from cellinspect import __version__
 from cellinspect.cli_support import (
     DEFAULT_RECIPE,
     BagsOpt,
+    DetectorOpt,
+    GroupsOpt,
     PositionNormOpt,
     RecipeOpt,
+    TopKOpt,
     console,
     err_console,
     fail,
@@ -308,6 +311,9 @@ def fit_anomaly_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     position_norm: PositionNormOpt = False,
     bags: BagsOpt = 1,
+    detector: DetectorOpt = "patchcore",
+    groups: GroupsOpt = 1,
+    top_k: TopKOpt = 1,
 ) -> None:
     """Teach an anomaly detector from a folder of good parts (no torch needed)."""
     from cellinspect.training.dataset import good_images
@@ -322,6 +328,9 @@ def fit_anomaly_cmd(
             seed=seed,
             position_norm=position_norm,
             bags=bags,
+            detector=detector,
+            groups=groups,
+            top_k=top_k,
         )
         with progress_bar() as progress:
             rep = fit_anomaly(
@@ -338,7 +347,7 @@ def fit_anomaly_cmd(
         err_console.print(f"skipped {path}: {reason}", highlight=False)
     console.print(
         f"wrote {rep.model_path}: {rep.images_used} good images ({rep.bank_images} bank, "
-        f"{rep.holdout_images} held out), bank {rep.bank_size} of {rep.patches} patches"
+        f"{rep.holdout_images} held out), {rep.summary}"
     )
 
 

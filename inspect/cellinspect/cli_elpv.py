@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from cellinspect.cli_support import (
-    BagsOpt,
     PositionNormOpt,
     console,
     progress_bar,
@@ -74,7 +73,7 @@ def eval_elpv(
         str | None,
         typer.Option(
             help="Method: logistic-tta or finetune (classification; finetune needs torch), "
-            "patchcore or synthetic (anomaly; synthetic needs torch)."
+            "gaussian, patchcore or synthetic (anomaly; synthetic needs torch)."
         ),
     ] = None,
     limit: Annotated[
@@ -123,7 +122,15 @@ def eval_elpv(
         ),
     ] = True,
     position_norm: PositionNormOpt = True,
-    bags: BagsOpt = 3,
+    bags: Annotated[
+        int | None, typer.Option(min=1, help="patchcore: bags (default 3); see fit-anomaly.")
+    ] = None,
+    groups: Annotated[
+        int | None, typer.Option(min=1, help="gaussian: texture groups (default 2).")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option(min=1, help="gaussian: score = mean of the top k (default 20).")
+    ] = None,
 ) -> None:
     """Reproduce accuracy, AUROC and latency on the elpv solar cells (needs the eval extra)."""
     from cellinspect.config import StretchOp
@@ -134,9 +141,9 @@ def eval_elpv(
         DEFAULT_ANOMALY_BACKBONE,
         DEFAULT_CLASSIFIER_BACKBONE,
         ElpvEvalParams,
+        default_anomaly_params,
         run_elpv_eval,
     )
-    from cellinspect.training.fit_anomaly import AnomalyFitParams
 
     with user_errors():
         if method is not None and method not in (*CLASSIFICATION_METHODS, *ANOMALY_METHODS):
@@ -178,21 +185,29 @@ def eval_elpv(
         if epochs is not None:  # else each method's own default
             finetune = finetune and replace(finetune, epochs=epochs)
             synthetic = synthetic and replace(synthetic, epochs=epochs)
+        anomaly_method = method if method in ANOMALY_METHODS else ANOMALY_METHODS[0]
+        anomaly = None
+        if anomaly_method != "synthetic":
+            base = default_anomaly_params(anomaly_method)
+            anomaly = replace(
+                base,
+                coreset_size=coreset,
+                seed=seed,
+                position_norm=position_norm,
+                bags=base.bags if bags is None else bags,
+                groups=base.groups if groups is None else groups,
+                top_k=base.top_k if top_k is None else top_k,
+            )
+            anomaly.check()
         params = ElpvEvalParams(
             out=out,
             task=task,
             classification_method=method if method in CLASSIFICATION_METHODS else "logistic-tta",
             finetune=finetune,
-            anomaly_method=method if method in ANOMALY_METHODS else "patchcore",
+            anomaly_method=anomaly_method,
             synthetic=synthetic,
             classifier=ClassifyParams(views=views or 8, seed=seed),
-            anomaly=AnomalyFitParams(
-                coreset_size=coreset,
-                projection_dim=96,
-                seed=seed,
-                position_norm=position_norm,
-                bags=bags,
-            ),
+            anomaly=anomaly,
             classifier_backbone=backbone or DEFAULT_CLASSIFIER_BACKBONE,
             anomaly_backbone=anomaly_backbone or DEFAULT_ANOMALY_BACKBONE,
             anomaly_preprocess=(StretchOp(),) if stretch else (),

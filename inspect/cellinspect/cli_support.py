@@ -32,6 +32,27 @@ PositionNormOpt = Annotated[
         "(for parts held aligned in a fixture; needs >= 20 held-out good images)."
     ),
 ]
+DetectorOpt = Annotated[
+    str,
+    typer.Option(
+        help="anomaly: patchcore (nearest neighbour in a coreset bank of good patches) or "
+        "gaussian (a Gaussian per patch position, PaDiM-style; for aligned parts)."
+    ),
+]
+GroupsOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="anomaly, gaussian: split good parts into this many texture groups (k-means) and "
+        "fit each its own Gaussians; every image is routed to its nearest group.",
+    ),
+]
+TopKOpt = Annotated[
+    int,
+    typer.Option(
+        min=1, help="anomaly, gaussian: image score = mean of the k highest patch scores."
+    ),
+]
 BagsOpt = Annotated[
     int,
     typer.Option(

@@ -15,7 +15,10 @@ from rich.table import Table
 
 from cellinspect.cli_support import (
     BagsOpt,
+    DetectorOpt,
+    GroupsOpt,
     PositionNormOpt,
+    TopKOpt,
     console,
     err_console,
     progress_bar,
@@ -140,6 +143,9 @@ def train(
     ] = None,
     position_norm: PositionNormOpt = False,
     bags: BagsOpt = 1,
+    detector: DetectorOpt = "patchcore",
+    groups: GroupsOpt = 1,
+    top_k: TopKOpt = 1,
 ) -> None:
     """Train a classifier or anomaly detector on a recorded split; evaluate on its test part."""
     from cellinspect.errors import ConfigError
@@ -159,6 +165,9 @@ def train(
                 image_size=image_size,
                 position_norm=position_norm,
                 bags=bags,
+                detector=detector,
+                groups=groups,
+                top_k=top_k,
             )
         except ValueError as err:
             raise ConfigError(

@@ -153,7 +153,8 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     out = tmp_path / "elpv"
     result = CliRunner().invoke(
         app,
-        ["eval-elpv", "--out", str(out), "--limit", "400", "--coreset", "500", "--views", "4"],
+        # 400 cells hold too few held-out mono cells for two texture groups: one group here
+        ["eval-elpv", "--out", str(out), "--limit", "400", "--views", "4", "--groups", "1"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -167,9 +168,9 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     ano_manifest = json.loads((out / "anomaly" / "manifest.json").read_text())
     assert ano_manifest["provenance"]["preprocess_required"] == ["stretch(1-99 %)"]
     assert ano["parameters"]["position_norm"] is True  # cells are aligned: z-score positions
-    assert ano["parameters"]["bags"] == 3  # three draws of bank and held-out cells, averaged
+    assert ano["method"] == "gaussian" and ano["parameters"]["top_k"] == 20
     assert ano_manifest["provenance"]["method"].endswith(
-        "z-scored per patch position, mean of 3 bags' scores"
+        "z-scored per patch position, score = mean of the top 20 patches"
     )
     for sub in ("classifier", "anomaly"):
         manifest = json.loads((out / sub / "manifest.json").read_text())
@@ -177,6 +178,42 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
         assert manifest["provenance"]["elpv"]["split_sha256"] == report["split"]["sha256"]
     split_bytes = (out / "split.csv").read_bytes()
     assert hashlib.sha256(split_bytes).hexdigest() == report["split"]["sha256"]
+
+
+@needs_elpv
+@pytest.mark.slow
+def test_eval_elpv_gaussian_groups_split_mono_from_poly_without_labels(tmp_path: Path) -> None:
+    """800 cells: enough functional ones for two texture groups of 20+ held-out cells each."""
+    out = tmp_path / "elpv"
+    args = ["eval-elpv", "--out", str(out), "--task", "anomaly", "--limit", "800"]
+    result = CliRunner().invoke(_elpv_app(), args)
+    assert result.exit_code == 0, result.output
+    ano = json.loads((out / "report.json").read_text())["anomaly"]
+    assert ano["parameters"]["groups"] == 2
+    assert ano["auroc"] > 0.8
+    manifest = json.loads((out / "anomaly" / "manifest.json").read_text())
+    sizes = sorted(sum(g) for g in manifest["provenance"]["group_sizes"])
+    split = list(csv.DictReader((out / "split.csv").open()))
+    functional = [r for r in split if r["split"] == "train" and float(r["probability"]) == 0.0]
+    by_type = sorted(sum(r["type"] == t for r in functional) for t in ("mono", "poly"))
+    # k-means on texture alone finds the two cell types (within a few cells)
+    assert all(abs(a - b) <= 3 for a, b in zip(sizes, by_type, strict=True)), (sizes, by_type)
+
+
+@needs_elpv
+@pytest.mark.slow
+def test_eval_elpv_patchcore_small_run_averages_three_bags(tmp_path: Path) -> None:
+    out = tmp_path / "elpv"
+    args = ["eval-elpv", "--out", str(out), "--method", "patchcore", "--limit", "400"]
+    result = CliRunner().invoke(_elpv_app(), [*args, "--coreset", "500"])
+    assert result.exit_code == 0, result.output
+    ano = json.loads((out / "report.json").read_text())["anomaly"]
+    assert ano["method"] == "patchcore" and ano["auroc"] > 0.7
+    assert ano["parameters"]["bags"] == 3  # three draws of bank and held-out cells, averaged
+    manifest = json.loads((out / "anomaly" / "manifest.json").read_text())
+    assert manifest["provenance"]["method"].endswith(
+        "z-scored per patch position, mean of 3 bags' scores"
+    )
 
 
 @pytest.mark.parametrize("task", ["nonsense", ""])
@@ -271,3 +308,25 @@ def test_finetune_rejects_bad_views_before_training(tmp_path: Path, views: int) 
     )
     with pytest.raises(ModelError, match="views must be one of"):
         params.check()
+
+
+def test_anomaly_parameters_must_match_the_method(tmp_path: Path) -> None:
+    from cellinspect.errors import ModelError
+    from cellinspect.training.elpv_eval import ElpvEvalParams, default_anomaly_params
+
+    params = ElpvEvalParams(
+        out=tmp_path,
+        task="anomaly",
+        anomaly_method="patchcore",
+        anomaly=default_anomaly_params("gaussian"),
+    )
+    with pytest.raises(ModelError, match="for the gaussian detector, the method is patchcore"):
+        params.check()
+
+
+def test_eval_elpv_refuses_bags_for_the_gaussian_detector(tmp_path: Path) -> None:
+    args = ["eval-elpv", "--out", str(tmp_path), "--task", "anomaly", "--bags", "2"]
+    result = CliRunner().invoke(_elpv_app(), args)
+    assert result.exit_code != 0
+    assert "bags are for the patchcore detector" in result.output
+    assert not (tmp_path / "report.json").exists()

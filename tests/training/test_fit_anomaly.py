@@ -20,6 +20,11 @@ from tests.conftest import ROOT
 BACKBONE = ROOT / "models" / "efficientnet-lite0" / "1" / "model.onnx"
 
 
+def _fit_args(out: Path) -> tuple[RoiReader, Path, Path, str, str]:
+    """Whole-frame reader, the shipped backbone, `out`, name "m", version "1"."""
+    return RoiReader(None), BACKBONE, out, "m", "1"
+
+
 def _write_parts(folder: Path, count: int, seed: int, defect_rate: float) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     labels = []
@@ -127,15 +132,7 @@ def test_position_norm_needs_enough_held_out_parts(tmp_path: Path) -> None:
     _write_parts(tmp_path / "good", 12, seed=1, defect_rate=0.0)
     params = AnomalyFitParams(coreset_size=50, position_norm=True)
     with pytest.raises(ModelError, match="at least 20 held-out good images; 12 good"):
-        fit_anomaly(
-            good_images(tmp_path / "good"),
-            RoiReader(None),
-            BACKBONE,
-            tmp_path / "o",
-            "m",
-            "1",
-            params,
-        )
+        fit_anomaly(good_images(tmp_path / "good"), *_fit_args(tmp_path / "o"), params)
 
 
 def test_too_few_good_images(tmp_path: Path) -> None:
@@ -152,3 +149,76 @@ def test_empty_or_missing_folder(tmp_path: Path) -> None:
         good_images(tmp_path / "empty")
     with pytest.raises(DatasetError, match="not found"):
         good_images(tmp_path / "missing")
+
+
+def _two_kind_part(rng: np.random.Generator, grained: bool, faint_scratch: bool) -> ImageU8:
+    """Grained (new grain every part) or flat grey, like poly- and monocrystalline cells;
+    each part a little brighter or darker, with a little sensor noise."""
+    level = 128 + rng.normal(0.0, 3.0) + rng.normal(0.0, 1.5, (224, 224))
+    grey = np.clip(level, 0, 255).astype(np.uint8)
+    if grained:
+        grey = cv2.GaussianBlur(rng.integers(40, 216, (224, 224)).astype(np.uint8), (3, 3), 0)
+    if faint_scratch:
+        y, x = int(rng.integers(40, 184)), int(rng.integers(40, 184))
+        cv2.line(grey, (x - 15, y), (x + 15, y + 4), (118,), 1)
+    return np.asarray(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
+
+
+def test_gaussian_groups_keep_a_flat_kind_sharp_beside_a_grained_kind(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for i in range(60):
+        part = _two_kind_part(rng, grained=i % 2 == 0, faint_scratch=False)
+        cv2.imwrite(str(folder / f"g{i:02d}.png"), part)
+    good = [_two_kind_part(rng, grained=i % 2 == 0, faint_scratch=False) for i in range(10)]
+    scratched = [_two_kind_part(rng, grained=False, faint_scratch=True) for _ in range(10)]
+    margins = {}
+    for groups in (1, 2):
+        params = AnomalyFitParams(detector="gaussian", projection_dim=32, groups=groups, top_k=1)
+        out = tmp_path / f"m{groups}" / "1"
+        report = fit_anomaly(good_images(folder), RoiReader(None), BACKBONE, out, "m", "1", params)
+        assert max(report.holdout_scores) == pytest.approx(1.0)
+        manifest = load_manifest(report.model_path)
+        assert manifest.provenance["parameters"]["groups"] == groups
+        if groups == 2:  # the grained and the flat parts, found without any label
+            assert [sum(g) for g in manifest.provenance["group_sizes"]] == [30, 30]
+            assert "texture group" in manifest.provenance["method"]
+        margins[groups] = _margin(report.model_path, good, scratched)
+    # One Gaussian per position must cover grain and flat alike and grows wide; per group the
+    # flat parts' Gaussians stay narrow and the faint scratch stands out.
+    assert margins[2] > 1.0
+    assert margins[2] > 1.5 * margins[1]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (AnomalyFitParams(detector="gaussian", bags=2), "bags are for the patchcore"),
+        (AnomalyFitParams(groups=2), "groups and top_k are for the gaussian"),
+        (AnomalyFitParams(detector="knn"), "detector must be one of"),
+        (AnomalyFitParams(detector="gaussian"), "at least 20 good images per group"),
+        (AnomalyFitParams(detector="gaussian", groups=3), "for 3 group"),
+    ],
+)
+def test_detector_settings_are_checked_before_any_work(
+    tmp_path: Path, params: AnomalyFitParams, message: str
+) -> None:
+    _write_parts(tmp_path / "good", 12, seed=1, defect_rate=0.0)
+    with pytest.raises(ModelError, match=message):
+        fit_anomaly(good_images(tmp_path / "good"), *_fit_args(tmp_path / "o"), params)
+    assert not (tmp_path / "o").exists()
+
+
+def test_gaussian_group_with_too_few_held_out_parts_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for i in range(110):  # 22 held out in all, about 11 per group: below the 20 it needs
+        part = _two_kind_part(rng, grained=i % 2 == 0, faint_scratch=False)
+        cv2.imwrite(str(folder / f"g{i:03d}.png"), part)
+    params = AnomalyFitParams(detector="gaussian", projection_dim=16, groups=2, position_norm=True)
+    with pytest.raises(ModelError, match=r"texture group \d of 2 has \d+ held-out good image"):
+        fit_anomaly(
+            good_images(folder), RoiReader(None), BACKBONE, tmp_path / "o", "m", "1", params
+        )

@@ -243,3 +243,28 @@ def test_finetune_cosine_at_another_input_size(trained: tuple[Path, Path], tmp_p
     params = manifest.provenance["parameters"]
     assert params["schedule"] == "cosine" and params["image_size"] == 160
     assert "test_accuracy" in manifest.provenance["metrics"]
+
+
+def test_train_anomaly_gaussian_on_too_few_parts_says_why(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, _ = trained
+    out = tmp_path / "gauss" / "1"
+    args = ["train", str(data), "--kind", "anomaly", "--detector", "gaussian", "--top-k", "5"]
+    res = CliRunner().invoke(app, [*args, "--backbone", BACKBONE, "--out", str(out)])
+    assert res.exit_code == 1
+    assert "the gaussian detector needs at least 20 good images per group" in res.output
+    assert "12 good image(s) leave 10 after holding out 2, for 1 group(s)" in res.output
+    assert not (out / "model.onnx").exists()
+
+
+def test_train_anomaly_refuses_groups_for_patchcore(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, _ = trained
+    out = tmp_path / "a" / "1"
+    args = ["train", str(data), "--kind", "anomaly", "--groups", "2", "--backbone", BACKBONE]
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 1
+    assert "groups and top_k are for the gaussian detector" in res.output
+    assert not out.exists()

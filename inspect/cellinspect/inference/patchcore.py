@@ -186,6 +186,23 @@ def _finish(model: onnx.ModelProto, outputs: list[onnx.ValueInfoProto], out_path
 PATCHES_OUTPUT = "pc_patches"
 
 
+def finish_detector(
+    model: onnx.ModelProto,
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+    grid: tuple[int, int],
+    out_path: Path,
+) -> Path:
+    """Append a detector's nodes, declare the score and map outputs, check and save."""
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(inits)
+    outs = [
+        helper.make_tensor_value_info(SCORE_OUTPUT, TensorProto.FLOAT, ["batch"]),
+        helper.make_tensor_value_info(MAP_OUTPUT, TensorProto.FLOAT, ["batch", *grid]),
+    ]
+    return _finish(model, outs, out_path)
+
+
 def build_patch_feature_graph(backbone_path: Path, out_path: Path) -> Path:
     """The fit-time graph: backbone + feature head, output `pc_patches` (N, HW, C).
 
@@ -294,13 +311,7 @@ def build_patchcore_graph(
             helper.make_node("Mean", [f"{t}dist_norm" for t in tags], ["pc_dist_mean"]),
             helper.make_node("Reshape", ["pc_dist_mean", "pc_map_shape"], [MAP_OUTPUT]),
         ]
-    model.graph.node.extend(nodes)
-    model.graph.initializer.extend(inits)
-    outs = [
-        helper.make_tensor_value_info(SCORE_OUTPUT, TensorProto.FLOAT, ["batch"]),
-        helper.make_tensor_value_info(MAP_OUTPUT, TensorProto.FLOAT, ["batch", h8, w8]),
-    ]
-    return _finish(model, outs, out_path)
+    return finish_detector(model, nodes, inits, (h8, w8), out_path)
 
 
 def random_projection(channels: int, dim: int | None, seed: int = 0) -> F32:

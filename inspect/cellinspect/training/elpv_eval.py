@@ -52,7 +52,7 @@ Say = Callable[[str], None]
 Stage = Callable[[str, int, int], None]
 TASKS = ("classification", "anomaly", "both")
 CLASSIFICATION_METHODS = ("logistic-tta", "finetune")
-ANOMALY_METHODS = ("patchcore", "synthetic")
+ANOMALY_METHODS = ("gaussian", "patchcore", "synthetic")
 DEFAULT_CLASSIFIER_BACKBONE = Path("models/efficientnet-lite0/1-int8/model.onnx")
 DEFAULT_ANOMALY_BACKBONE = Path("models/efficientnet-lite0/1/model.onnx")
 REFERENCES = {
@@ -64,17 +64,22 @@ REFERENCES = {
 }
 
 
+def default_anomaly_params(method: str) -> AnomalyFitParams:
+    """What eval-elpv fits for each detector unless told otherwise (README, elpv tables)."""
+    if method == "patchcore":
+        return AnomalyFitParams(coreset_size=4000, projection_dim=96, position_norm=True, bags=3)
+    return AnomalyFitParams(
+        detector="gaussian", projection_dim=96, position_norm=True, groups=2, top_k=20
+    )
+
+
 @dataclass(frozen=True)
 class ElpvEvalParams:
     out: Path
     task: str = "both"
     classification_method: str = CLASSIFICATION_METHODS[0]
     classifier: ClassifyParams = field(default_factory=ClassifyParams)
-    anomaly: AnomalyFitParams = field(
-        default_factory=lambda: AnomalyFitParams(
-            coreset_size=4000, projection_dim=96, position_norm=True, bags=3
-        )
-    )
+    anomaly: AnomalyFitParams | None = None  # None: default_anomaly_params(anomaly_method)
     classifier_backbone: Path = DEFAULT_CLASSIFIER_BACKBONE
     anomaly_backbone: Path = DEFAULT_ANOMALY_BACKBONE
     finetune: ElpvFinetuneParams | None = None  # None: the defaults (needs torch)
@@ -99,6 +104,11 @@ class ElpvEvalParams:
         if self.anomaly_method not in ANOMALY_METHODS:
             raise ModelError(
                 f"anomaly method must be one of {ANOMALY_METHODS}, got {self.anomaly_method!r}"
+            )
+        if self.anomaly is not None and self.anomaly.detector != self.anomaly_method:
+            raise ModelError(
+                f"anomaly parameters are for the {self.anomaly.detector} detector, "
+                f"the method is {self.anomaly_method}"
             )
         if self.finetune is not None and self.finetune.views not in VIEW_COUNTS:
             raise ModelError(f"views must be one of {VIEW_COUNTS}, got {self.finetune.views}")
@@ -333,6 +343,7 @@ def _run_anomaly(
     stage: Stage,
 ) -> dict[str, Any]:
     start = time.perf_counter()
+    p = params.anomaly or default_anomaly_params(params.anomaly_method)
     functional = [i for i in split.train if i.functional]
     dataset = Dataset(root, [LabelledImage(root / i.file, "good") for i in functional])
     chain = build_chain(params.anomaly_preprocess)
@@ -344,7 +355,7 @@ def _run_anomaly(
         params.out / "anomaly",
         "elpv-anomaly",
         "anomaly",
-        params.anomaly,
+        p,
         stage,
         {**provenance, "preprocess_required": steps},
     )
@@ -355,20 +366,23 @@ def _run_anomaly(
     test = [chain(img) for img in test]
     outputs = _predict(runner, test, stage, "anomaly test")
     scores = np.array([o.anomaly_score for o in outputs], dtype=np.float64)
-    p = params.anomaly
+    detector = (
+        {"coreset_size": report.bank_size, "bags": p.bags, "patches": report.patches}
+        if p.detector == "patchcore"
+        else {"groups": p.groups, "top_k": p.top_k, "shrinkage": p.shrinkage}
+    )
     return {
-        "method": ANOMALY_METHODS[0],
+        "method": p.detector,
+        "fitted": report.summary,
         "parameters": {
-            "coreset_size": report.bank_size,
+            **detector,
             "projection_dim": p.projection_dim,
             "holdout_fraction": p.holdout_fraction,
             "seed": p.seed,
             "position_norm": p.position_norm,
-            "bags": p.bags,
             "taught_on": "functional cells (probability 0) of the training split",
             "preprocess": steps,
             "bank_images": report.bank_images,
-            "patches": report.patches,
         },
         "backbone": str(params.anomaly_backbone),
         "model": str(report.model_path),
@@ -456,7 +470,7 @@ def run_elpv_eval(
             tell("anomaly: fine-tuning on functional training cells with drawn defects (torch)")
             report["anomaly"] = _run_synthetic(params, split, root, test, provenance, stage)
         else:
-            tell("anomaly: PatchCore on the functional training cells")
+            tell(f"anomaly: {params.anomaly_method} detector on the functional training cells")
             report["anomaly"] = _run_anomaly(params, split, root, test, provenance, stage)
     report["seconds"] = time.perf_counter() - started
     (params.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")

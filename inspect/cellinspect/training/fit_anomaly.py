@@ -1,9 +1,11 @@
 """Teach an anomaly detector from good parts only (no torch): the `fit-anomaly` command.
 
 Good images are cut the way the station cuts them, run through the backbone's feature head,
-and their patches reduced to a greedy coreset bank. A fifth of the good images is held back to
-put the score on a scale where 1.0 is the worst held-out good part, so thresholds read the same
-for every station. The result is one ONNX graph plus its manifest.
+and their patches reduced to a greedy coreset bank (PatchCore) or to a Gaussian per patch
+position (`detector="gaussian"`, PaDiM-style, optionally one set per texture group). A fifth
+of the good images is held back to put the score on a scale where 1.0 is the worst held-out
+good part, so thresholds read the same for every station. The result is one ONNX graph plus
+its manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import onnxruntime as ort
 
 from cellinspect.entities import ImageU8, Task
 from cellinspect.errors import ModelError
+from cellinspect.inference.gaussian import MIN_GROUP_IMAGES, build_gaussian_graph
 from cellinspect.inference.manifest import (
     Manifest,
     OutputMeaning,
@@ -42,6 +45,7 @@ from cellinspect.inference.patchcore import (
 )
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
+from cellinspect.training.fit_gaussian import GaussianSettings, fit_gaussian
 
 F32 = npt.NDArray[np.float32]
 
@@ -60,6 +64,26 @@ class AnomalyFitParams:
     position_norm: bool = False
     # fits on `bags` draws of bank and held-out parts (seed, seed + 1, ...), scores averaged
     bags: int = 1
+    # "patchcore" (nearest neighbour in a coreset bank) or "gaussian" (per-position Gaussians)
+    detector: str = "patchcore"
+    # gaussian only: texture groups (k-means), covariance shrinkage, image score = top-k mean
+    groups: int = 1
+    shrinkage: float = 0.1
+    top_k: int = 1
+
+    def check(self) -> None:
+        """Refuse combinations that would be silently ignored."""
+        if self.detector not in DETECTORS:
+            raise ModelError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.bags < 1:
+            raise ModelError(f"bags must be >= 1, got {self.bags}")
+        if self.detector == "gaussian" and self.bags != 1:
+            raise ModelError("bags are for the patchcore detector; the gaussian one is not drawn")
+        if self.detector == "patchcore" and (self.groups != 1 or self.top_k != 1):
+            raise ModelError("groups and top_k are for the gaussian detector")
+
+
+DETECTORS = ("patchcore", "gaussian")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +97,7 @@ class AnomalyFitReport:
     score_scale: float
     holdout_scores: tuple[float, ...]
     skipped: tuple[tuple[str, str], ...]
+    summary: str  # what was fitted, in words
 
 
 def backbone_provenance(backbone: Manifest) -> dict[str, str]:
@@ -162,6 +187,129 @@ def _fit_bag(
     return _Bag(fitted, bank_idx, hold_idx, raw_scores)
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    """What either detector hands to the manifest: the model and how it was fitted."""
+
+    model_path: Path
+    method: str
+    measure: str
+    score_note: str
+    parameters: dict[str, object]
+    bank_images: int
+    holdout_images: int
+    score_scale: float
+    raw_scores: F32
+    summary: str
+    extra: dict[str, object]
+    bank_size: int = 0
+    patches: int = 0
+
+
+def _patchcore_model(
+    patches: F32,
+    images: Sequence[ImageU8],
+    n_hold: int,
+    params: AnomalyFitParams,
+    backbone_path: Path,
+    backbone: Manifest,
+    tmp: str,
+    out_path: Path,
+    stage: Stage,
+) -> _Fitted:
+    fits = [
+        _fit_bag(
+            patches, images, params.seed + b, n_hold, params, backbone_path, backbone, tmp, stage
+        )
+        for b in range(params.bags)
+    ]
+    first = fits[0]
+    final: PatchCoreParams | list[PatchCoreParams] = (
+        first.params if len(fits) == 1 else [f.params for f in fits]
+    )
+    model_path = build_patchcore_graph(backbone_path, final, out_path)
+    # Counts, scale and held-out scores are the first bag's (the only one by default).
+    bank = first.params.bank
+    z_scored = first.params.position_mean is not None
+    n_patches = int(len(first.bank_idx) * patches.shape[1])
+    return _Fitted(
+        model_path=model_path,
+        method="PatchCore (stride-8 + stride-16 patches, 3x3 avg pool, greedy coreset)"
+        + (", z-scored per patch position" if z_scored else "")
+        + ("" if len(fits) == 1 else f", mean of {len(fits)} bags' scores"),
+        measure="z-score of the patch distance against held-out good parts at its position"
+        if z_scored
+        else "patch distance to the good bank",
+        score_note="Max {measure}; 1.0 = worst held-out good"
+        + ("." if len(fits) == 1 else f" (each of {len(fits)} bags; their mean)."),
+        parameters={
+            "coreset_size": int(bank.shape[0]),
+            "projection_dim": int(first.params.projection.shape[1]),
+            "bags": params.bags,
+        },
+        bank_images=len(first.bank_idx),
+        holdout_images=len(first.hold_idx),
+        score_scale=first.params.score_scale,
+        raw_scores=first.raw_scores,
+        summary=f"bank {bank.shape[0]} of {n_patches} patches",
+        extra={"bag_scales_raw": [f.params.score_scale for f in fits]},
+        bank_size=int(bank.shape[0]),
+        patches=n_patches,
+    )
+
+
+def _gaussian_model(
+    patches: F32,
+    n_hold: int,
+    params: AnomalyFitParams,
+    backbone_path: Path,
+    out_path: Path,
+    stage: Stage,
+) -> _Fitted:
+    settings = GaussianSettings(
+        projection_dim=params.projection_dim,
+        groups=params.groups,
+        shrinkage=params.shrinkage,
+        top_k=params.top_k,
+        position_norm=params.position_norm,
+        scale_quantile=params.scale_quantile,
+        seed=params.seed,
+    )
+    fit = fit_gaussian(patches, n_hold, settings, stage)
+    model_path = build_gaussian_graph(backbone_path, fit.params, out_path)
+    z_scored = params.position_norm
+    positions = patches.shape[1]
+    grouped = (
+        "" if params.groups == 1 else f", one set per texture group ({params.groups}, k-means)"
+    )
+    return _Fitted(
+        model_path=model_path,
+        method="per-position Gaussians (PaDiM-style: stride-8 + stride-16 patches, 3x3 avg "
+        f"pool, shrunk covariance){grouped}"
+        + (", z-scored per patch position" if z_scored else "")
+        + ("" if params.top_k == 1 else f", score = mean of the top {params.top_k} patches"),
+        measure="z-score of the patch's Mahalanobis distance against held-out good parts at "
+        "its position"
+        if z_scored
+        else "Mahalanobis distance of the patch to the good parts at its position",
+        score_note=("Max" if params.top_k == 1 else f"Mean over the {params.top_k} highest patches")
+        + " of the {measure}; 1.0 = worst held-out good.",
+        parameters={
+            "projection_dim": int(fit.params.projection.shape[1]),
+            "groups": params.groups,
+            "shrinkage": params.shrinkage,
+            "top_k": params.top_k,
+        },
+        bank_images=len(fit.bank_idx),
+        holdout_images=len(fit.hold_idx),
+        score_scale=fit.params.score_scale,
+        raw_scores=fit.raw_scores,
+        summary=f"{params.groups} group(s) x {positions} position Gaussians "
+        f"(bank / held-out images per group: {list(fit.group_sizes)})",
+        extra={"group_sizes": [list(g) for g in fit.group_sizes]},
+    )
+
+
 def fit_anomaly(
     dataset: Dataset,
     reader: RoiReader,
@@ -173,8 +321,8 @@ def fit_anomaly(
     stage: Stage = no_stage,
     extra_provenance: dict[str, object] | None = None,
 ) -> AnomalyFitReport:
-    """Fit a PatchCore detector on the good images of `dataset` and write it to `out_dir`."""
-
+    """Fit an anomaly detector on the good images of `dataset` and write it to `out_dir`."""
+    params.check()
     backbone = load_manifest(backbone_path)
     good = dataset.with_labels(["good"])
     images = [img for _, img in read_images(good, reader, lambda d, t: stage("read", d, t))]
@@ -189,8 +337,13 @@ def fit_anomaly(
             f"held-out good images; {len(images)} good image(s) at holdout fraction "
             f"{params.holdout_fraction} give {n_hold}. Add good images or turn it off."
         )
-    if params.bags < 1:
-        raise ModelError(f"bags must be >= 1, got {params.bags}")
+    if params.detector == "gaussian" and len(images) - n_hold < params.groups * MIN_GROUP_IMAGES:
+        raise ModelError(
+            f"{dataset.root}: the gaussian detector needs at least {MIN_GROUP_IMAGES} good "
+            f"images per group to fit on; {len(images)} good image(s) leave "
+            f"{len(images) - n_hold} after holding out {n_hold}, for {params.groups} group(s)."
+        )
+    out_path = out_dir / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="cellinspect-fit-") as tmp:
         feat_path = build_patch_feature_graph(backbone_path, Path(tmp) / "features.onnx")
         session = _session(feat_path)
@@ -203,40 +356,15 @@ def fit_anomaly(
             lambda d, t: stage("features", d, t),
         )
         del session
-        fits = [
-            _fit_bag(
-                patches,
-                images,
-                params.seed + b,
-                n_hold,
-                params,
-                backbone_path,
-                backbone,
-                tmp,
-                stage,
+        fitted = (
+            _gaussian_model(patches, n_hold, params, backbone_path, out_path, stage)
+            if params.detector == "gaussian"
+            else _patchcore_model(
+                patches, images, n_hold, params, backbone_path, backbone, tmp, out_path, stage
             )
-            for b in range(params.bags)
-        ]
-    first = fits[0]
-    final: PatchCoreParams | list[PatchCoreParams] = (
-        first.params if len(fits) == 1 else [f.params for f in fits]
-    )
-    # Counts, scale and held-out scores below are the first bag's (the only one by default).
-    projection, bank, scale, raw_scores = (
-        first.params.projection,
-        first.params.bank,
-        first.params.score_scale,
-        first.raw_scores,
-    )
-    mean = first.params.position_mean
-    bank_idx, hold_idx = first.bank_idx, first.hold_idx
-    model_path = build_patchcore_graph(backbone_path, final, out_dir / "model.onnx")
+        )
     h = int(np.sqrt(patches.shape[1]))
-    measure = (
-        "patch distance to the good bank"
-        if mean is None
-        else "z-score of the patch distance against held-out good parts at its position"
-    )
+    scale = fitted.score_scale
     manifest = Manifest(
         name=name,
         version=version,
@@ -248,57 +376,54 @@ def fit_anomaly(
                 name=SCORE_OUTPUT,
                 meaning=OutputMeaning.ANOMALY_SCORE,
                 shape=[None],
-                description=f"Max {measure}; 1.0 = worst held-out good"
-                + ("." if len(fits) == 1 else f" (each of {len(fits)} bags; their mean)."),
+                description=fitted.score_note.format(measure=fitted.measure),
             ),
             OutputSpec(
                 name=MAP_OUTPUT,
                 meaning=OutputMeaning.ANOMALY_MAP,
                 shape=[None, h, h],
-                description=f"The {measure} on the stride-8 grid, same scale as the score.",
+                description=f"The {fitted.measure} on the stride-8 grid, same scale as the score.",
             ),
         ],
         labels=[],
         good_labels=["good"],
         thresholds=Thresholds(review_at=params.review_at, fail_at=params.fail_at),
         provenance={
-            "method": "PatchCore (stride-8 + stride-16 patches, 3x3 avg pool, greedy coreset)"
-            + ("" if mean is None else ", z-scored per patch position")
-            + ("" if len(fits) == 1 else f", mean of {len(fits)} bags' scores"),
+            "method": fitted.method,
             "backbone": backbone_provenance(backbone),
             "data": {
                 "root": str(dataset.root),
                 "fingerprint": good.fingerprint(),
                 "good_images": len(images),
-                "bank_images": len(bank_idx),
-                "holdout_images": len(hold_idx),
+                "bank_images": fitted.bank_images,
+                "holdout_images": fitted.holdout_images,
                 "skipped": len(good.skipped),
             },
             "parameters": {
-                "coreset_size": int(bank.shape[0]),
-                "projection_dim": int(projection.shape[1]),
+                "detector": params.detector,
+                **fitted.parameters,
                 "holdout_fraction": params.holdout_fraction,
                 "scale_quantile": params.scale_quantile,
                 "seed": params.seed,
                 "position_norm": params.position_norm,
-                "bags": params.bags,
             },
             "score_scale_raw": scale,
-            "bag_scales_raw": [f.params.score_scale for f in fits],
-            "holdout_scores": [float(s / scale) for s in raw_scores],
+            **fitted.extra,
+            "holdout_scores": [float(s / scale) for s in fitted.raw_scores],
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **(extra_provenance or {}),
         },
     )
-    write_manifest(manifest, model_path)
+    write_manifest(manifest, fitted.model_path)
     return AnomalyFitReport(
-        model_path=model_path,
+        model_path=fitted.model_path,
         images_used=len(images),
-        bank_images=len(bank_idx),
-        holdout_images=len(hold_idx),
-        patches=int(len(bank_idx) * patches.shape[1]),
-        bank_size=int(bank.shape[0]),
+        bank_images=fitted.bank_images,
+        holdout_images=fitted.holdout_images,
+        patches=fitted.patches,
+        bank_size=fitted.bank_size,
         score_scale=scale,
-        holdout_scores=tuple(float(s / scale) for s in raw_scores),
+        holdout_scores=tuple(float(s / scale) for s in fitted.raw_scores),
         skipped=tuple((str(p), r) for p, r in good.skipped),
+        summary=fitted.summary,
     )

@@ -16,6 +16,7 @@ from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import load_manifest, write_manifest
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
+from cellinspect.training.fit_anomaly import AnomalyFitParams
 from cellinspect.training.split import SPLIT_FILE, load_split, make_split, save_split
 
 
@@ -43,6 +44,23 @@ class TrainPlan:
     image_size: int | None = None  # fine-tuning input size; None: the backbone's
     position_norm: bool = False  # anomaly: z-score each patch position (fit_anomaly)
     bags: int = 1  # anomaly: draws of bank and held-out parts, scores averaged (fit_anomaly)
+    detector: str = "patchcore"  # anomaly: patchcore or gaussian (fit_anomaly)
+    groups: int = 1  # anomaly, gaussian: texture groups
+    top_k: int = 1  # anomaly, gaussian: image score = mean of the k highest patch scores
+
+    def anomaly_params(self) -> AnomalyFitParams:
+        """What fit_anomaly gets for --kind anomaly, checked (so a bad mix fails up front)."""
+        params = AnomalyFitParams(
+            coreset_size=self.coreset_size,
+            seed=self.seed,
+            position_norm=self.position_norm,
+            bags=self.bags,
+            detector=self.detector,
+            groups=self.groups,
+            top_k=self.top_k,
+        )
+        params.check()
+        return params
 
 
 @dataclass
@@ -79,6 +97,7 @@ def train_model(
     stage: Stage = no_stage,
 ) -> TrainResult:
     """Fit on the train split (+ val for fine-tuning), evaluate on test, record everything."""
+    anomaly_params = plan.anomaly_params() if plan.kind is Kind.ANOMALY else None
     split = load_split(plan.split_file) if plan.split_file else None
     split = split or make_split(dataset, plan.seed, plan.fractions)
     split_path = out_dir / SPLIT_FILE
@@ -94,18 +113,12 @@ def train_model(
             "counts": split.counts(),
         },
     }
-    if plan.kind is Kind.ANOMALY:
-        from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
+    if anomaly_params is not None:
+        from cellinspect.training.fit_anomaly import fit_anomaly
 
         good_train = Dataset(train.root, [*train.items, *val.items])  # val unused for PatchCore
-        params = AnomalyFitParams(
-            coreset_size=plan.coreset_size,
-            seed=plan.seed,
-            position_norm=plan.position_norm,
-            bags=plan.bags,
-        )
         model_path = fit_anomaly(
-            good_train, reader, backbone_path, out_dir, name, version, params, stage, extra
+            good_train, reader, backbone_path, out_dir, name, version, anomaly_params, stage, extra
         ).model_path
         skipped = good_train.skipped
     elif plan.method is Method.HEAD:

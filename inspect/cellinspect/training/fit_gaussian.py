@@ -1,0 +1,115 @@
+"""Fit per-position Gaussians (optionally per texture group) on good parts' patch features.
+
+Called by `fit_anomaly` once the features are extracted; everything here is numpy, so the
+held-out scores are computed directly instead of by a second ONNX pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from cellinspect.errors import ModelError
+from cellinspect.inference.gaussian import (
+    MIN_GROUP_IMAGES,
+    GaussianGroup,
+    GaussianParams,
+    GroupRouter,
+    fit_position_gaussians,
+    fit_router,
+    mahalanobis,
+    route,
+    texture_descriptor,
+    top_k_mean,
+)
+from cellinspect.inference.patchcore import MIN_POSITION_IMAGES, position_stats, random_projection
+from cellinspect.training.dataset import Stage
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class GaussianSettings:
+    projection_dim: int | None
+    groups: int
+    shrinkage: float
+    top_k: int
+    position_norm: bool
+    scale_quantile: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class GaussianFit:
+    params: GaussianParams
+    bank_idx: I64
+    hold_idx: I64
+    raw_scores: F32  # held-out good image scores before scaling
+    group_sizes: tuple[tuple[int, int], ...]  # (bank, held-out) images per group
+
+
+def _groups(
+    patches: F32, bank_idx: I64, hold_idx: I64, settings: GaussianSettings
+) -> tuple[GroupRouter | None, I64, I64]:
+    """The router (None for one group) and each bank / held-out image's group."""
+    if settings.groups == 1:
+        return None, np.zeros(len(bank_idx), np.int64), np.zeros(len(hold_idx), np.int64)
+    router, bank_groups = fit_router(
+        texture_descriptor(patches[bank_idx]), settings.groups, settings.seed
+    )
+    return router, bank_groups, route(router, texture_descriptor(patches[hold_idx]))
+
+
+def fit_gaussian(
+    patches: F32, n_hold: int, settings: GaussianSettings, stage: Stage
+) -> GaussianFit:
+    """Split good images into fit and held-out parts, fit each group, scale on the held-out."""
+    if settings.groups < 1:
+        raise ModelError(f"groups must be >= 1, got {settings.groups}")
+    order = np.random.default_rng(settings.seed).permutation(len(patches))
+    hold_idx, bank_idx = order[:n_hold], order[n_hold:]
+    projection = random_projection(patches.shape[2], settings.projection_dim, settings.seed)
+    router, bank_groups, hold_groups = _groups(patches, bank_idx, hold_idx, settings)
+    groups: list[GaussianGroup] = []
+    hold_maps = np.zeros((len(hold_idx), patches.shape[1]), np.float32)
+    sizes = []
+    for g in range(settings.groups):
+        bank_g, hold_g = bank_idx[bank_groups == g], np.flatnonzero(hold_groups == g)
+        sizes.append((len(bank_g), len(hold_g)))
+        if len(bank_g) < MIN_GROUP_IMAGES:
+            raise ModelError(
+                f"texture group {g} of {settings.groups} holds {len(bank_g)} good image(s) to "
+                f"fit on; at least {MIN_GROUP_IMAGES} are needed. Add good images or use "
+                "fewer groups."
+            )
+        mean, whiten = fit_position_gaussians(patches[bank_g] @ projection, settings.shrinkage)
+        maps = mahalanobis(patches[hold_idx[hold_g]] @ projection, mean, whiten)
+        pos_mean: F32 | None = None
+        pos_std: F32 | None = None
+        if settings.position_norm:
+            if len(hold_g) < MIN_POSITION_IMAGES:
+                raise ModelError(
+                    f"texture group {g} of {settings.groups} has {len(hold_g)} held-out good "
+                    f"image(s); position normalisation needs {MIN_POSITION_IMAGES}. Add good "
+                    "images, use fewer groups, or turn it off."
+                )
+            pos_mean, pos_std = position_stats(maps)
+            maps = (maps - pos_mean) / pos_std
+        hold_maps[hold_g] = maps
+        groups.append(GaussianGroup(mean, whiten, pos_mean, pos_std))
+        stage("gaussians", g + 1, settings.groups)
+    raw_scores = top_k_mean(hold_maps, settings.top_k)
+    scale = float(np.quantile(raw_scores, settings.scale_quantile))
+    if not np.isfinite(scale) or scale <= 0:
+        raise ModelError(f"held-out good scores give an unusable scale {scale}")
+    params = GaussianParams(
+        projection=projection,
+        groups=tuple(groups),
+        router=router,
+        score_scale=scale,
+        top_k=settings.top_k,
+    )
+    return GaussianFit(params, bank_idx, hold_idx, raw_scores, tuple(sizes))
