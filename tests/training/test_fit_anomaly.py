@@ -195,8 +195,10 @@ def test_gaussian_groups_keep_a_flat_kind_sharp_beside_a_grained_kind(tmp_path: 
     ("params", "message"),
     [
         (AnomalyFitParams(detector="gaussian", bags=2), "bags are for the patchcore"),
-        (AnomalyFitParams(groups=2), "groups and top_k are for the gaussian"),
+        (AnomalyFitParams(groups=2), "groups, top_k and shrinkage are for the gaussian"),
         (AnomalyFitParams(detector="knn"), "detector must be one of"),
+        (AnomalyFitParams(detector="gaussian", shrinkage=1.0), "shrinkage must be in"),
+        (AnomalyFitParams(shrinkage=0.5), "shrinkage are for the gaussian"),
         (AnomalyFitParams(detector="gaussian"), "at least 20 good images per group"),
         (AnomalyFitParams(detector="gaussian", groups=3), "for 3 group"),
     ],

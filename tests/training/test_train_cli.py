@@ -266,5 +266,5 @@ def test_train_anomaly_refuses_groups_for_patchcore(
     args = ["train", str(data), "--kind", "anomaly", "--groups", "2", "--backbone", BACKBONE]
     res = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert res.exit_code == 1
-    assert "groups and top_k are for the gaussian detector" in res.output
+    assert "groups, top_k and shrinkage are for the gaussian detector" in res.output
     assert not out.exists()

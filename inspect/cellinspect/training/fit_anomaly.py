@@ -48,6 +48,7 @@ from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, re
 from cellinspect.training.fit_gaussian import GaussianSettings, fit_gaussian
 
 F32 = npt.NDArray[np.float32]
+DEFAULT_SHRINKAGE = 0.1  # gaussian: covariance weight moved to its mean variance
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class AnomalyFitParams:
     detector: str = "patchcore"
     # gaussian only: texture groups (k-means), covariance shrinkage, image score = top-k mean
     groups: int = 1
-    shrinkage: float = 0.1
+    shrinkage: float = DEFAULT_SHRINKAGE
     top_k: int = 1
 
     def check(self) -> None:
@@ -79,8 +80,12 @@ class AnomalyFitParams:
             raise ModelError(f"bags must be >= 1, got {self.bags}")
         if self.detector == "gaussian" and self.bags != 1:
             raise ModelError("bags are for the patchcore detector; the gaussian one is not drawn")
-        if self.detector == "patchcore" and (self.groups != 1 or self.top_k != 1):
-            raise ModelError("groups and top_k are for the gaussian detector")
+        if self.detector == "patchcore" and (
+            self.groups != 1 or self.top_k != 1 or self.shrinkage != DEFAULT_SHRINKAGE
+        ):
+            raise ModelError("groups, top_k and shrinkage are for the gaussian detector")
+        if not 0.0 <= self.shrinkage < 1.0:
+            raise ModelError(f"shrinkage must be in [0, 1), got {self.shrinkage}")
 
 
 DETECTORS = ("patchcore", "gaussian")
