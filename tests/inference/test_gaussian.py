@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,26 +53,27 @@ def _batch_and_patches(tmp_path: Path) -> tuple[F32, F32]:
     return batch, np.asarray(patches, dtype=np.float32)
 
 
-def _group(rng: np.random.Generator, dim: int, z_scored: bool) -> GaussianGroup:
+def _group(rng: np.random.Generator, dim: int, z_scored: bool, scale: float = 1.0) -> GaussianGroup:
     """Gaussians fitted on random features, with random position statistics if asked."""
     mean, whiten = fit_position_gaussians(
         rng.normal(0.0, 2.0, (25, POSITIONS, dim)).astype(np.float32), 0.1
     )
     if not z_scored:
-        return GaussianGroup(mean, whiten)
+        return GaussianGroup(mean, whiten, scale=scale)
     return GaussianGroup(
         mean,
         whiten,
         rng.uniform(0.0, 5.0, POSITIONS).astype(np.float32),
         rng.uniform(0.5, 3.0, POSITIONS).astype(np.float32),
+        scale,
     )
 
 
 def _numpy_map(patches: F32, projection: F32, group: GaussianGroup) -> F32:
     d = mahalanobis(patches @ projection, group.mean, group.whiten)
     if group.position_mean is None or group.position_std is None:
-        return d
-    return (d - group.position_mean) / group.position_std
+        return d / group.scale
+    return (d - group.position_mean) / group.position_std / group.scale
 
 
 def test_mahalanobis_is_the_inverse_covariance_form() -> None:
@@ -122,13 +124,16 @@ def test_one_group_graph_matches_numpy(tmp_path: Path, z_scored: bool) -> None:
     batch, patches = _batch_and_patches(tmp_path)
     rng = np.random.default_rng(2)
     projection = random_projection(152, 16, seed=0)
-    group = _group(rng, 16, z_scored)
-    params = GaussianParams(projection, (group,), None, score_scale=2.0, top_k=7)
+    group = _group(rng, 16, z_scored, scale=2.0)
+    params = GaussianParams(projection, (group,), None, top_k=7)
     graph = build_gaussian_graph(BACKBONE, params, tmp_path / "g.onnx")
     scores, maps = ort.InferenceSession(str(graph)).run(
         [SCORE_OUTPUT, MAP_OUTPUT], {"image": batch}
     )
-    want = _numpy_map(patches, projection, group) / 2.0
+    want = _numpy_map(patches, projection, group)
+    assert (
+        np.abs(want * 2.0 - _numpy_map(patches, projection, replace(group, scale=1.0))).max() < 1e-4
+    )
     np.testing.assert_allclose(maps.reshape(3, -1), want, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(scores, top_k_mean(want, 7), rtol=1e-3, atol=1e-3)
 
@@ -143,8 +148,8 @@ def test_router_sends_each_image_to_its_nearest_texture_group(tmp_path: Path) ->
     assert route(router, descriptors).tolist()[::2] == [1, 0]
     rng = np.random.default_rng(3)
     projection = random_projection(152, 16, seed=0)
-    groups = (_group(rng, 16, True), _group(rng, 16, True))
-    params = GaussianParams(projection, groups, router, score_scale=1.5, top_k=3)
+    groups = (_group(rng, 16, True, scale=1.5), _group(rng, 16, True, scale=3.0))
+    params = GaussianParams(projection, groups, router, top_k=3)
     graph = build_gaussian_graph(BACKBONE, params, tmp_path / "g.onnx")
     scores, maps = ort.InferenceSession(str(graph)).run(
         [SCORE_OUTPUT, MAP_OUTPUT], {"image": batch}
@@ -153,11 +158,10 @@ def test_router_sends_each_image_to_its_nearest_texture_group(tmp_path: Path) ->
     want = np.stack(
         [_numpy_map(patches[i : i + 1], projection, groups[g])[0] for i, g in enumerate(picked)]
     )
-    want /= 1.5
     np.testing.assert_allclose(maps.reshape(3, -1), want, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(scores, top_k_mean(want, 3), rtol=1e-3, atol=1e-3)
     # Each group really scores differently, so a wrong route would show above.
-    other = _numpy_map(patches[:1], projection, groups[1 - picked[0]])[0] / 1.5
+    other = _numpy_map(patches[:1], projection, groups[1 - picked[0]])[0]
     assert np.abs(other - want[0]).max() > 0.1
 
 
@@ -182,12 +186,13 @@ def test_graph_refuses_inconsistent_parameters(tmp_path: Path) -> None:
         np.zeros(152, np.float32), np.ones(152, np.float32), np.zeros((2, 152), np.float32)
     )
     cases = [
-        (GaussianParams(projection, (group,), router, 1.0), "router is needed exactly"),
-        (GaussianParams(projection, (group, group), None, 1.0), "router is needed exactly"),
-        (GaussianParams(projection, (group,) * 3, router, 1.0), "2 centroids for 3 groups"),
-        (GaussianParams(projection, (group,), None, 1.0, top_k=785), "top_k must be in"),
-        (GaussianParams(projection[:10], (group,), None, 1.0), "projection expects 10"),
-        (GaussianParams(projection, (), None, 1.0), "at least one group"),
+        (GaussianParams(projection, (group,), router), "router is needed exactly"),
+        (GaussianParams(projection, (group, group), None), "router is needed exactly"),
+        (GaussianParams(projection, (group,) * 3, router), "2 centroids for 3 groups"),
+        (GaussianParams(projection, (group,), None, top_k=785), "top_k must be in"),
+        (GaussianParams(projection[:10], (group,), None), "projection expects 10"),
+        (GaussianParams(projection, (), None), "at least one group"),
+        (GaussianParams(projection, (replace(group, scale=0.0),), None), "scale must be a"),
     ]
     for params, message in cases:
         with pytest.raises(ModelError, match=message):

@@ -183,6 +183,7 @@ def test_gaussian_groups_keep_a_flat_kind_sharp_beside_a_grained_kind(tmp_path: 
         assert manifest.provenance["parameters"]["groups"] == groups
         if groups == 2:  # the grained and the flat parts, found without any label
             assert [sum(g) for g in manifest.provenance["group_sizes"]] == [30, 30]
+            assert len(manifest.provenance["group_scales_raw"]) == 2
             assert "texture group" in manifest.provenance["method"]
         margins[groups] = _margin(report.model_path, good, scratched)
     # One Gaussian per position must cover grain and flat alike and grows wide; per group the

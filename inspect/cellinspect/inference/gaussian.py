@@ -9,7 +9,8 @@ with k-means, fits Gaussians per group, and the graph routes every image to its 
 No defect label is used anywhere.
 
 The image score is the mean of the k highest (z-scored) patch distances: a defect covers
-several patches, a noisy patch one.
+several patches, a noisy patch one. Each group is scaled by its own held-out good parts (1.0 =
+the worst of them), so a grained kind's wider spread of scores does not swamp a flat kind's.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class GaussianGroup:
     whiten: F32  # (P, D, D), lower Cholesky factor of the inverse covariance
     position_mean: F32 | None = None  # (P,) held-out good distance per position
     position_std: F32 | None = None  # (P,) its floored spread
+    scale: float = 1.0  # this group's top-k score that maps to 1.0 (its worst held-out good)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,6 @@ class GaussianParams:
     projection: F32  # (C, D)
     groups: tuple[GaussianGroup, ...]
     router: GroupRouter | None  # None for one group
-    score_scale: float  # top-k mean that maps to 1.0
     top_k: int = 1
 
 
@@ -154,9 +155,15 @@ def top_k_mean(maps: F32, k: int) -> F32:
 def _group_nodes(
     group: GaussianGroup, tag: str, positions: int, opset: int
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """`ga_xt` (P, N, D) -> `{tag}z` (N, P): one group's (z-scored) Mahalanobis distances."""
+    """`ga_xt` (P, N, D) -> `{tag}z` (N, P): one group's (z-scored) distances, scaled."""
+    if not (np.isfinite(group.scale) and group.scale > 0):
+        raise ModelError(f"group scale must be a positive number, got {group.scale}")
     mean_w = np.einsum("pc,pcd->pd", group.mean, group.whiten)[:, None, :]
-    inits = [_const(f"{tag}whiten", group.whiten), _const(f"{tag}mean_w", mean_w)]
+    inits = [
+        _const(f"{tag}whiten", group.whiten),
+        _const(f"{tag}mean_w", mean_w),
+        _const(f"{tag}inv_scale", np.array(1.0 / group.scale, dtype=np.float32)),
+    ]
     nodes = [
         helper.make_node("MatMul", ["ga_xt", f"{tag}whiten"], [f"{tag}xw"]),
         helper.make_node("Sub", [f"{tag}xw", f"{tag}mean_w"], [f"{tag}y"]),
@@ -165,7 +172,7 @@ def _group_nodes(
         helper.make_node("Transpose", [f"{tag}dt"], [f"{tag}dist"], perm=[1, 0]),
     ]
     if group.position_mean is None or group.position_std is None:
-        nodes.append(helper.make_node("Identity", [f"{tag}dist"], [f"{tag}z"]))
+        nodes.append(helper.make_node("Mul", [f"{tag}dist", f"{tag}inv_scale"], [f"{tag}z"]))
         return nodes, inits
     for stat in (group.position_mean, group.position_std):
         if stat.shape != (positions,):
@@ -176,7 +183,8 @@ def _group_nodes(
     ]
     nodes += [
         helper.make_node("Sub", [f"{tag}dist", f"{tag}pos_mean"], [f"{tag}centred"]),
-        helper.make_node("Mul", [f"{tag}centred", f"{tag}pos_inv_std"], [f"{tag}z"]),
+        helper.make_node("Mul", [f"{tag}centred", f"{tag}pos_inv_std"], [f"{tag}zr"]),
+        helper.make_node("Mul", [f"{tag}zr", f"{tag}inv_scale"], [f"{tag}z"]),
     ]
     return nodes, inits
 
@@ -237,7 +245,6 @@ def build_gaussian_graph(backbone_path: Path, params: GaussianParams, out_path: 
     nodes = list(head_nodes)
     inits += [
         _const("ga_proj", params.projection.astype(np.float32)),
-        _const("ga_inv_scale", np.array(1.0 / params.score_scale, dtype=np.float32)),
         _const("ga_map_shape", np.array([-1, h8, w8], dtype=np.int64)),
         _const("ga_k", np.array([params.top_k], dtype=np.int64)),
     ]
@@ -266,9 +273,8 @@ def build_gaussian_graph(backbone_path: Path, params: GaussianParams, out_path: 
             helper.make_node("Reshape", ["ga_z_picked", "ga_flat_shape"], ["ga_z"]),
         ]
     nodes += [
-        helper.make_node("Mul", ["ga_z", "ga_inv_scale"], ["ga_norm"]),
-        helper.make_node("Reshape", ["ga_norm", "ga_map_shape"], [MAP_OUTPUT]),
-        helper.make_node("TopK", ["ga_norm", "ga_k"], ["ga_top", "ga_top_idx"], axis=1),
+        helper.make_node("Reshape", ["ga_z", "ga_map_shape"], [MAP_OUTPUT]),
+        helper.make_node("TopK", ["ga_z", "ga_k"], ["ga_top", "ga_top_idx"], axis=1),
         *_reduce("ReduceMean", "ga_top", SCORE_OUTPUT, axis=1, keepdims=0, opset=opset),
     ]
     return finish_detector(model, nodes, inits, (h8, w8), out_path)

@@ -203,8 +203,8 @@ class _Fitted:
     parameters: dict[str, object]
     bank_images: int
     holdout_images: int
-    score_scale: float
-    raw_scores: F32
+    score_scale: float  # raw score that maps to 1.0 (the first bag's or group's)
+    holdout_scores: F32  # on the model's scale
     summary: str
     extra: dict[str, object]
     bank_size: int = 0
@@ -255,7 +255,7 @@ def _patchcore_model(
         bank_images=len(first.bank_idx),
         holdout_images=len(first.hold_idx),
         score_scale=first.params.score_scale,
-        raw_scores=first.raw_scores,
+        holdout_scores=first.raw_scores / first.params.score_scale,
         summary=f"bank {bank.shape[0]} of {n_patches} patches",
         extra={"bag_scales_raw": [f.params.score_scale for f in fits]},
         bank_size=int(bank.shape[0]),
@@ -298,7 +298,8 @@ def _gaussian_model(
         if z_scored
         else "Mahalanobis distance of the patch to the good parts at its position",
         score_note=("Max" if params.top_k == 1 else f"Mean over the {params.top_k} highest patches")
-        + " of the {measure}; 1.0 = worst held-out good.",
+        + " of the {measure}; 1.0 = worst held-out good"
+        + ("." if params.groups == 1 else " of the image's texture group."),
         parameters={
             "projection_dim": int(fit.params.projection.shape[1]),
             "groups": params.groups,
@@ -307,11 +308,14 @@ def _gaussian_model(
         },
         bank_images=len(fit.bank_idx),
         holdout_images=len(fit.hold_idx),
-        score_scale=fit.params.score_scale,
-        raw_scores=fit.raw_scores,
+        score_scale=fit.params.groups[0].scale,
+        holdout_scores=fit.holdout_scores,
         summary=f"{params.groups} group(s) x {positions} position Gaussians "
         f"(bank / held-out images per group: {list(fit.group_sizes)})",
-        extra={"group_sizes": [list(g) for g in fit.group_sizes]},
+        extra={
+            "group_sizes": [list(g) for g in fit.group_sizes],
+            "group_scales_raw": [g.scale for g in fit.params.groups],
+        },
     )
 
 
@@ -414,7 +418,7 @@ def fit_anomaly(
             },
             "score_scale_raw": scale,
             **fitted.extra,
-            "holdout_scores": [float(s / scale) for s in fitted.raw_scores],
+            "holdout_scores": [float(s) for s in fitted.holdout_scores],
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **(extra_provenance or {}),
         },
@@ -428,7 +432,7 @@ def fit_anomaly(
         patches=fitted.patches,
         bank_size=fitted.bank_size,
         score_scale=scale,
-        holdout_scores=tuple(float(s / scale) for s in fitted.raw_scores),
+        holdout_scores=tuple(float(s) for s in fitted.holdout_scores),
         skipped=tuple((str(p), r) for p, r in good.skipped),
         summary=fitted.summary,
     )

@@ -47,7 +47,7 @@ class GaussianFit:
     params: GaussianParams
     bank_idx: I64
     hold_idx: I64
-    raw_scores: F32  # held-out good image scores before scaling
+    holdout_scores: F32  # held-out good image scores, each on its group's scale
     group_sizes: tuple[tuple[int, int], ...]  # (bank, held-out) images per group
 
 
@@ -74,7 +74,7 @@ def fit_gaussian(
     projection = random_projection(patches.shape[2], settings.projection_dim, settings.seed)
     router, bank_groups, hold_groups = _groups(patches, bank_idx, hold_idx, settings)
     groups: list[GaussianGroup] = []
-    hold_maps = np.zeros((len(hold_idx), patches.shape[1]), np.float32)
+    hold_scores = np.zeros(len(hold_idx), np.float32)
     sizes = []
     for g in range(settings.groups):
         bank_g, hold_g = bank_idx[bank_groups == g], np.flatnonzero(hold_groups == g)
@@ -98,18 +98,21 @@ def fit_gaussian(
                 )
             pos_mean, pos_std = position_stats(maps)
             maps = (maps - pos_mean) / pos_std
-        hold_maps[hold_g] = maps
-        groups.append(GaussianGroup(mean, whiten, pos_mean, pos_std))
+        if len(hold_g) == 0:
+            raise ModelError(
+                f"texture group {g} of {settings.groups} has no held-out good image to set its "
+                "score scale by. Add good images or use fewer groups."
+            )
+        raw = top_k_mean(maps, settings.top_k)
+        scale = float(np.quantile(raw, settings.scale_quantile))
+        if not np.isfinite(scale) or scale <= 0:
+            raise ModelError(
+                f"texture group {g}: held-out good scores give an unusable scale {scale}"
+            )
+        hold_scores[hold_g] = raw / scale
+        groups.append(GaussianGroup(mean, whiten, pos_mean, pos_std, scale))
         stage("gaussians", g + 1, settings.groups)
-    raw_scores = top_k_mean(hold_maps, settings.top_k)
-    scale = float(np.quantile(raw_scores, settings.scale_quantile))
-    if not np.isfinite(scale) or scale <= 0:
-        raise ModelError(f"held-out good scores give an unusable scale {scale}")
     params = GaussianParams(
-        projection=projection,
-        groups=tuple(groups),
-        router=router,
-        score_scale=scale,
-        top_k=settings.top_k,
+        projection=projection, groups=tuple(groups), router=router, top_k=settings.top_k
     )
-    return GaussianFit(params, bank_idx, hold_idx, raw_scores, tuple(sizes))
+    return GaussianFit(params, bank_idx, hold_idx, hold_scores, tuple(sizes))
