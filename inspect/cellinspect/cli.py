@@ -316,8 +316,9 @@ def fit_anomaly_cmd(
     top_k: TopKOpt = 1,
 ) -> None:
     """Teach an anomaly detector from a folder of good parts (no torch needed)."""
+    from cellinspect.training.anomaly_params import AnomalyFitParams
     from cellinspect.training.dataset import good_images
-    from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
+    from cellinspect.training.fit_anomaly import fit_anomaly
 
     with user_errors():
         reader = _reader(recipe, roi)

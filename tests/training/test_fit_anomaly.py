@@ -13,8 +13,9 @@ from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import load_manifest, sha256_file
 from cellinspect.inference.runner import ModelRunner
+from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import DatasetError, RoiReader, good_images
-from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
+from cellinspect.training.fit_anomaly import fit_anomaly
 from tests.conftest import ROOT
 
 BACKBONE = ROOT / "models" / "efficientnet-lite0" / "1" / "model.onnx"

@@ -17,9 +17,10 @@ import numpy as np
 from cellinspect.config import Recipe
 from cellinspect.datagen.flange import generate_dataset
 from cellinspect.inference.manifest import Thresholds, load_manifest, write_manifest
+from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import RoiReader, Stage, load_dataset, no_stage
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
-from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
+from cellinspect.training.fit_anomaly import fit_anomaly
 from cellinspect.training.fit_classifier import ClassifierFitParams, fit_classifier
 
 

@@ -29,6 +29,7 @@ from cellinspect.inference.manifest import load_manifest, sha256_file
 from cellinspect.inference.runner import ModelRunner, SessionOptions
 from cellinspect.preprocess.chain import build_chain
 from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader
 from cellinspect.training.elpv import (
     LICENCE,
@@ -41,7 +42,7 @@ from cellinspect.training.elpv import (
 )
 from cellinspect.training.elpv_classify import ClassifyParams, fit_elpv_classifier, session
 from cellinspect.training.elpv_graph import VIEW_COUNTS
-from cellinspect.training.fit_anomaly import AnomalyFitParams, fit_anomaly
+from cellinspect.training.fit_anomaly import fit_anomaly
 
 if TYPE_CHECKING:
     from cellinspect.training.elpv_finetune import ElpvFinetuneParams

@@ -44,51 +44,11 @@ from cellinspect.inference.patchcore import (
     random_projection,
 )
 from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
-from cellinspect.training.fit_gaussian import GaussianSettings, fit_gaussian
+from cellinspect.training.fit_gaussian import fit_gaussian
 
 F32 = npt.NDArray[np.float32]
-DEFAULT_SHRINKAGE = 0.1  # gaussian: covariance weight moved to its mean variance
-
-
-@dataclass(frozen=True, slots=True)
-class AnomalyFitParams:
-    coreset_size: int = 2000
-    projection_dim: int | None = 96
-    holdout_fraction: float = 0.2
-    scale_quantile: float = 1.0
-    review_at: float = 1.0
-    fail_at: float = 1.15
-    batch_size: int = 8
-    seed: int = 0
-    # z-score each patch position against the held-out good parts: for aligned parts (README)
-    position_norm: bool = False
-    # fits on `bags` draws of bank and held-out parts (seed, seed + 1, ...), scores averaged
-    bags: int = 1
-    # "patchcore" (nearest neighbour in a coreset bank) or "gaussian" (per-position Gaussians)
-    detector: str = "patchcore"
-    # gaussian only: texture groups (k-means), covariance shrinkage, image score = top-k mean
-    groups: int = 1
-    shrinkage: float = DEFAULT_SHRINKAGE
-    top_k: int = 1
-
-    def check(self) -> None:
-        """Refuse combinations that would be silently ignored."""
-        if self.detector not in DETECTORS:
-            raise ModelError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
-        if self.bags < 1:
-            raise ModelError(f"bags must be >= 1, got {self.bags}")
-        if self.detector == "gaussian" and self.bags != 1:
-            raise ModelError("bags are for the patchcore detector; the gaussian one is not drawn")
-        if self.detector == "patchcore" and (
-            self.groups != 1 or self.top_k != 1 or self.shrinkage != DEFAULT_SHRINKAGE
-        ):
-            raise ModelError("groups, top_k and shrinkage are for the gaussian detector")
-        if not 0.0 <= self.shrinkage < 1.0:
-            raise ModelError(f"shrinkage must be in [0, 1), got {self.shrinkage}")
-
-
-DETECTORS = ("patchcore", "gaussian")
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,16 +231,7 @@ def _gaussian_model(
     out_path: Path,
     stage: Stage,
 ) -> _Fitted:
-    settings = GaussianSettings(
-        projection_dim=params.projection_dim,
-        groups=params.groups,
-        shrinkage=params.shrinkage,
-        top_k=params.top_k,
-        position_norm=params.position_norm,
-        scale_quantile=params.scale_quantile,
-        seed=params.seed,
-    )
-    fit = fit_gaussian(patches, n_hold, settings, stage)
+    fit = fit_gaussian(patches, n_hold, params, stage)
     model_path = build_gaussian_graph(backbone_path, fit.params, out_path)
     z_scored = params.position_norm
     positions = patches.shape[1]

@@ -25,21 +25,11 @@ from cellinspect.inference.gaussian import (
     top_k_mean,
 )
 from cellinspect.inference.patchcore import MIN_POSITION_IMAGES, position_stats, random_projection
+from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Stage
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True, slots=True)
-class GaussianSettings:
-    projection_dim: int | None
-    groups: int
-    shrinkage: float
-    top_k: int
-    position_norm: bool
-    scale_quantile: float
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -52,47 +42,45 @@ class GaussianFit:
 
 
 def _groups(
-    patches: F32, bank_idx: I64, hold_idx: I64, settings: GaussianSettings
+    patches: F32, bank_idx: I64, hold_idx: I64, params: AnomalyFitParams
 ) -> tuple[GroupRouter | None, I64, I64]:
     """The router (None for one group) and each bank / held-out image's group."""
-    if settings.groups == 1:
+    if params.groups == 1:
         return None, np.zeros(len(bank_idx), np.int64), np.zeros(len(hold_idx), np.int64)
     router, bank_groups = fit_router(
-        texture_descriptor(patches[bank_idx]), settings.groups, settings.seed
+        texture_descriptor(patches[bank_idx]), params.groups, params.seed
     )
     return router, bank_groups, route(router, texture_descriptor(patches[hold_idx]))
 
 
-def fit_gaussian(
-    patches: F32, n_hold: int, settings: GaussianSettings, stage: Stage
-) -> GaussianFit:
+def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Stage) -> GaussianFit:
     """Split good images into fit and held-out parts, fit each group, scale on the held-out."""
-    if settings.groups < 1:
-        raise ModelError(f"groups must be >= 1, got {settings.groups}")
-    order = np.random.default_rng(settings.seed).permutation(len(patches))
+    if params.groups < 1:
+        raise ModelError(f"groups must be >= 1, got {params.groups}")
+    order = np.random.default_rng(params.seed).permutation(len(patches))
     hold_idx, bank_idx = order[:n_hold], order[n_hold:]
-    projection = random_projection(patches.shape[2], settings.projection_dim, settings.seed)
-    router, bank_groups, hold_groups = _groups(patches, bank_idx, hold_idx, settings)
+    projection = random_projection(patches.shape[2], params.projection_dim, params.seed)
+    router, bank_groups, hold_groups = _groups(patches, bank_idx, hold_idx, params)
     groups: list[GaussianGroup] = []
     hold_scores = np.zeros(len(hold_idx), np.float32)
     sizes = []
-    for g in range(settings.groups):
+    for g in range(params.groups):
         bank_g, hold_g = bank_idx[bank_groups == g], np.flatnonzero(hold_groups == g)
         sizes.append((len(bank_g), len(hold_g)))
         if len(bank_g) < MIN_GROUP_IMAGES:
             raise ModelError(
-                f"texture group {g} of {settings.groups} holds {len(bank_g)} good image(s) to "
+                f"texture group {g} of {params.groups} holds {len(bank_g)} good image(s) to "
                 f"fit on; at least {MIN_GROUP_IMAGES} are needed. Add good images or use "
                 "fewer groups."
             )
-        mean, whiten = fit_position_gaussians(patches[bank_g] @ projection, settings.shrinkage)
+        mean, whiten = fit_position_gaussians(patches[bank_g] @ projection, params.shrinkage)
         maps = mahalanobis(patches[hold_idx[hold_g]] @ projection, mean, whiten)
         pos_mean: F32 | None = None
         pos_std: F32 | None = None
-        if settings.position_norm:
+        if params.position_norm:
             if len(hold_g) < MIN_POSITION_IMAGES:
                 raise ModelError(
-                    f"texture group {g} of {settings.groups} has {len(hold_g)} held-out good "
+                    f"texture group {g} of {params.groups} has {len(hold_g)} held-out good "
                     f"image(s); position normalisation needs {MIN_POSITION_IMAGES}. Add good "
                     "images, use fewer groups, or turn it off."
                 )
@@ -100,19 +88,19 @@ def fit_gaussian(
             maps = (maps - pos_mean) / pos_std
         if len(hold_g) == 0:
             raise ModelError(
-                f"texture group {g} of {settings.groups} has no held-out good image to set its "
+                f"texture group {g} of {params.groups} has no held-out good image to set its "
                 "score scale by. Add good images or use fewer groups."
             )
-        raw = top_k_mean(maps, settings.top_k)
-        scale = float(np.quantile(raw, settings.scale_quantile))
+        raw = top_k_mean(maps, params.top_k)
+        scale = float(np.quantile(raw, params.scale_quantile))
         if not np.isfinite(scale) or scale <= 0:
             raise ModelError(
                 f"texture group {g}: held-out good scores give an unusable scale {scale}"
             )
         hold_scores[hold_g] = raw / scale
         groups.append(GaussianGroup(mean, whiten, pos_mean, pos_std, scale))
-        stage("gaussians", g + 1, settings.groups)
-    params = GaussianParams(
-        projection=projection, groups=tuple(groups), router=router, top_k=settings.top_k
+        stage("gaussians", g + 1, params.groups)
+    fitted = GaussianParams(
+        projection=projection, groups=tuple(groups), router=router, top_k=params.top_k
     )
-    return GaussianFit(params, bank_idx, hold_idx, hold_scores, tuple(sizes))
+    return GaussianFit(fitted, bank_idx, hold_idx, hold_scores, tuple(sizes))

@@ -14,9 +14,10 @@ from typing import Any
 
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import load_manifest, write_manifest
+from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
-from cellinspect.training.fit_anomaly import AnomalyFitParams
+from cellinspect.training.fit_anomaly import fit_anomaly
 from cellinspect.training.split import SPLIT_FILE, load_split, make_split, save_split
 
 
@@ -114,8 +115,6 @@ def train_model(
         },
     }
     if anomaly_params is not None:
-        from cellinspect.training.fit_anomaly import fit_anomaly
-
         good_train = Dataset(train.root, [*train.items, *val.items])  # val unused for PatchCore
         model_path = fit_anomaly(
             good_train, reader, backbone_path, out_dir, name, version, anomaly_params, stage, extra

@@ -1,0 +1,53 @@
+"""What `fit_anomaly` is asked to fit, and which combinations it refuses up front.
+
+Its own module so the detector fitters (`fit_gaussian`) take the same parameters as
+`fit_anomaly` without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cellinspect.errors import ModelError
+
+DEFAULT_SHRINKAGE = 0.1  # gaussian: covariance weight moved to its mean variance
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyFitParams:
+    coreset_size: int = 2000
+    projection_dim: int | None = 96
+    holdout_fraction: float = 0.2
+    scale_quantile: float = 1.0
+    review_at: float = 1.0
+    fail_at: float = 1.15
+    batch_size: int = 8
+    seed: int = 0
+    # z-score each patch position against the held-out good parts: for aligned parts (README)
+    position_norm: bool = False
+    # fits on `bags` draws of bank and held-out parts (seed, seed + 1, ...), scores averaged
+    bags: int = 1
+    # "patchcore" (nearest neighbour in a coreset bank) or "gaussian" (per-position Gaussians)
+    detector: str = "patchcore"
+    # gaussian only: texture groups (k-means), covariance shrinkage, image score = top-k mean
+    groups: int = 1
+    shrinkage: float = DEFAULT_SHRINKAGE
+    top_k: int = 1
+
+    def check(self) -> None:
+        """Refuse combinations that would be silently ignored."""
+        if self.detector not in DETECTORS:
+            raise ModelError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.bags < 1:
+            raise ModelError(f"bags must be >= 1, got {self.bags}")
+        if self.detector == "gaussian" and self.bags != 1:
+            raise ModelError("bags are for the patchcore detector; the gaussian one is not drawn")
+        if self.detector == "patchcore" and (
+            self.groups != 1 or self.top_k != 1 or self.shrinkage != DEFAULT_SHRINKAGE
+        ):
+            raise ModelError("groups, top_k and shrinkage are for the gaussian detector")
+        if not 0.0 <= self.shrinkage < 1.0:
+            raise ModelError(f"shrinkage must be in [0, 1), got {self.shrinkage}")
+
+
+DETECTORS = ("patchcore", "gaussian")
