@@ -19,6 +19,7 @@ from cellinspect import __version__
 from cellinspect.cli_support import (
     DEFAULT_RECIPE,
     BagsOpt,
+    CrossFitOpt,
     DetectorOpt,
     GroupsOpt,
     PositionNormOpt,
@@ -314,6 +315,7 @@ def fit_anomaly_cmd(
     detector: DetectorOpt = "patchcore",
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
+    cross_fit: CrossFitOpt = False,
 ) -> None:
     """Teach an anomaly detector from a folder of good parts (no torch needed)."""
     from cellinspect.training.anomaly_params import AnomalyFitParams
@@ -332,6 +334,7 @@ def fit_anomaly_cmd(
             detector=detector,
             groups=groups,
             top_k=top_k,
+            cross_fit=cross_fit,
         )
         with progress_bar() as progress:
             rep = fit_anomaly(

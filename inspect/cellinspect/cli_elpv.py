@@ -131,6 +131,12 @@ def eval_elpv(
     top_k: Annotated[
         int | None, typer.Option(min=1, help="gaussian: score = mean of the top k (default 20).")
     ] = None,
+    cross_fit: Annotated[
+        bool | None,
+        typer.Option(
+            help="gaussian: cross-fitted z-scores and scale (default on); see fit-anomaly."
+        ),
+    ] = None,
 ) -> None:
     """Reproduce accuracy, AUROC and latency on the elpv solar cells (needs the eval extra)."""
     from cellinspect.config import StretchOp
@@ -197,6 +203,7 @@ def eval_elpv(
                 bags=base.bags if bags is None else bags,
                 groups=base.groups if groups is None else groups,
                 top_k=base.top_k if top_k is None else top_k,
+                cross_fit=base.cross_fit if cross_fit is None else cross_fit,
             )
             anomaly.check()
         params = ElpvEvalParams(

@@ -47,6 +47,13 @@ GroupsOpt = Annotated[
         "fit each its own Gaussians; every image is routed to its nearest group.",
     ),
 ]
+CrossFitOpt = Annotated[
+    bool,
+    typer.Option(
+        help="anomaly, gaussian: hold every good part out once (folds of the holdout "
+        "fraction) for the z-scores and scale, and fit the final Gaussians on all of them."
+    ),
+]
 TopKOpt = Annotated[
     int,
     typer.Option(

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cellinspect.cli_support import (
     BagsOpt,
+    CrossFitOpt,
     DetectorOpt,
     GroupsOpt,
     PositionNormOpt,
@@ -146,6 +147,7 @@ def train(
     detector: DetectorOpt = "patchcore",
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
+    cross_fit: CrossFitOpt = False,
 ) -> None:
     """Train a classifier or anomaly detector on a recorded split; evaluate on its test part."""
     from cellinspect.errors import ConfigError
@@ -168,6 +170,7 @@ def train(
                 detector=detector,
                 groups=groups,
                 top_k=top_k,
+                cross_fit=cross_fit,
             )
         except ValueError as err:
             raise ConfigError(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -119,14 +120,16 @@ def test_top_k_mean_and_its_bounds() -> None:
             top_k_mean(maps, k)
 
 
-@pytest.mark.parametrize("z_scored", [False, True])
-def test_one_group_graph_matches_numpy(tmp_path: Path, z_scored: bool) -> None:
+@pytest.mark.parametrize(("z_scored", "dim"), [(False, 16), (True, 16), (True, None)])
+def test_one_group_graph_matches_numpy(tmp_path: Path, z_scored: bool, dim: int | None) -> None:
     batch, patches = _batch_and_patches(tmp_path)
     rng = np.random.default_rng(2)
-    projection = random_projection(152, 16, seed=0)
-    group = _group(rng, 16, z_scored, scale=2.0)
+    projection = random_projection(152, dim, seed=0)  # None: identity, all 152 channels
+    group = _group(rng, projection.shape[1], z_scored, scale=2.0)
     params = GaussianParams(projection, (group,), None, top_k=7)
     graph = build_gaussian_graph(BACKBONE, params, tmp_path / "g.onnx")
+    initialisers = {i.name for i in onnx.load(str(graph)).graph.initializer}
+    assert ("ga_proj" in initialisers) == (dim is not None)  # an identity is not multiplied
     scores, maps = ort.InferenceSession(str(graph)).run(
         [SCORE_OUTPUT, MAP_OUTPUT], {"image": batch}
     )

@@ -170,8 +170,10 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     assert ano["parameters"]["position_norm"] is True  # cells are aligned: z-score positions
     assert ano["method"] == "gaussian" and ano["parameters"]["top_k"] == 20
     assert ano_manifest["provenance"]["method"].endswith(
-        "z-scored per patch position, score = mean of the top 20 patches"
+        "z-scored per patch position, score = mean of the top 20 patches, "
+        "5-fold cross-fitted z-scores and scale"
     )
+    assert ano["parameters"]["cross_fit"] is True
     for sub in ("classifier", "anomaly"):
         manifest = json.loads((out / sub / "manifest.json").read_text())
         assert "CC BY-NC-SA" in manifest["provenance"]["elpv"]["licence"]
@@ -192,7 +194,9 @@ def test_eval_elpv_gaussian_groups_split_mono_from_poly_without_labels(tmp_path:
     assert ano["parameters"]["groups"] == 2
     assert ano["auroc"] > 0.8
     manifest = json.loads((out / "anomaly" / "manifest.json").read_text())
-    sizes = sorted(sum(g) for g in manifest["provenance"]["group_sizes"])
+    # cross-fitted: every functional cell is fitted and held out once, (n, n) per group
+    assert all(fit == held for fit, held in manifest["provenance"]["group_sizes"])
+    sizes = sorted(fit for fit, _ in manifest["provenance"]["group_sizes"])
     split = list(csv.DictReader((out / "split.csv").open()))
     functional = [r for r in split if r["split"] == "train" and float(r["probability"]) == 0.0]
     by_type = sorted(sum(r["type"] == t for r in functional) for t in ("mono", "poly"))

@@ -203,6 +203,7 @@ def test_gaussian_groups_keep_a_flat_kind_sharp_beside_a_grained_kind(tmp_path: 
         (AnomalyFitParams(shrinkage=0.5), "shrinkage are for the gaussian"),
         (AnomalyFitParams(detector="gaussian"), "at least 20 good images per group"),
         (AnomalyFitParams(detector="gaussian", groups=3), "for 3 group"),
+        (AnomalyFitParams(cross_fit=True), "cross-fitting is for the gaussian detector"),
     ],
 )
 def test_detector_settings_are_checked_before_any_work(
@@ -226,3 +227,27 @@ def test_gaussian_group_with_too_few_held_out_parts_is_named(tmp_path: Path) -> 
         fit_anomaly(
             good_images(folder), RoiReader(None), BACKBONE, tmp_path / "o", "m", "1", params
         )
+
+
+def test_cross_fitted_gaussian_holds_every_good_part_out_once(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    _write_parts(good, 30, seed=5, defect_rate=0.0)
+    params = AnomalyFitParams(
+        detector="gaussian", projection_dim=32, position_norm=True, top_k=5, cross_fit=True
+    )
+    report = fit_anomaly(good_images(good), *_fit_args(tmp_path / "m" / "1"), params)
+    assert report.bank_images == report.holdout_images == 30
+    assert len(report.holdout_scores) == 30 and max(report.holdout_scores) == pytest.approx(1.0)
+    assert "each held out once over 5 folds" in report.summary
+    manifest = load_manifest(report.model_path)
+    assert manifest.provenance["parameters"]["cross_fit_folds"] == 5
+    assert manifest.provenance["method"].endswith("5-fold cross-fitted z-scores and scale")
+    assert "held out by cross-fitting" in manifest.outputs[0].description
+    # The final Gaussians were fitted on these very parts, so they score them closer than the
+    # fold models that never saw them did: the z-scores and scale come from the latter.
+    runner = ModelRunner.load("m", report.model_path)
+    outs = runner.predict([cv2.imread(str(p)) for p in sorted(good.glob("*.png"))])
+    in_sample = [o.anomaly_score for o in outs if o.anomaly_score is not None]
+    assert len(in_sample) == 30
+    assert np.mean(in_sample) < np.mean(report.holdout_scores)
+    assert max(in_sample) < 1.0

@@ -122,7 +122,8 @@ def fit_position_gaussians(features: F32, shrinkage: float) -> tuple[F32, F32]:
     x = features.astype(np.float64)
     mean = x.mean(axis=0)
     centred = x - mean
-    cov = np.einsum("npc,npd->pcd", centred, centred) / (n - 1)
+    by_position = np.ascontiguousarray(centred.transpose(1, 2, 0))  # (P, D, N): batched BLAS
+    cov = by_position @ by_position.transpose(0, 2, 1) / (n - 1)
     level = np.trace(cov, axis1=1, axis2=2) / dim
     if not level.max() > 0:
         raise ModelError("good images' features do not vary at all: nothing to fit")
@@ -139,8 +140,8 @@ def mahalanobis(features: F32, mean: F32, whiten: F32, batch: int = 64) -> F32:
     out = np.empty(features.shape[:2], dtype=np.float32)
     for start in range(0, len(features), batch):
         centred = features[start : start + batch] - mean
-        y = np.einsum("npc,pcd->npd", centred, whiten)
-        out[start : start + batch] = np.sqrt((y * y).sum(axis=2))
+        y = centred.transpose(1, 0, 2) @ whiten  # (P, n, D), one batched BLAS product
+        out[start : start + batch] = np.sqrt((y * y).sum(axis=2)).T
     return out
 
 
@@ -244,14 +245,15 @@ def build_gaussian_graph(backbone_path: Path, params: GaussianParams, out_path: 
     head_nodes, inits = _feature_head(channels)
     nodes = list(head_nodes)
     inits += [
-        _const("ga_proj", params.projection.astype(np.float32)),
         _const("ga_map_shape", np.array([-1, h8, w8], dtype=np.int64)),
         _const("ga_k", np.array([params.top_k], dtype=np.int64)),
     ]
-    nodes += [
-        helper.make_node("MatMul", ["pc_patches", "ga_proj"], ["ga_x"]),
-        helper.make_node("Transpose", ["ga_x"], ["ga_xt"], perm=[1, 0, 2]),
-    ]
+    projected = "pc_patches"
+    if not np.array_equal(params.projection, np.eye(channels, dtype=params.projection.dtype)):
+        inits.append(_const("ga_proj", params.projection.astype(np.float32)))
+        nodes.append(helper.make_node("MatMul", ["pc_patches", "ga_proj"], ["ga_x"]))
+        projected = "ga_x"
+    nodes.append(helper.make_node("Transpose", [projected], ["ga_xt"], perm=[1, 0, 2]))
     tags = [f"ga_g{i}_" for i in range(len(params.groups))]
     for group, tag in zip(params.groups, tags, strict=True):
         group_nodes, group_inits = _group_nodes(group, tag, positions, opset)

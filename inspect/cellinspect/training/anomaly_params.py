@@ -33,6 +33,9 @@ class AnomalyFitParams:
     groups: int = 1
     shrinkage: float = DEFAULT_SHRINKAGE
     top_k: int = 1
+    # gaussian only: every good part is fitted and also held out once (folds of
+    # holdout_fraction each), instead of the held-out parts never being fitted
+    cross_fit: bool = False
 
     def check(self) -> None:
         """Refuse combinations that would be silently ignored."""
@@ -46,6 +49,11 @@ class AnomalyFitParams:
             self.groups != 1 or self.top_k != 1 or self.shrinkage != DEFAULT_SHRINKAGE
         ):
             raise ModelError("groups, top_k and shrinkage are for the gaussian detector")
+        if self.detector == "patchcore" and self.cross_fit:
+            raise ModelError(
+                "cross-fitting is for the gaussian detector; PatchCore's bank search is too "
+                "slow to fit once per fold"
+            )
         if not 0.0 <= self.shrinkage < 1.0:
             raise ModelError(f"shrinkage must be in [0, 1), got {self.shrinkage}")
 

@@ -70,7 +70,12 @@ def default_anomaly_params(method: str) -> AnomalyFitParams:
     if method == "patchcore":
         return AnomalyFitParams(coreset_size=4000, projection_dim=96, position_norm=True, bags=3)
     return AnomalyFitParams(
-        detector="gaussian", projection_dim=96, position_norm=True, groups=2, top_k=20
+        detector="gaussian",
+        projection_dim=None,  # all 152 channels: no projection drawn (README, elpv table)
+        position_norm=True,
+        groups=2,
+        top_k=20,
+        cross_fit=True,
     )
 
 
@@ -370,7 +375,12 @@ def _run_anomaly(
     detector = (
         {"coreset_size": report.bank_size, "bags": p.bags, "patches": report.patches}
         if p.detector == "patchcore"
-        else {"groups": p.groups, "top_k": p.top_k, "shrinkage": p.shrinkage}
+        else {
+            "groups": p.groups,
+            "top_k": p.top_k,
+            "shrinkage": p.shrinkage,
+            "cross_fit": p.cross_fit,
+        }
     )
     return {
         "method": p.detector,

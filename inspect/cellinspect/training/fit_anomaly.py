@@ -46,7 +46,7 @@ from cellinspect.inference.patchcore import (
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
-from cellinspect.training.fit_gaussian import fit_gaussian
+from cellinspect.training.fit_gaussian import cross_fit_folds, fit_gaussian
 
 F32 = npt.NDArray[np.float32]
 
@@ -238,14 +238,16 @@ def _gaussian_model(
     grouped = (
         "" if params.groups == 1 else f", one set per texture group ({params.groups}, k-means)"
     )
+    folds = cross_fit_folds(params.holdout_fraction) if params.cross_fit else None
+    held = "good parts held out by cross-fitting" if folds else "held-out good parts"
     return _Fitted(
         model_path=model_path,
         method="per-position Gaussians (PaDiM-style: stride-8 + stride-16 patches, 3x3 avg "
         f"pool, shrunk covariance){grouped}"
         + (", z-scored per patch position" if z_scored else "")
-        + ("" if params.top_k == 1 else f", score = mean of the top {params.top_k} patches"),
-        measure="z-score of the patch's Mahalanobis distance against held-out good parts at "
-        "its position"
+        + ("" if params.top_k == 1 else f", score = mean of the top {params.top_k} patches")
+        + (f", {folds}-fold cross-fitted z-scores and scale" if folds else ""),
+        measure=f"z-score of the patch's Mahalanobis distance against {held} at its position"
         if z_scored
         else "Mahalanobis distance of the patch to the good parts at its position",
         score_note=("Max" if params.top_k == 1 else f"Mean over the {params.top_k} highest patches")
@@ -256,13 +258,19 @@ def _gaussian_model(
             "groups": params.groups,
             "shrinkage": params.shrinkage,
             "top_k": params.top_k,
+            "cross_fit_folds": folds,
         },
         bank_images=len(fit.bank_idx),
         holdout_images=len(fit.hold_idx),
         score_scale=fit.params.groups[0].scale,
         holdout_scores=fit.holdout_scores,
         summary=f"{params.groups} group(s) x {positions} position Gaussians "
-        f"(bank / held-out images per group: {list(fit.group_sizes)})",
+        + (
+            f"(images per group: {[b for b, _ in fit.group_sizes]}, each held out once "
+            f"over {folds} folds)"
+            if folds
+            else f"(bank / held-out images per group: {list(fit.group_sizes)})"
+        ),
         extra={
             "group_sizes": [list(g) for g in fit.group_sizes],
             "group_scales_raw": [g.scale for g in fit.params.groups],
@@ -291,11 +299,12 @@ def fit_anomaly(
             f"{dataset.root}: {len(images)} readable good image(s); at least 5 are needed"
         )
     n_hold = max(1, round(len(images) * params.holdout_fraction))
-    if params.position_norm and n_hold < MIN_POSITION_IMAGES:
+    held_out = len(images) if params.cross_fit else n_hold
+    if params.position_norm and held_out < MIN_POSITION_IMAGES:
         raise ModelError(
             f"{dataset.root}: position normalisation needs at least {MIN_POSITION_IMAGES} "
             f"held-out good images; {len(images)} good image(s) at holdout fraction "
-            f"{params.holdout_fraction} give {n_hold}. Add good images or turn it off."
+            f"{params.holdout_fraction} give {held_out}. Add good images or turn it off."
         )
     if params.detector == "gaussian" and len(images) - n_hold < params.groups * MIN_GROUP_IMAGES:
         raise ModelError(

@@ -53,14 +53,53 @@ def _groups(
     return router, bank_groups, route(router, texture_descriptor(patches[hold_idx]))
 
 
+def cross_fit_folds(holdout_fraction: float) -> int:
+    """Folds of one holdout fraction each, so every fold model fits as many parts as a split."""
+    return max(2, round(1.0 / holdout_fraction))
+
+
+def cross_fit_maps(projected: F32, members: I64, folds: int, shrinkage: float) -> F32:
+    """Distance maps of every member, each under Gaussians fitted without its own fold.
+
+    Members are dealt to folds in turn (the caller has shuffled them), so folds differ in size
+    by one at most; `folds == len(members)` is leave-one-out.
+    """
+    if not 2 <= folds <= len(members):
+        raise ModelError(f"cross-fitting needs 2..{len(members)} folds, got {folds}")
+    fold_of = np.arange(len(members)) % folds
+    maps = np.empty((len(members), projected.shape[1]), np.float32)
+    for fold in range(folds):
+        mean, whiten = fit_position_gaussians(projected[members[fold_of != fold]], shrinkage)
+        maps[fold_of == fold] = mahalanobis(projected[members[fold_of == fold]], mean, whiten)
+    return maps
+
+
+def _check_fold_size(members: int, folds: int, params: AnomalyFitParams, group: int) -> None:
+    fold_fit = members - -(-members // folds)  # the smallest fit: all but the largest fold
+    if fold_fit < MIN_GROUP_IMAGES:
+        raise ModelError(
+            f"texture group {group} of {params.groups}: cross-fitting over {folds} folds "
+            f"leaves {fold_fit} good image(s) to fit a fold on; at least {MIN_GROUP_IMAGES} "
+            "are needed. Add good images, use fewer groups, or turn cross-fitting off."
+        )
+
+
 def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Stage) -> GaussianFit:
-    """Split good images into fit and held-out parts, fit each group, scale on the held-out."""
+    """Fit each group's Gaussians and set its z-scores and scale on held-out good parts.
+
+    With `cross_fit` every good part is fitted by the final Gaussians and also held out once,
+    by the model of the folds without it, instead of `n_hold` parts serving only one role.
+    """
     if params.groups < 1:
         raise ModelError(f"groups must be >= 1, got {params.groups}")
     order = np.random.default_rng(params.seed).permutation(len(patches))
-    hold_idx, bank_idx = order[:n_hold], order[n_hold:]
+    hold_idx, bank_idx = (order, order) if params.cross_fit else (order[:n_hold], order[n_hold:])
+    folds = cross_fit_folds(params.holdout_fraction)
     projection = random_projection(patches.shape[2], params.projection_dim, params.seed)
+    projected = np.asarray(patches @ projection, dtype=np.float32)
     router, bank_groups, hold_groups = _groups(patches, bank_idx, hold_idx, params)
+    if params.cross_fit:
+        hold_groups = bank_groups  # the same parts, in the same order
     groups: list[GaussianGroup] = []
     hold_scores = np.zeros(len(hold_idx), np.float32)
     sizes = []
@@ -73,8 +112,12 @@ def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Sta
                 f"fit on; at least {MIN_GROUP_IMAGES} are needed. Add good images or use "
                 "fewer groups."
             )
-        mean, whiten = fit_position_gaussians(patches[bank_g] @ projection, params.shrinkage)
-        maps = mahalanobis(patches[hold_idx[hold_g]] @ projection, mean, whiten)
+        mean, whiten = fit_position_gaussians(projected[bank_g], params.shrinkage)
+        if params.cross_fit:
+            _check_fold_size(len(bank_g), folds, params, g)
+            maps = cross_fit_maps(projected, bank_g, folds, params.shrinkage)
+        else:
+            maps = mahalanobis(projected[hold_idx[hold_g]], mean, whiten)
         pos_mean: F32 | None = None
         pos_std: F32 | None = None
         if params.position_norm:
