@@ -315,7 +315,7 @@ def fit_anomaly_cmd(
     detector: DetectorOpt = "patchcore",
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
-    cross_fit: CrossFitOpt = False,
+    cross_fit: CrossFitOpt = None,
 ) -> None:
     """Teach an anomaly detector from a folder of good parts (no torch needed)."""
     from cellinspect.training.anomaly_params import AnomalyFitParams

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cellinspect.cli_support import (
+    CrossFitOpt,
     PositionNormOpt,
     console,
     progress_bar,
@@ -131,10 +132,13 @@ def eval_elpv(
     top_k: Annotated[
         int | None, typer.Option(min=1, help="gaussian: score = mean of the top k (default 20).")
     ] = None,
-    cross_fit: Annotated[
-        bool | None,
+    cross_fit: CrossFitOpt = None,
+    projection_dim: Annotated[
+        int | None,
         typer.Option(
-            help="gaussian: cross-fitted z-scores and scale (default on); see fit-anomaly."
+            min=0,
+            help="anomaly: random projection of the 152 feature channels to this many "
+            "(0: none; default: none for gaussian, 96 for patchcore).",
         ),
     ] = None,
 ) -> None:
@@ -203,7 +207,10 @@ def eval_elpv(
                 bags=base.bags if bags is None else bags,
                 groups=base.groups if groups is None else groups,
                 top_k=base.top_k if top_k is None else top_k,
-                cross_fit=base.cross_fit if cross_fit is None else cross_fit,
+                cross_fit=cross_fit,
+                projection_dim=base.projection_dim
+                if projection_dim is None
+                else (projection_dim or None),
             )
             anomaly.check()
         params = ElpvEvalParams(

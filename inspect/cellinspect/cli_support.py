@@ -48,10 +48,12 @@ GroupsOpt = Annotated[
     ),
 ]
 CrossFitOpt = Annotated[
-    bool,
+    bool | None,
     typer.Option(
         help="anomaly, gaussian: hold every good part out once (folds of the holdout "
-        "fraction) for the z-scores and scale, and fit the final Gaussians on all of them."
+        "fraction) for the z-scores and scale, and fit the final Gaussians on all of them. "
+        "Default: on for gaussian; --no-cross-fit holds out one split instead.",
+        show_default=False,
     ),
 ]
 TopKOpt = Annotated[

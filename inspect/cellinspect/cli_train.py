@@ -147,7 +147,7 @@ def train(
     detector: DetectorOpt = "patchcore",
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
-    cross_fit: CrossFitOpt = False,
+    cross_fit: CrossFitOpt = None,
 ) -> None:
     """Train a classifier or anomaly detector on a recorded split; evaluate on its test part."""
     from cellinspect.errors import ConfigError

@@ -153,9 +153,12 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     out = tmp_path / "elpv"
     result = CliRunner().invoke(
         app,
-        # one texture group here, so the one-group path runs on real cells; the 800-cell run
-        # below checks the two groups
-        ["eval-elpv", "--out", str(out), "--limit", "400", "--views", "4", "--groups", "1"],
+        # one group, a 96-d projection and one held-out split here, so those paths run on real
+        # cells; the 800-cell run below checks the default (two groups, cross-fitted, 152-d)
+        [
+            *["eval-elpv", "--out", str(out), "--limit", "400", "--views", "4", "--groups", "1"],
+            *["--projection-dim", "96", "--no-cross-fit"],
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -171,10 +174,10 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     assert ano["parameters"]["position_norm"] is True  # cells are aligned: z-score positions
     assert ano["method"] == "gaussian" and ano["parameters"]["top_k"] == 20
     assert ano_manifest["provenance"]["method"].endswith(
-        "z-scored per patch position, score = mean of the top 20 patches, "
-        "5-fold cross-fitted z-scores and scale"
+        "z-scored per patch position, score = mean of the top 20 patches"
     )
-    assert ano["parameters"]["cross_fit"] is True
+    assert ano["parameters"]["cross_fit"] is False
+    assert ano["parameters"]["projection_dim"] == 96
     for sub in ("classifier", "anomaly"):
         manifest = json.loads((out / sub / "manifest.json").read_text())
         assert "CC BY-NC-SA" in manifest["provenance"]["elpv"]["licence"]
@@ -193,8 +196,10 @@ def test_eval_elpv_gaussian_groups_split_mono_from_poly_without_labels(tmp_path:
     assert result.exit_code == 0, result.output
     ano = json.loads((out / "report.json").read_text())["anomaly"]
     assert ano["parameters"]["groups"] == 2
+    assert ano["parameters"]["cross_fit"] is True and ano["parameters"]["projection_dim"] is None
     assert ano["auroc"] > 0.8
     manifest = json.loads((out / "anomaly" / "manifest.json").read_text())
+    assert manifest["provenance"]["method"].endswith("5-fold cross-fitted z-scores and scale")
     # cross-fitted: every functional cell is fitted and held out once, (n, n) per group
     assert all(fit == held for fit, held in manifest["provenance"]["group_sizes"])
     sizes = sorted(fit for fit, _ in manifest["provenance"]["group_sizes"])
@@ -327,6 +332,14 @@ def test_anomaly_parameters_must_match_the_method(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelError, match="for the gaussian detector, the method is patchcore"):
         params.check()
+
+
+def test_eval_elpv_refuses_cross_fitting_for_patchcore(tmp_path: Path) -> None:
+    args = ["eval-elpv", "--out", str(tmp_path), "--method", "patchcore", "--cross-fit"]
+    result = CliRunner().invoke(_elpv_app(), args)
+    assert result.exit_code != 0
+    assert "cross-fitting is for the gaussian detector" in result.output
+    assert not (tmp_path / "report.json").exists()
 
 
 def test_eval_elpv_refuses_bags_for_the_gaussian_detector(tmp_path: Path) -> None:

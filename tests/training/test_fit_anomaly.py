@@ -176,7 +176,9 @@ def test_gaussian_groups_keep_a_flat_kind_sharp_beside_a_grained_kind(tmp_path: 
     scratched = [_two_kind_part(rng, grained=False, faint_scratch=True) for _ in range(10)]
     margins = {}
     for groups in (1, 2):
-        params = AnomalyFitParams(detector="gaussian", projection_dim=32, groups=groups, top_k=1)
+        params = AnomalyFitParams(  # the margins below were measured with one held-out split
+            detector="gaussian", projection_dim=32, groups=groups, top_k=1, cross_fit=False
+        )
         out = tmp_path / f"m{groups}" / "1"
         report = fit_anomaly(good_images(folder), RoiReader(None), BACKBONE, out, "m", "1", params)
         assert max(report.holdout_scores) == pytest.approx(1.0)
@@ -222,7 +224,9 @@ def test_gaussian_group_with_too_few_held_out_parts_is_named(tmp_path: Path) -> 
     for i in range(110):  # 22 held out in all, about 11 per group: below the 20 it needs
         part = _two_kind_part(rng, grained=i % 2 == 0, faint_scratch=False)
         cv2.imwrite(str(folder / f"g{i:03d}.png"), part)
-    params = AnomalyFitParams(detector="gaussian", projection_dim=16, groups=2, position_norm=True)
+    params = AnomalyFitParams(
+        detector="gaussian", projection_dim=16, groups=2, position_norm=True, cross_fit=False
+    )
     with pytest.raises(ModelError, match=r"texture group \d of 2 has \d+ held-out good image"):
         fit_anomaly(
             good_images(folder), RoiReader(None), BACKBONE, tmp_path / "o", "m", "1", params
@@ -233,8 +237,8 @@ def test_cross_fitted_gaussian_holds_every_good_part_out_once(tmp_path: Path) ->
     good = tmp_path / "good"
     _write_parts(good, 30, seed=5, defect_rate=0.0)
     params = AnomalyFitParams(
-        detector="gaussian", projection_dim=32, position_norm=True, top_k=5, cross_fit=True
-    )
+        detector="gaussian", projection_dim=32, position_norm=True, top_k=5
+    )  # cross-fitted by default for the gaussian detector
     report = fit_anomaly(good_images(good), *_fit_args(tmp_path / "m" / "1"), params)
     assert report.bank_images == report.holdout_images == 30
     assert len(report.holdout_scores) == 30 and max(report.holdout_scores) == pytest.approx(1.0)
@@ -251,3 +255,27 @@ def test_cross_fitted_gaussian_holds_every_good_part_out_once(tmp_path: Path) ->
     assert len(in_sample) == 30
     assert np.mean(in_sample) < np.mean(report.holdout_scores)
     assert max(in_sample) < 1.0
+
+
+def test_fit_anomaly_cli_cross_fits_the_gaussian_detector_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cellinspect.cli import app
+
+    good = tmp_path / "good"
+    _write_parts(good, 26, seed=6, defect_rate=0.0)
+    base = ["fit-anomaly", "--good", str(good), "--backbone", str(BACKBONE)]
+    base += ["--detector", "gaussian", "--projection-dim", "16"]
+    folds = {}
+    for flag in ([], ["--no-cross-fit"]):
+        out = tmp_path / ("split" if flag else "default") / "1"
+        res = CliRunner().invoke(app, [*base, *flag, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        folds[bool(flag)] = load_manifest(out / "model.onnx").provenance["parameters"][
+            "cross_fit_folds"
+        ]
+        held = "26 held out" if not flag else "5 held out"
+        assert "26 good images (" in res.output and held in res.output
+    assert folds == {False: 5, True: None}

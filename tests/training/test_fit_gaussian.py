@@ -62,7 +62,7 @@ def test_cross_fit_fits_on_every_part_and_holds_every_part_out() -> None:
 
 def test_a_split_fits_without_its_held_out_parts() -> None:
     x = _patches(60)
-    params = AnomalyFitParams(detector="gaussian", projection_dim=None)
+    params = AnomalyFitParams(detector="gaussian", projection_dim=None, cross_fit=False)
     fit = fit_gaussian(x, n_hold=12, params=params, stage=no_stage)
     assert len(fit.bank_idx) == 48 and len(fit.hold_idx) == 12
     assert not set(fit.bank_idx) & set(fit.hold_idx)
@@ -84,3 +84,12 @@ def test_too_small_a_fold_fit_is_refused_with_the_group_named() -> None:
         fit_gaussian(_patches(24), n_hold=5, params=params, stage=no_stage)  # 19 per fold fit
     with pytest.raises(ModelError, match=r"2\.\.24 folds"):
         cross_fit_maps(_patches(24), np.arange(24), folds=1, shrinkage=0.1)
+
+
+def test_cross_fitting_defaults_on_for_gaussian_only() -> None:
+    assert AnomalyFitParams(detector="gaussian").cross_fitted
+    assert not AnomalyFitParams(detector="gaussian", cross_fit=False).cross_fitted
+    assert not AnomalyFitParams().cross_fitted  # patchcore
+    AnomalyFitParams(cross_fit=False).check()  # saying "off" to patchcore is fine
+    with pytest.raises(ModelError, match="cross-fitting is for the gaussian detector"):
+        AnomalyFitParams(cross_fit=True).check()

@@ -75,7 +75,6 @@ def default_anomaly_params(method: str) -> AnomalyFitParams:
         position_norm=True,
         groups=2,
         top_k=20,
-        cross_fit=True,
     )
 
 
@@ -379,7 +378,7 @@ def _run_anomaly(
             "groups": p.groups,
             "top_k": p.top_k,
             "shrinkage": p.shrinkage,
-            "cross_fit": p.cross_fit,
+            "cross_fit": p.cross_fitted,
         }
     )
     return {

@@ -238,7 +238,7 @@ def _gaussian_model(
     grouped = (
         "" if params.groups == 1 else f", one set per texture group ({params.groups}, k-means)"
     )
-    folds = cross_fit_folds(params.holdout_fraction) if params.cross_fit else None
+    folds = cross_fit_folds(params.holdout_fraction) if params.cross_fitted else None
     held = "good parts held out by cross-fitting" if folds else "held-out good parts"
     return _Fitted(
         model_path=model_path,
@@ -299,7 +299,7 @@ def fit_anomaly(
             f"{dataset.root}: {len(images)} readable good image(s); at least 5 are needed"
         )
     n_hold = max(1, round(len(images) * params.holdout_fraction))
-    held_out = len(images) if params.cross_fit else n_hold
+    held_out = len(images) if params.cross_fitted else n_hold
     if params.position_norm and held_out < MIN_POSITION_IMAGES:
         raise ModelError(
             f"{dataset.root}: position normalisation needs at least {MIN_POSITION_IMAGES} "

@@ -93,12 +93,12 @@ def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Sta
     if params.groups < 1:
         raise ModelError(f"groups must be >= 1, got {params.groups}")
     order = np.random.default_rng(params.seed).permutation(len(patches))
-    hold_idx, bank_idx = (order, order) if params.cross_fit else (order[:n_hold], order[n_hold:])
+    hold_idx, bank_idx = (order, order) if params.cross_fitted else (order[:n_hold], order[n_hold:])
     folds = cross_fit_folds(params.holdout_fraction)
     projection = random_projection(patches.shape[2], params.projection_dim, params.seed)
     projected = np.asarray(patches @ projection, dtype=np.float32)
     router, bank_groups, hold_groups = _groups(patches, bank_idx, hold_idx, params)
-    if params.cross_fit:
+    if params.cross_fitted:
         hold_groups = bank_groups  # the same parts, in the same order
     groups: list[GaussianGroup] = []
     hold_scores = np.zeros(len(hold_idx), np.float32)
@@ -113,7 +113,7 @@ def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Sta
                 "fewer groups."
             )
         mean, whiten = fit_position_gaussians(projected[bank_g], params.shrinkage)
-        if params.cross_fit:
+        if params.cross_fitted:
             _check_fold_size(len(bank_g), folds, params, g)
             maps = cross_fit_maps(projected, bank_g, folds, params.shrinkage)
         else:

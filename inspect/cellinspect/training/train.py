@@ -48,7 +48,7 @@ class TrainPlan:
     detector: str = "patchcore"  # anomaly: patchcore or gaussian (fit_anomaly)
     groups: int = 1  # anomaly, gaussian: texture groups
     top_k: int = 1  # anomaly, gaussian: image score = mean of the k highest patch scores
-    cross_fit: bool = False  # anomaly, gaussian: every good part held out once (fit_anomaly)
+    cross_fit: bool | None = None  # anomaly: None = on for gaussian (fit_anomaly)
 
     def anomaly_params(self) -> AnomalyFitParams:
         """What fit_anomaly gets for --kind anomaly, checked (so a bad mix fails up front)."""
