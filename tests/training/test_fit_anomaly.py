@@ -132,8 +132,11 @@ def test_bags_score_the_mean_of_the_single_fits_they_repeat(tmp_path: Path) -> N
 def test_position_norm_needs_enough_held_out_parts(tmp_path: Path) -> None:
     _write_parts(tmp_path / "good", 12, seed=1, defect_rate=0.0)
     params = AnomalyFitParams(coreset_size=50, position_norm=True)
-    with pytest.raises(ModelError, match="at least 20 held-out good images; 12 good"):
+    with pytest.raises(ModelError, match=r"20 held-out good images; there are 12 .* give 2\."):
         fit_anomaly(good_images(tmp_path / "good"), *_fit_args(tmp_path / "o"), params)
+    cross_fitted = AnomalyFitParams(detector="gaussian", position_norm=True)
+    with pytest.raises(ModelError, match=r"there are 12 good image.*holds out each of them once"):
+        fit_anomaly(good_images(tmp_path / "good"), *_fit_args(tmp_path / "o"), cross_fitted)
 
 
 def test_too_few_good_images(tmp_path: Path) -> None:

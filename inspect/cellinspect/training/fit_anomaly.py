@@ -301,10 +301,15 @@ def fit_anomaly(
     n_hold = max(1, round(len(images) * params.holdout_fraction))
     held_out = len(images) if params.cross_fitted else n_hold
     if params.position_norm and held_out < MIN_POSITION_IMAGES:
+        how = (
+            "cross-fitting holds out each of them once"
+            if params.cross_fitted
+            else f"at holdout fraction {params.holdout_fraction} they give {held_out}"
+        )
         raise ModelError(
             f"{dataset.root}: position normalisation needs at least {MIN_POSITION_IMAGES} "
-            f"held-out good images; {len(images)} good image(s) at holdout fraction "
-            f"{params.holdout_fraction} give {held_out}. Add good images or turn it off."
+            f"held-out good images; there are {len(images)} good image(s), and {how}. Add "
+            "good images or turn it off."
         )
     if params.detector == "gaussian" and len(images) - n_hold < params.groups * MIN_GROUP_IMAGES:
         raise ModelError(
