@@ -33,6 +33,7 @@ from cellinspect.inference.patchcore import (
     _load_backbone,
     _reduce,
     finish_detector,
+    is_identity,
 )
 
 F32 = npt.NDArray[np.float32]
@@ -249,7 +250,7 @@ def build_gaussian_graph(backbone_path: Path, params: GaussianParams, out_path: 
         _const("ga_k", np.array([params.top_k], dtype=np.int64)),
     ]
     projected = "pc_patches"
-    if not np.array_equal(params.projection, np.eye(channels, dtype=params.projection.dtype)):
+    if not is_identity(params.projection):
         inits.append(_const("ga_proj", params.projection.astype(np.float32)))
         nodes.append(helper.make_node("MatMul", ["pc_patches", "ga_proj"], ["ga_x"]))
         projected = "ga_x"

@@ -325,3 +325,9 @@ def random_projection(channels: int, dim: int | None, seed: int = 0) -> F32:
     rng = np.random.default_rng(seed)
     projection: F32 = (rng.standard_normal((channels, dim)) / np.sqrt(dim)).astype(np.float32)
     return projection
+
+
+def is_identity(projection: F32) -> bool:
+    """True for the projection random_projection returns when there is nothing to project."""
+    rows, cols = projection.shape
+    return rows == cols and np.array_equal(projection, np.eye(rows, dtype=projection.dtype))

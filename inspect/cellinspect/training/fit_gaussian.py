@@ -24,7 +24,12 @@ from cellinspect.inference.gaussian import (
     texture_descriptor,
     top_k_mean,
 )
-from cellinspect.inference.patchcore import MIN_POSITION_IMAGES, position_stats, random_projection
+from cellinspect.inference.patchcore import (
+    MIN_POSITION_IMAGES,
+    is_identity,
+    position_stats,
+    random_projection,
+)
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Stage
 
@@ -44,12 +49,19 @@ class GaussianFit:
 def _groups(
     patches: F32, bank_idx: I64, hold_idx: I64, params: AnomalyFitParams
 ) -> tuple[GroupRouter | None, I64, I64]:
-    """The router (None for one group) and each bank / held-out image's group."""
+    """The router (None for one group) and each bank / held-out image's group.
+
+    Cross-fitted, the held-out parts are the bank parts in the same order: no second routing.
+    """
+    same = params.cross_fitted
     if params.groups == 1:
-        return None, np.zeros(len(bank_idx), np.int64), np.zeros(len(hold_idx), np.int64)
+        bank_groups = np.zeros(len(bank_idx), np.int64)
+        return None, bank_groups, bank_groups if same else np.zeros(len(hold_idx), np.int64)
     router, bank_groups = fit_router(
         texture_descriptor(patches[bank_idx]), params.groups, params.seed
     )
+    if same:
+        return router, bank_groups, bank_groups
     return router, bank_groups, route(router, texture_descriptor(patches[hold_idx]))
 
 
@@ -96,10 +108,8 @@ def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Sta
     hold_idx, bank_idx = (order, order) if params.cross_fitted else (order[:n_hold], order[n_hold:])
     folds = cross_fit_folds(params.holdout_fraction)
     projection = random_projection(patches.shape[2], params.projection_dim, params.seed)
-    projected = np.asarray(patches @ projection, dtype=np.float32)
+    projected = patches if is_identity(projection) else np.asarray(patches @ projection, np.float32)
     router, bank_groups, hold_groups = _groups(patches, bank_idx, hold_idx, params)
-    if params.cross_fitted:
-        hold_groups = bank_groups  # the same parts, in the same order
     groups: list[GaussianGroup] = []
     hold_scores = np.zeros(len(hold_idx), np.float32)
     sizes = []
