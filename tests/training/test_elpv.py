@@ -348,3 +348,27 @@ def test_eval_elpv_refuses_bags_for_the_gaussian_detector(tmp_path: Path) -> Non
     assert result.exit_code != 0
     assert "bags are for the patchcore detector" in result.output
     assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize(("flag", "stretched"), [([], True), (["--no-stretch"], False)])
+def test_python_defaults_match_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], stretched: bool
+) -> None:
+    """ElpvEvalParams used from Python must fit what `eval-elpv` fits (stretch included)."""
+    import cellinspect.training.elpv_eval as elpv_eval
+    from cellinspect.config import StretchOp
+
+    seen: list[elpv_eval.ElpvEvalParams] = []
+
+    def capture(params: elpv_eval.ElpvEvalParams, *_args: object) -> dict[str, object]:
+        seen.append(params)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(elpv_eval, "run_elpv_eval", capture)
+    args = ["eval-elpv", "--out", str(tmp_path), "--task", "anomaly", *flag]
+    result = CliRunner().invoke(_elpv_app(), args)
+    assert result.exit_code == 0, result.output
+    from_cli = seen[0].anomaly_preprocess
+    assert from_cli == ((StretchOp(),) if stretched else ())
+    if stretched:
+        assert elpv_eval.ElpvEvalParams(out=tmp_path).anomaly_preprocess == from_cli
