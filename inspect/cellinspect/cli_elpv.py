@@ -28,6 +28,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _table(report: dict[str, Any]) -> Table:
+    from cellinspect.training.intervals import with_interval
+
     refs = report["references"]
     table = Table(title=f"elpv evaluation (split {report['split']['sha256'][:12]})")
     for column in ("task", "figure", "value", "goal / reference"):
@@ -37,13 +39,20 @@ def _table(report: dict[str, Any]) -> Table:
         lat = cls["latency"]
         table.add_row(
             "classification",
-            "accuracy",
-            _fmt(cls["accuracy"]),
+            "accuracy [95 % interval]",
+            with_interval(cls["accuracy"], cls["accuracy_ci95"]),
             f">= {refs['goal_accuracy']} (VGG19 {refs['deitsch2019_vgg19_gpu_accuracy']}, "
             f"SVM {refs['deitsch2019_svm_accuracy']})",
         )
         for kind, figures in cls["per_type"].items():
             table.add_row("", f"accuracy {kind}", _fmt(figures["accuracy"]), "")
+        for expert, figures in cls["per_expert_probability"].items():
+            table.add_row(
+                "",
+                f"accuracy, expert p = {expert}",
+                f"{_fmt(figures['accuracy'])} ({figures['images']} cells)",
+                "",
+            )
         table.add_row("", "confusion [[TN FP] [FN TP]]", str(cls["confusion"]), "")
         table.add_row(
             "",
@@ -54,7 +63,12 @@ def _table(report: dict[str, Any]) -> Table:
     ano = report.get("anomaly")
     if ano is not None:
         lat = ano["latency"]
-        table.add_row("anomaly", "AUROC (p >= 0.5)", _fmt(ano["auroc"]), f">= {refs['goal_auroc']}")
+        table.add_row(
+            "anomaly",
+            "AUROC (p >= 0.5) [95 % interval]",
+            with_interval(ano["auroc"], ano["auroc_ci95"]),
+            f">= {refs['goal_auroc']}",
+        )
         table.add_row("", "AUROC (any defect, p > 0)", _fmt(ano["auroc_any_defect"]), "")
         for kind, value in ano["auroc_per_type"].items():
             table.add_row("", f"AUROC {kind}", _fmt(value), "")

@@ -50,14 +50,18 @@ def reader_for(recipe: Path | None, roi: str | None) -> RoiReader:
 
 def report_table(rep: EvaluationReport) -> Table:
     """One table for every evaluation: rates, per-class precision/recall."""
+    from cellinspect.training.intervals import with_interval
+
     where = f" ({rep.subset} split)" if rep.subset else ""
     table = Table(title=f"{rep.model} v{rep.version} ({rep.task}) on {rep.images} images{where}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("counts", json.dumps(rep.counts))
+    if rep.auroc is not None:
+        table.add_row("image AUROC [95 % interval]", with_interval(rep.auroc, rep.auroc_ci95))
+    if rep.accuracy is not None:
+        table.add_row("accuracy [95 % interval]", with_interval(rep.accuracy, rep.accuracy_ci95))
     rows = (
-        ("image AUROC", rep.auroc),
-        ("accuracy", rep.accuracy),
         ("review_at / fail_at", None),
         ("escape rate (defects passed)", rep.escape_rate_at_review),
         ("good parts sent to review or fail", rep.good_flagged_rate_at_review),

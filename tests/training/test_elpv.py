@@ -167,6 +167,16 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     assert cls["accuracy"] > 0.7
     assert ano["auroc"] > 0.7
     assert sum(map(sum, cls["confusion"])) == 100
+    # 95 % intervals around both figures; per expert probability, the errors add up
+    low, high = cls["accuracy_ci95"]
+    assert low < cls["accuracy"] < high and high - low > 0.05  # 100 cells: wide
+    assert ano["auroc_ci95"][0] < ano["auroc"] < ano["auroc_ci95"][1]
+    experts = cls["per_expert_probability"]
+    assert set(experts) <= {"0.00", "0.33", "0.67", "1.00"}
+    assert sum(e["images"] for e in experts.values()) == 100
+    wrong = sum(e["images"] * (1 - e["accuracy"]) for e in experts.values())
+    assert round(wrong) == 100 - round(100 * cls["accuracy"])
+    assert "expert" in result.output and "interval" in result.output  # (the table wraps)
     assert cls["latency"]["median_ms"] > 0
     assert ano["parameters"]["preprocess"] == ["stretch(1-99 %)"]
     ano_manifest = json.loads((out / "anomaly" / "manifest.json").read_text())

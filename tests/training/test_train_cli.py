@@ -71,6 +71,13 @@ def test_evaluate_on_recorded_split_with_plots(trained: tuple[Path, Path], tmp_p
     assert rep["counts"] == split["counts"]["test"] and rep["subset"] == "test"
     assert set(rep["per_class"]) == {"good", "scratch"}
     assert rep["false_reject_rate_catch_all"] is not None
+    low, high = rep["accuracy_ci95"]  # Wilson interval: wide on a small test split
+    assert low <= rep["accuracy"] <= high and high - low > 0.1
+    assert "accuracy [95 % interval]" in res.output
+    if min(rep["counts"].values()) >= 5:
+        assert rep["auroc_ci95"][0] <= rep["auroc"] <= rep["auroc_ci95"][1]
+    else:
+        assert rep["auroc_ci95"] is None
     for name in ("roc", "scores", "confusion"):
         img = cv2.imread(str(tmp_path / "plots" / f"{name}.png"))
         assert img is not None and img.shape == (480, 640, 3) and img.std() > 10

@@ -43,6 +43,7 @@ from cellinspect.training.elpv import (
 from cellinspect.training.elpv_classify import ClassifyParams, fit_elpv_classifier, session
 from cellinspect.training.elpv_graph import VIEW_COUNTS
 from cellinspect.training.fit_anomaly import fit_anomaly
+from cellinspect.training.intervals import accuracy_interval, auroc_interval
 
 if TYPE_CHECKING:
     from cellinspect.training.elpv_finetune import ElpvFinetuneParams
@@ -168,26 +169,20 @@ def _auroc(labels: npt.NDArray[np.bool_], scores: npt.NDArray[np.float64]) -> fl
 
 
 def classification_metrics(
-    defective: npt.NDArray[np.bool_],
-    p_defective: npt.NDArray[np.float64],
-    types: Sequence[str],
+    test: Sequence[ElpvItem], p_defective: npt.NDArray[np.float64]
 ) -> dict[str, Any]:
-    """Accuracy at p >= 0.5, confusion (rows true good/defective), per class and per type."""
+    """Accuracy at p >= 0.5 with its 95 % interval, confusion (rows true good/defective),
+    per class, per type and per expert probability (which cells the errors are)."""
+    defective = np.array([i.defective for i in test])
     predicted = p_defective >= 0.5
+    right = predicted == defective
     cm = confusion_matrix(defective, predicted, labels=[False, True])
     precision, recall, _f, support = precision_recall_fscore_support(
         defective, predicted, labels=[False, True], zero_division=0
     )
-    per_type: dict[str, dict[str, float]] = {}
-    type_arr = np.array(types)
-    for kind in sorted(set(types)):
-        mask = type_arr == kind
-        per_type[kind] = {
-            "images": int(mask.sum()),
-            "accuracy": float((predicted[mask] == defective[mask]).mean()),
-        }
     return {
-        "accuracy": float((predicted == defective).mean()),
+        "accuracy": float(right.mean()),
+        "accuracy_ci95": accuracy_interval(int(right.sum()), right.size),
         "labels": ["good", "defective"],
         "confusion": cm.tolist(),
         "per_class": {
@@ -198,18 +193,33 @@ def classification_metrics(
             }
             for i, label in enumerate(("good", "defective"))
         },
-        "per_type": per_type,
+        "per_type": _accuracy_by(right, [i.cell_type for i in test]),
+        # The experts' probability: 0 and 1 are clear cells, 1/3 and 2/3 the doubtful ones.
+        "per_expert_probability": _accuracy_by(right, [f"{i.probability:.2f}" for i in test]),
         "auroc_of_probability": _auroc(defective, p_defective),
     }
 
 
+def _accuracy_by(right: npt.NDArray[np.bool_], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    key_arr = np.array(keys)
+    return {
+        key: {
+            "images": int((key_arr == key).sum()),
+            "accuracy": float(right[key_arr == key].mean()),
+        }
+        for key in sorted(set(keys))
+    }
+
+
 def anomaly_metrics(test: Sequence[ElpvItem], scores: npt.NDArray[np.float64]) -> dict[str, Any]:
-    """AUROC against the binary label (p >= 0.5), against any defect (p > 0), and per type."""
+    """AUROC against the binary label (p >= 0.5) with its 95 % interval, against any defect
+    (p > 0), and per type."""
     defective = np.array([i.defective for i in test])
     any_defect = np.array([i.probability > 0 for i in test])
     types = np.array([i.cell_type for i in test])
     return {
         "auroc": _auroc(defective, scores),
+        "auroc_ci95": auroc_interval(defective, scores),
         "auroc_any_defect": _auroc(any_defect, scores),
         "auroc_per_type": {
             kind: _auroc(defective[types == kind], scores[types == kind])
@@ -261,8 +271,7 @@ def _run_classification(
     runner = _runner(model_path)
     outputs = _predict(runner, test, stage, "classifier test")
     p_def = np.array([o.class_scores["defective"] for o in outputs], dtype=np.float64)
-    truth = np.array([i.defective for i in split.test])
-    metrics = classification_metrics(truth, p_def, [i.cell_type for i in split.test])
+    metrics = classification_metrics(split.test, p_def)
     return {
         "method": CLASSIFICATION_METHODS[0],
         "parameters": params.classifier.as_dict(),
@@ -330,13 +339,12 @@ def _run_finetune(
     )
     fit_s = time.perf_counter() - start
     p_def = _defect_probabilities(model_path, test, stage, "finetune test")
-    truth = np.array([i.defective for i in split.test])
     return {
         "method": "finetune",
         "parameters": tune.as_dict(),
         "val_accuracy_single_view": report.val_accuracy,
         "export_max_abs_diff": report.export_max_abs_diff,
-        **classification_metrics(truth, p_def, [i.cell_type for i in split.test]),
+        **classification_metrics(split.test, p_def),
         **_tuned_model_fields(params, model_path, report, test, start, fit_s),
     }
 

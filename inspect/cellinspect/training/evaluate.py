@@ -4,7 +4,8 @@ Both model kinds are judged on the decision score (see scores.py) against the ma
 thresholds: escape rate (defects passed), good parts flagged, and the false-reject rate at the
 lowest threshold that still catches every defect in the set. Classifiers also get accuracy,
 per-class precision/recall and a confusion matrix over their labels; anomaly models get image
-AUROC and good/defect precision/recall at review_at.
+AUROC and good/defect precision/recall at review_at. AUROC and accuracy come with a 95 %
+interval (intervals.py): on a few hundred images they are known only to a point or two.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 from cellinspect.entities import Task
 from cellinspect.inference.manifest import Manifest
 from cellinspect.training.dataset import Dataset, RoiReader
+from cellinspect.training.intervals import accuracy_interval, auroc_interval
 from cellinspect.training.scores import ScoredSet, load_runner, score_dataset
 
 Stage = Callable[[str, int, int], None]
@@ -35,7 +37,9 @@ class EvaluationReport:
     counts: dict[str, int]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     auroc: float | None = None
+    auroc_ci95: list[float] | None = None  # 95 % interval (training/intervals.py)
     accuracy: float | None = None
+    accuracy_ci95: list[float] | None = None
     labels: list[str] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -101,6 +105,12 @@ def _threshold_rates(report: EvaluationReport, scored: ScoredSet) -> None:
     if bad.size and good.size:
         report.false_reject_rate_catch_all = float((good >= bad.min()).mean())
         report.auroc = float(roc_auc_score(is_defect, scores))
+        report.auroc_ci95 = auroc_interval(is_defect, scores)
+
+
+def _set_accuracy(report: EvaluationReport, right: list[bool]) -> None:
+    report.accuracy = float(np.mean(right))
+    report.accuracy_ci95 = accuracy_interval(sum(right), len(right))
 
 
 def report_from_scores(scored: ScoredSet, dataset: Dataset) -> EvaluationReport:
@@ -119,7 +129,7 @@ def report_from_scores(scored: ScoredSet, dataset: Dataset) -> EvaluationReport:
         labels = list(manifest.labels)
         predicted = [max(o.class_scores, key=o.class_scores.__getitem__) for o in scored.outputs]
         report.labels = labels
-        report.accuracy = float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+        _set_accuracy(report, [p == t for p, t in zip(predicted, truth, strict=True)])
         report.confusion = confusion_matrix(truth, predicted, labels=labels).tolist()
         report.per_class = _per_class(truth, predicted, labels)
         report.per_image = [
@@ -136,9 +146,7 @@ def report_from_scores(scored: ScoredSet, dataset: Dataset) -> EvaluationReport:
                 binary_truth, flagged, labels=report.labels
             ).tolist()
             report.per_class = _per_class(binary_truth, flagged, report.labels)
-            report.accuracy = float(
-                np.mean([f == t for f, t in zip(flagged, binary_truth, strict=True)])
-            )
+            _set_accuracy(report, [f == t for f, t in zip(flagged, binary_truth, strict=True)])
         report.per_image = [
             {"file": i.path.name, "label": i.label, "score": float(s)}
             for i, s in zip(scored.items, scored.scores, strict=True)
