@@ -166,6 +166,15 @@ def test_router_sends_each_image_to_its_nearest_texture_group(tmp_path: Path) ->
     # Each group really scores differently, so a wrong route would show above.
     other = _numpy_map(patches[:1], projection, groups[1 - picked[0]])[0]
     assert np.abs(other - want[0]).max() > 0.1
+    # One image at a time (the station's batch): each takes its own group's branch alone.
+    session = ort.InferenceSession(str(graph))
+    for i in range(3):
+        alone = session.run([MAP_OUTPUT], {"image": batch[i : i + 1]})[0]
+        np.testing.assert_allclose(alone.reshape(-1), want[i], rtol=1e-3, atol=1e-3)
+    # A batch of one group only (stripes twice) takes that branch too.
+    same = session.run([MAP_OUTPUT], {"image": batch[[2, 2]]})[0]
+    np.testing.assert_allclose(same.reshape(2, -1), want[[2, 2]], rtol=1e-3, atol=1e-3)
+    assert [n.op_type for n in onnx.load(str(graph)).graph.node].count("If") == 1
 
 
 def test_fit_router_finds_two_kinds_and_needs_enough_images() -> None:

@@ -154,10 +154,8 @@ def top_k_mean(maps: F32, k: int) -> F32:
     return top
 
 
-def _group_nodes(
-    group: GaussianGroup, tag: str, positions: int, opset: int
-) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """`ga_xt` (P, N, D) -> `{tag}z` (N, P): one group's (z-scored) distances, scaled."""
+def _group_inits(group: GaussianGroup, tag: str, positions: int) -> list[onnx.TensorProto]:
+    """One group's weights, named `{tag}...`, shared by every branch that scores with it."""
     if not (np.isfinite(group.scale) and group.scale > 0):
         raise ModelError(f"group scale must be a positive number, got {group.scale}")
     mean_w = np.einsum("pc,pcd->pd", group.mean, group.whiten)[:, None, :]
@@ -166,28 +164,104 @@ def _group_nodes(
         _const(f"{tag}mean_w", mean_w),
         _const(f"{tag}inv_scale", np.array(1.0 / group.scale, dtype=np.float32)),
     ]
-    nodes = [
-        helper.make_node("MatMul", ["ga_xt", f"{tag}whiten"], [f"{tag}xw"]),
-        helper.make_node("Sub", [f"{tag}xw", f"{tag}mean_w"], [f"{tag}y"]),
-        *_reduce("ReduceSumSquare", f"{tag}y", f"{tag}d2", axis=2, keepdims=0, opset=opset),
-        helper.make_node("Sqrt", [f"{tag}d2"], [f"{tag}dt"]),
-        helper.make_node("Transpose", [f"{tag}dt"], [f"{tag}dist"], perm=[1, 0]),
-    ]
     if group.position_mean is None or group.position_std is None:
-        nodes.append(helper.make_node("Mul", [f"{tag}dist", f"{tag}inv_scale"], [f"{tag}z"]))
-        return nodes, inits
+        return inits
     for stat in (group.position_mean, group.position_std):
         if stat.shape != (positions,):
             raise ModelError(f"position statistics have shape {stat.shape}, grid has {positions}")
-    inits += [
+    return [
+        *inits,
         _const(f"{tag}pos_mean", group.position_mean.astype(np.float32)[None, :]),
         _const(f"{tag}pos_inv_std", (1.0 / group.position_std).astype(np.float32)[None, :]),
     ]
-    nodes += [
-        helper.make_node("Sub", [f"{tag}dist", f"{tag}pos_mean"], [f"{tag}centred"]),
-        helper.make_node("Mul", [f"{tag}centred", f"{tag}pos_inv_std"], [f"{tag}zr"]),
-        helper.make_node("Mul", [f"{tag}zr", f"{tag}inv_scale"], [f"{tag}z"]),
+
+
+def _group_nodes(group: GaussianGroup, tag: str, out_tag: str, opset: int) -> list[onnx.NodeProto]:
+    """`ga_xt` (P, N, D) -> `{out_tag}z` (N, P): distances under the weights named `{tag}`,
+    z-scored per position if the group has statistics, scaled."""
+    nodes = [
+        helper.make_node("MatMul", ["ga_xt", f"{tag}whiten"], [f"{out_tag}xw"]),
+        helper.make_node("Sub", [f"{out_tag}xw", f"{tag}mean_w"], [f"{out_tag}y"]),
+        *_reduce("ReduceSumSquare", f"{out_tag}y", f"{out_tag}d2", axis=2, keepdims=0, opset=opset),
+        helper.make_node("Sqrt", [f"{out_tag}d2"], [f"{out_tag}dt"]),
+        helper.make_node("Transpose", [f"{out_tag}dt"], [f"{out_tag}dist"], perm=[1, 0]),
     ]
+    if group.position_mean is None or group.position_std is None:
+        nodes.append(
+            helper.make_node("Mul", [f"{out_tag}dist", f"{tag}inv_scale"], [f"{out_tag}z"])
+        )
+        return nodes
+    return [
+        *nodes,
+        helper.make_node("Sub", [f"{out_tag}dist", f"{tag}pos_mean"], [f"{out_tag}centred"]),
+        helper.make_node("Mul", [f"{out_tag}centred", f"{tag}pos_inv_std"], [f"{out_tag}zr"]),
+        helper.make_node("Mul", [f"{out_tag}zr", f"{tag}inv_scale"], [f"{out_tag}z"]),
+    ]
+
+
+def _branch(name: str, nodes: list[onnx.NodeProto], output: str) -> onnx.GraphProto:
+    """An If branch: nodes reading the outer graph's values, one float output."""
+    out = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
+    return helper.make_graph(nodes, name, [], [out])
+
+
+def _mixed_nodes(
+    groups: tuple[GaussianGroup, ...], tags: list[str], opset: int
+) -> list[onnx.NodeProto]:
+    """Every group's map, each image's own picked by `ga_mask`: for batches that mix groups."""
+    nodes: list[onnx.NodeProto] = []
+    for group, tag in zip(groups, tags, strict=True):
+        nodes += _group_nodes(group, tag, f"{tag}mix_", opset)
+        nodes.append(helper.make_node("Reshape", [f"{tag}mix_z", "ga_stack_shape"], [f"{tag}z3"]))
+    return [
+        *nodes,
+        helper.make_node("Concat", [f"{t}z3" for t in tags], ["ga_zs"], axis=1),
+        helper.make_node("MatMul", ["ga_mask", "ga_zs"], ["ga_z_picked"]),
+        helper.make_node("Reshape", ["ga_z_picked", "ga_flat_shape"], ["ga_z_mixed"]),
+    ]
+
+
+def _routed_nodes(
+    groups: tuple[GaussianGroup, ...], tags: list[str], positions: int, opset: int
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """`ga_group` -> `ga_z`, reading only the weights of the groups the batch was routed to.
+
+    Each group's whitening factors are tens of MB (784 positions x D x D) and streaming them
+    is most of a batch-1 run, so a batch that is all one group (every batch of one image)
+    takes that group's branch alone; a batch that mixes groups scores under all of them.
+    """
+    inits = [
+        _const("ga_stack_shape", np.array([0, 1, positions], dtype=np.int64)),
+        _const("ga_flat_shape", np.array([-1, positions], dtype=np.int64)),
+    ]
+    nodes = [
+        helper.make_node("ReduceMin", ["ga_group"], ["ga_group_min"], keepdims=0),
+        helper.make_node("ReduceMax", ["ga_group"], ["ga_group_max"], keepdims=0),
+    ]
+    for i in range(len(groups)):
+        inits.append(_const(f"ga_id{i}", np.array(i, dtype=np.int64)))
+        nodes += [
+            helper.make_node("Equal", ["ga_group_min", f"ga_id{i}"], [f"ga_lo_is{i}"]),
+            helper.make_node("Equal", ["ga_group_max", f"ga_id{i}"], [f"ga_hi_is{i}"]),
+            helper.make_node("And", [f"ga_lo_is{i}", f"ga_hi_is{i}"], [f"ga_all_in{i}"]),
+        ]
+    # Nested from the last group: if all in group i, that group alone, else ask about i + 1;
+    # after the last group, the mixed batch.
+    otherwise = _branch("ga_mixed", _mixed_nodes(groups, tags, opset), "ga_z_mixed")
+    for i in reversed(range(len(groups))):
+        only = _branch(
+            f"ga_only{i}",
+            _group_nodes(groups[i], tags[i], f"{tags[i]}only_", opset),
+            f"{tags[i]}only_z",
+        )
+        out = "ga_z" if i == 0 else f"ga_z_from{i}"
+        node = helper.make_node(
+            "If", [f"ga_all_in{i}"], [out], then_branch=only, else_branch=otherwise
+        )
+        if i == 0:
+            nodes.append(node)
+        else:
+            otherwise = _branch(f"ga_from{i}", [node], out)
     return nodes, inits
 
 
@@ -257,24 +331,15 @@ def build_gaussian_graph(backbone_path: Path, params: GaussianParams, out_path: 
     nodes.append(helper.make_node("Transpose", [projected], ["ga_xt"], perm=[1, 0, 2]))
     tags = [f"ga_g{i}_" for i in range(len(params.groups))]
     for group, tag in zip(params.groups, tags, strict=True):
-        group_nodes, group_inits = _group_nodes(group, tag, positions, opset)
-        nodes += group_nodes
-        inits += group_inits
+        inits += _group_inits(group, tag, positions)
     if params.router is None:
+        nodes += _group_nodes(params.groups[0], tags[0], tags[0], opset)
         nodes.append(helper.make_node("Identity", [f"{tags[0]}z"], ["ga_z"]))
     else:
         router_nodes, router_inits = _router_nodes(params.router, opset)
-        nodes += router_nodes
-        inits += router_inits
-        inits.append(_const("ga_stack_shape", np.array([0, 1, positions], dtype=np.int64)))
-        inits.append(_const("ga_flat_shape", np.array([-1, positions], dtype=np.int64)))
-        for tag in tags:
-            nodes.append(helper.make_node("Reshape", [f"{tag}z", "ga_stack_shape"], [f"{tag}z3"]))
-        nodes += [
-            helper.make_node("Concat", [f"{t}z3" for t in tags], ["ga_zs"], axis=1),
-            helper.make_node("MatMul", ["ga_mask", "ga_zs"], ["ga_z_picked"]),
-            helper.make_node("Reshape", ["ga_z_picked", "ga_flat_shape"], ["ga_z"]),
-        ]
+        routed_nodes, routed_inits = _routed_nodes(params.groups, tags, positions, opset)
+        nodes += router_nodes + routed_nodes
+        inits += router_inits + routed_inits
     nodes += [
         helper.make_node("Reshape", ["ga_z", "ga_map_shape"], [MAP_OUTPUT]),
         helper.make_node("TopK", ["ga_z", "ga_k"], ["ga_top", "ga_top_idx"], axis=1),
