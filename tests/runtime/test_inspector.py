@@ -98,3 +98,30 @@ def test_batch_gives_the_same_verdicts_and_scores_as_one_by_one(station: dict[st
             a.score == pytest.approx(b.score, abs=1e-5) if a.score is not None else b.score is None
         )
     assert inspector.inspect_batch([]) == []
+
+
+def test_a_model_fitted_on_other_preprocessing_is_refused_at_load(
+    station: dict[str, Path],
+) -> None:
+    """Fitted on blurred parts, the model must not judge the recipe's unblurred ones."""
+    from cellinspect.config import BlurOp
+    from cellinspect.errors import ConfigError
+    from cellinspect.inference.manifest import load_manifest, write_manifest
+    from cellinspect.inference.preprocess_contract import preprocess_record
+
+    model = station["model"]
+    manifest = load_manifest(model)
+    write_manifest(manifest.model_copy(update={"preprocess": preprocess_record([])}), model)
+    Inspector.from_recipe(station["recipe"])  # recorded and the same: loads
+    write_manifest(
+        manifest.model_copy(update={"preprocess": preprocess_record([BlurOp(kernel=5)])}), model
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"model 'brightness'.*blur\(kernel=5\), but "
+        r"recipe 'grey-parts' applies no preprocessing",
+    ):
+        Inspector.from_recipe(station["recipe"])
+    blurred = station["recipe"].read_text() + "preprocess:\n  - {op: blur, kernel: 5}\n"
+    station["recipe"].write_text(blurred)
+    assert Inspector.from_recipe(station["recipe"]).recipe.preprocess == [BlurOp(kernel=5)]

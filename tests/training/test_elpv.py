@@ -180,7 +180,9 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     assert cls["latency"]["median_ms"] > 0
     assert ano["parameters"]["preprocess"] == ["stretch(1-99 %)"]
     ano_manifest = json.loads((out / "anomaly" / "manifest.json").read_text())
-    assert ano_manifest["provenance"]["preprocess_required"] == ["stretch(1-99 %)"]
+    stretch = {"op": "stretch", "low_percentile": 1.0, "high_percentile": 99.0}
+    assert ano_manifest["preprocess"] == [stretch]  # checked wherever the model runs
+    assert json.loads((out / "classifier" / "manifest.json").read_text())["preprocess"] == []
     assert ano["parameters"]["position_norm"] is True  # cells are aligned: z-score positions
     assert ano["method"] == "gaussian" and ano["parameters"]["top_k"] == 20
     assert ano_manifest["provenance"]["method"].endswith(

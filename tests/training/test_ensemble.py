@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from cellinspect.cli import app
+from cellinspect.config import StretchOp
 from cellinspect.entities import ImageU8, Task
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import (
@@ -21,6 +22,7 @@ from cellinspect.inference.manifest import (
     sha256_file,
     write_manifest,
 )
+from cellinspect.inference.preprocess_contract import preprocess_record
 from cellinspect.inference.runner import ModelRunner
 from cellinspect.training.ensemble import ensemble_classifiers
 from tests.conftest import save_test_model
@@ -124,6 +126,22 @@ def test_ensemble_refuses_members_that_cannot_share_an_input(tmp_path: Path) -> 
     with pytest.raises(ModelError, match="input std"):
         ensemble_classifiers([a, c], tmp_path / "o" / "1", "o", "1")
     assert not (tmp_path / "o" / "1" / "model.onnx").exists()
+
+
+def test_ensemble_members_must_share_their_preprocessing(tmp_path: Path) -> None:
+    """One graph sees one image: members fitted on differently prepared images cannot merge;
+    the merged manifest carries the members' common record."""
+    labels = ["good", "defective"]
+    a, b, c = (
+        _classifier(tmp_path / n / "1", 32, seed=i, labels=labels) for i, n in enumerate("abc")
+    )
+    for path, ops in ((a, [StretchOp()]), (b, [StretchOp()]), (c, [])):
+        manifest = load_manifest(path)
+        write_manifest(manifest.model_copy(update={"preprocess": preprocess_record(ops)}), path)
+    merged = ensemble_classifiers([a, b], tmp_path / "ab" / "1", "ab", "1")
+    assert load_manifest(merged).preprocess == preprocess_record([StretchOp()])
+    with pytest.raises(ModelError, match=r"c/1/model.onnx: fitted on images prepared with no "):
+        ensemble_classifiers([a, c], tmp_path / "ac" / "1", "ac", "1")
 
 
 def test_ensemble_command_writes_the_merged_model(tmp_path: Path) -> None:

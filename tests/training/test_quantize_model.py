@@ -117,3 +117,21 @@ def test_too_few_calibration_images_and_overwriting_the_parent(tmp_path: Path) -
         quantize_model(model, tmp_path / "out", small, small, RoiReader(None))
     with pytest.raises(ModelError, match="must not overwrite"):
         quantize_model(model, model.parent, small, small, RoiReader(None))
+
+
+def test_other_preprocessing_is_refused_before_calibrating(tmp_path: Path) -> None:
+    """The INT8 copy is calibrated on what the recipe prepares: it must be what the model saw."""
+    from cellinspect.config import StretchOp
+    from cellinspect.errors import ConfigError
+    from cellinspect.inference.preprocess_contract import preprocess_record
+
+    model = _colour_conv_classifier(tmp_path / "models" / "colour" / "1")
+    manifest = load_manifest(model)
+    write_manifest(
+        manifest.model_copy(update={"preprocess": preprocess_record([StretchOp()])}), model
+    )
+    data = load_dataset(_colour_set(tmp_path / "data", 6))
+    out = tmp_path / "models" / "colour" / "1-int8"
+    with pytest.raises(ConfigError, match="reading without a recipe applies no preprocessing"):
+        quantize_model(model, out, data, data, RoiReader(None))
+    assert not out.exists()

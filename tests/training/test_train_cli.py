@@ -123,6 +123,19 @@ def test_unknown_labels_are_refused(trained: tuple[Path, Path], tmp_path: Path) 
     assert res.exit_code == 1 and "labels ['dent'] are not known" in res.output
 
 
+def test_evaluating_through_other_preprocessing_is_refused(trained: tuple[Path, Path]) -> None:
+    """Fitted on the images as they are, the model is not judged through the flange recipe."""
+    data, out = trained
+    assert load_manifest(out / "model.onnx").preprocess == []  # recorded at fit time
+    recipe = str(ROOT / "recipes" / "flange.yaml")
+    res = CliRunner().invoke(
+        app, ["evaluate", str(out / "model.onnx"), str(data), "--recipe", recipe, "--roi", "part"]
+    )
+    assert res.exit_code == 1
+    assert "fitted on images prepared with no preprocessing" in res.output
+    assert "recipe 'flange-default' applies undistort(alpha=0.0, scale=0.875):" in res.output
+
+
 def _img(kind: str) -> np.ndarray:
     rng = np.random.default_rng(len(kind))
     shapes = {"grey": (90, 120), "rgba": (64, 64, 4), "u16": (80, 100, 3), "rgb": (200, 150, 3)}

@@ -103,6 +103,11 @@ class Manifest(_Strict):
         default_factory=lambda: ["good"], description="Labels that mean a good part."
     )
     thresholds: Thresholds = Field(default_factory=Thresholds, description="Default thresholds.")
+    preprocess: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="The recipe 'preprocess' ops the model was fitted on, with their settings; "
+        "where it runs must apply the same (preprocess_contract.py). None: not recorded.",
+    )
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="Source, data hash and counts, parameters, metrics."
     )

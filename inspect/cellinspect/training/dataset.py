@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cellinspect.calibration.camera_file import load_camera_calibration
-from cellinspect.config import Recipe
+from cellinspect.config import PreprocessOp, Recipe
 from cellinspect.entities import ImageU8
 from cellinspect.errors import CellInspectError, ConfigError
-from cellinspect.preprocess.chain import PreprocessChain, build_chain, roi_crops
+from cellinspect.preprocess.chain import build_chain, roi_crops
 from cellinspect.sources.decode import IMAGE_SUFFIXES, decode_image_file
 
 LABELS_FILE = "labels.csv"
@@ -137,6 +137,9 @@ class RoiReader:
     """Applies a recipe's preprocessing and one ROI crop, as the station does."""
 
     def __init__(self, recipe: Recipe | None, roi: str | None = None) -> None:
+        # What the images go through, for the manifest's record and its check.
+        self.ops: tuple[PreprocessOp, ...] = tuple(recipe.preprocess) if recipe else ()
+        self.where = f"recipe '{recipe.name}'" if recipe else "reading without a recipe"
         if recipe is None:
             self._chain = None
             self._rois = []
@@ -151,10 +154,12 @@ class RoiReader:
         self._rois = [r for r in recipe.rois if roi is None or r.name == roi]
 
     @classmethod
-    def whole_frame(cls, chain: PreprocessChain) -> RoiReader:
-        """`chain` on the whole image, no crop: for image sets that are already cut out."""
+    def whole_frame(cls, ops: Sequence[PreprocessOp], where: str) -> RoiReader:
+        """`ops` on the whole image, no crop: for image sets that are already cut out."""
         reader = cls(None)
-        reader._chain = chain
+        reader.ops = tuple(ops)
+        reader.where = where
+        reader._chain = build_chain(reader.ops)
         return reader
 
     def __call__(self, image: ImageU8) -> ImageU8:

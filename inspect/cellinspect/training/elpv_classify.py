@@ -24,6 +24,7 @@ from cellinspect.inference.manifest import (
     load_manifest,
     write_manifest,
 )
+from cellinspect.inference.preprocess_contract import preprocess_record
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.elpv_graph import (
     VIEWS_OUTPUT,
@@ -115,6 +116,7 @@ def fit_elpv_classifier(
         backbone.input,
         list(LABELS),
         ClassThreshold(review_at=0.5, fail_at=0.5),
+        preprocess=preprocess_record(()),  # the cells as the dataset has them
         provenance={
             "method": (
                 f"logistic regression (class-balanced) on pooled + stride-8/16 max features, "

@@ -361,24 +361,23 @@ def _run_anomaly(
     p = params.anomaly or default_anomaly_params(params.anomaly_method)
     functional = [i for i in split.train if i.functional]
     dataset = Dataset(root, [LabelledImage(root / i.file, "good") for i in functional])
-    chain = build_chain(params.anomaly_preprocess)
-    steps = chain.describe()
+    reader = RoiReader.whole_frame(params.anomaly_preprocess, "eval-elpv")
     report = fit_anomaly(
         dataset,
-        RoiReader.whole_frame(chain),
+        reader,
         params.anomaly_backbone,
         params.out / "anomaly",
         "elpv-anomaly",
         "anomaly",
         p,
         stage,
-        {**provenance, "preprocess_required": steps},
+        provenance,
     )
     if report.skipped:
         raise ModelError(f"{len(report.skipped)} elpv image(s) unreadable: {report.skipped[:3]}")
     fit_s = time.perf_counter() - start
     runner = _runner(report.model_path)
-    test = [chain(img) for img in test]
+    test = [reader(img) for img in test]
     outputs = _predict(runner, test, stage, "anomaly test")
     scores = np.array([o.anomaly_score for o in outputs], dtype=np.float64)
     detector = (
@@ -401,7 +400,7 @@ def _run_anomaly(
             "seed": p.seed,
             "position_norm": p.position_norm,
             "taught_on": "functional cells (probability 0) of the training split",
-            "preprocess": steps,
+            "preprocess": build_chain(params.anomaly_preprocess).describe(),
             "bank_images": report.bank_images,
         },
         "backbone": str(params.anomaly_backbone),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -26,6 +27,7 @@ from cellinspect.inference.manifest import (
     sha256_file,
     write_manifest,
 )
+from cellinspect.inference.preprocess_contract import describe_record
 
 PROBS = "probabilities"
 # Every InputSpec field but the spatial size must agree, or one tensor cannot feed them all.
@@ -50,7 +52,27 @@ def _check_members(paths: Sequence[Path]) -> list[Manifest]:
                 )
         if man.input.layout.value != "NCHW" or len(man.input.shape) != 4:
             raise ModelError(f"{path}: only NCHW image inputs can be merged")
+    _common_preprocess(paths, manifests)
     return manifests
+
+
+def _common_preprocess(
+    paths: Sequence[Path], manifests: Sequence[Manifest]
+) -> list[dict[str, Any]] | None:
+    """The members' recorded preprocessing, which must agree (one graph sees one image)."""
+    recorded = [
+        (path, man.preprocess)
+        for path, man in zip(paths, manifests, strict=True)
+        if man.preprocess is not None
+    ]
+    for path, record in recorded[1:]:
+        if record != recorded[0][1]:
+            raise ModelError(
+                f"{path}: fitted on images prepared with {describe_record(record)}, "
+                f"{recorded[0][0]} with {describe_record(recorded[0][1])}: one graph sees "
+                "one image, so the members must share their preprocessing"
+            )
+    return recorded[0][1] if recorded else None
 
 
 def _size(spec: InputSpec) -> tuple[int, int]:
@@ -147,6 +169,7 @@ def ensemble_classifiers(paths: Sequence[Path], out_dir: Path, name: str, versio
             "name": name,
             "version": version,
             "input": spec,
+            "preprocess": _common_preprocess(paths, manifests),
             "provenance": {
                 "method": f"mean of {len(paths)} classifiers' probabilities in one graph",
                 "members": [

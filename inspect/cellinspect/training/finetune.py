@@ -34,6 +34,7 @@ from cellinspect.inference.manifest import (
     load_manifest,
     write_manifest,
 )
+from cellinspect.inference.preprocess_contract import preprocess_record
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.convert_backbone import FeatureBackbone, build_backbone, cpu_session
 from cellinspect.training.dataset import (
@@ -396,6 +397,7 @@ def finetune_classifier(
         spec,
         labels,
         ClassThreshold(review_at=params.review_at, fail_at=params.fail_at),
+        preprocess=preprocess_record(reader.ops),
         provenance={
             "method": "fine-tuned EfficientNet-Lite0 + linear head (torch), "
             + ("batch-norm trained" if params.train_batchnorm else "frozen batch-norm"),

@@ -43,6 +43,7 @@ from cellinspect.inference.patchcore import (
     position_stats,
     random_projection,
 )
+from cellinspect.inference.preprocess_contract import preprocess_record
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
@@ -362,6 +363,7 @@ def fit_anomaly(
         labels=[],
         good_labels=["good"],
         thresholds=Thresholds(review_at=params.review_at, fail_at=params.fail_at),
+        preprocess=preprocess_record(reader.ops),
         provenance={
             "method": fitted.method,
             "backbone": backbone_provenance(backbone),

@@ -32,6 +32,7 @@ from cellinspect.inference.manifest import (
     load_manifest,
     write_manifest,
 )
+from cellinspect.inference.preprocess_contract import preprocess_record
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 from cellinspect.training.fit_anomaly import backbone_provenance, run_batched
 
@@ -104,6 +105,7 @@ def classifier_manifest(
     labels: list[str],
     default_class: ClassThreshold,
     provenance: dict[str, Any],
+    preprocess: list[dict[str, Any]],
 ) -> Manifest:
     """The manifest of a softmax classifier whose output is `probabilities`, good first."""
     return Manifest(
@@ -123,6 +125,7 @@ def classifier_manifest(
         labels=labels,
         good_labels=["good"],
         thresholds=Thresholds(default_class=default_class),
+        preprocess=preprocess,
         provenance=provenance,
     )
 
@@ -220,6 +223,7 @@ def fit_classifier(
         backbone.input,
         labels,
         ClassThreshold(review_at=params.review_at, fail_at=params.fail_at),
+        preprocess=preprocess_record(reader.ops),
         provenance={
             "method": "logistic regression (class-balanced) on pooled backbone features",
             "backbone": backbone_provenance(backbone),
