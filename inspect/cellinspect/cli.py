@@ -35,6 +35,7 @@ from cellinspect.cli_support import (
 from cellinspect.errors import CellInspectError
 
 if TYPE_CHECKING:
+    from cellinspect.config import Recipe
     from cellinspect.runtime.pipeline import PipelineStats
     from cellinspect.training.dataset import RoiReader
 
@@ -96,7 +97,28 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe file to check."
         for path in missing:
             err_console.print(f"{recipe}: file not found: {path}", highlight=False)
         raise typer.Exit(code=1)
+    problems = _model_problems(loaded)
+    if problems:
+        for line in problems:
+            err_console.print(f"{recipe}: {line}", highlight=False, markup=False)
+        raise typer.Exit(code=1)
     console.print(f"{recipe}: valid recipe '{loaded.name}' v{loaded.version}")
+
+
+def _model_problems(recipe: Recipe) -> list[str]:
+    """Each model's manifest, and the preprocessing it was fitted on against the recipe's."""
+    from cellinspect.inference.manifest import load_manifest
+    from cellinspect.inference.preprocess_contract import check_preprocess
+
+    problems = []
+    for index, model in enumerate(recipe.models):
+        try:
+            check_preprocess(
+                load_manifest(model.path), recipe.preprocess, f"recipe '{recipe.name}'"
+            )
+        except CellInspectError as err:
+            problems.append(f"models[{index}] ({model.name}): {err}")
+    return problems
 
 
 def _summary_table(stats: PipelineStats, peak_mb: float) -> Table:

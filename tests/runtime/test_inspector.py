@@ -125,3 +125,22 @@ def test_a_model_fitted_on_other_preprocessing_is_refused_at_load(
     blurred = station["recipe"].read_text() + "preprocess:\n  - {op: blur, kernel: 5}\n"
     station["recipe"].write_text(blurred)
     assert Inspector.from_recipe(station["recipe"]).recipe.preprocess == [BlurOp(kernel=5)]
+
+
+def test_validate_reports_a_model_fitted_on_other_preprocessing(station: dict[str, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from cellinspect.cli import app
+    from cellinspect.config import StretchOp
+    from cellinspect.inference.manifest import load_manifest, write_manifest
+    from cellinspect.inference.preprocess_contract import preprocess_record
+
+    recipe = str(station["recipe"])
+    assert CliRunner().invoke(app, ["validate", recipe]).exit_code == 0
+    model = station["model"]
+    stretched = preprocess_record([StretchOp()])
+    write_manifest(load_manifest(model).model_copy(update={"preprocess": stretched}), model)
+    result = CliRunner().invoke(app, ["validate", recipe])
+    assert result.exit_code == 1
+    assert "models[0] (brightness): model 'brightness'" in result.output
+    assert "applies no preprocessing" in result.output
