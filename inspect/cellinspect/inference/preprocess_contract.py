@@ -51,5 +51,7 @@ def check_preprocess(manifest: Manifest, ops: Sequence[PreprocessOp], where: str
             f"model '{manifest.name}' v{manifest.version} was fitted on images prepared with "
             f"{describe_record(manifest.preprocess)}, but {where} applies "
             f"{describe_record(applied)}: use the recipe it was fitted with (the same "
-            "'preprocess' ops), or fit it again on images prepared this way"
+            "'preprocess' ops), or fit it again on images prepared this way (if its fitting "
+            "images were already prepared this way by another tool, say so in the manifest's "
+            "'preprocess')"
         )
