@@ -463,7 +463,15 @@ def quantize_model_cmd(
         Path, typer.Option("--evaluate", help="Labelled set to evaluate FP32 and INT8 on.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder of the INT8 copy.")],
-    recipe: RecipeOpt = DEFAULT_RECIPE,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="Cut images as this recipe does (the one the model was fitted "
+            "through; its manifest's 'preprocess' must match).",
+        ),
+    ] = None,
     roi: Annotated[str | None, typer.Option(help="ROI of the recipe.")] = None,
     max_loss: Annotated[
         float, typer.Option(min=0.0, help="Refuse a copy that loses more AUROC/accuracy.")
@@ -493,6 +501,13 @@ def quantize_model_cmd(
         return "-" if value is None else f"{value:.4f}"
 
     table.add_row("AUROC", fmt(rep.fp32.auroc), fmt(rep.int8.auroc))
+    if rep.auroc_change_ci95 is not None and rep.fp32.auroc is not None and rep.int8.auroc:
+        low, high = rep.auroc_change_ci95
+        table.add_row(
+            "AUROC change, 95 % paired interval",
+            "",
+            f"{rep.int8.auroc - rep.fp32.auroc:+.4f} ({low:+.4f} to {high:+.4f})",
+        )
     table.add_row("accuracy", fmt(rep.fp32.accuracy), fmt(rep.int8.accuracy))
     table.add_row(
         "escape rate", fmt(rep.fp32.escape_rate_at_review), fmt(rep.int8.escape_rate_at_review)

@@ -84,3 +84,25 @@ def test_bootstrap_statistic_is_sklearns_auroc_with_ties() -> None:
     assert float(_auroc(scores[labels], scores[~labels], axis=-1)) == pytest.approx(expected)
     interval = auroc_interval(labels, scores)
     assert interval is not None and interval[0] < expected < interval[1]
+
+
+def test_auroc_change_interval_is_paired() -> None:
+    """A copy that adds a little noise to its parent's scores: the change is small and its
+    interval narrow, far narrower than either model's own interval."""
+    from cellinspect.training.intervals import auroc_change_interval
+
+    labels, before = _scores(300, 100, 1.5, seed=5)
+    rng = np.random.default_rng(6)
+    after = before + rng.normal(0, 0.05, before.size)
+    change = auroc_change_interval(labels, before, after)
+    own = auroc_interval(labels, before)
+    assert change is not None and own is not None
+    assert change[0] <= 0.0 <= change[1] or abs(change[0]) < 0.01
+    assert change[1] - change[0] < 0.25 * (own[1] - own[0])
+    # a copy that loses the signal: the interval lies wholly below zero
+    worse = auroc_change_interval(labels, before, rng.normal(0, 1, before.size))
+    assert worse is not None and worse[1] < -0.2
+    keep = np.r_[0:98, 300:305]  # 98 good, 5 defective: enough
+    assert auroc_change_interval(labels[keep], before[keep], after[keep]) is not None
+    keep = np.r_[0:98, 300:304]  # 4 defective: too few
+    assert auroc_change_interval(labels[keep], before[keep], after[keep]) is None

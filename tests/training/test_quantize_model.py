@@ -89,6 +89,8 @@ def test_faithful_int8_copy_is_written_with_its_figures(tmp_path: Path) -> None:
     assert manifest.provenance["parent_version"] == "1"
     figures = manifest.provenance["metrics"]["int8_vs_fp32"]
     assert figures["int8"]["accuracy"] == 1.0 and figures["session_run_ms_int8"] > 0
+    low, high = figures["auroc_change_ci95"]  # both perfect on every resample
+    assert low == high == 0.0 and report.auroc_change_ci95 == [low, high]
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
 
@@ -107,6 +109,7 @@ def test_int8_copy_of_the_fitted_flange_classifier_is_refused(tmp_path: Path) ->
             reader,
         )
     assert "--backbone" in str(info.value)
+    assert "AUROC change 95 % paired interval -" in str(info.value)  # a real loss: below 0
     assert not (out / "model.onnx").exists() and not (out / "manifest.json").exists()
 
 
@@ -135,3 +138,18 @@ def test_other_preprocessing_is_refused_before_calibrating(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="reading without a recipe applies no preprocessing"):
         quantize_model(model, out, data, data, RoiReader(None))
     assert not out.exists()
+
+
+def test_quantize_model_command_prints_both_variants_and_the_paired_change(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cellinspect.cli import app
+
+    model = _colour_conv_classifier(tmp_path / "models" / "colour" / "1")
+    data = str(_colour_set(tmp_path / "data", 6))
+    out = tmp_path / "models" / "colour" / "1-int8"
+    args = ["quantize-model", str(model), "--calibration", data, "--evaluate", data]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "FP32" in result.output and "INT8" in result.output and "paired" in result.output
+    assert (out / "model.onnx").is_file()

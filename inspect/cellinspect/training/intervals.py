@@ -7,6 +7,8 @@ tell "over the goal" from "at the goal" (README, elpv table).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import binomtest, bootstrap, mannwhitneyu
@@ -33,21 +35,29 @@ def _auroc(defective: FloatArray, good: FloatArray, axis: int) -> FloatArray:
     return np.asarray(u / (defective.shape[axis] * good.shape[axis]), dtype=np.float64)
 
 
-def auroc_interval(
-    labels: npt.NDArray[np.bool_], scores: FloatArray, seed: int = 0
+Indices = npt.NDArray[np.intp]
+
+
+def _stratified_bootstrap(
+    labels: npt.NDArray[np.bool_],
+    statistic: Callable[[Indices, Indices, int], FloatArray],
+    seed: int,
 ) -> list[float] | None:
-    """Stratified percentile bootstrap: defective and good images resampled apart (as
-    pROC does), so every resample keeps the set's class counts. Seeded.
+    """Percentile bootstrap of image indices, defective and good resampled apart (as pROC
+    does), so every resample keeps the set's class counts. Seeded.
 
     None when either class has fewer than MIN_PER_CLASS images.
     """
     positives = int(labels.sum())
     if min(positives, labels.size - positives) < MIN_PER_CLASS:
         return None
-    values = np.asarray(scores, dtype=np.float64)
+
+    def on_indices(defective: FloatArray, good: FloatArray, axis: int) -> FloatArray:
+        return statistic(defective.astype(np.intp), good.astype(np.intp), axis)
+
     result = bootstrap(
-        (values[labels], values[~labels]),
-        _auroc,
+        (np.flatnonzero(labels), np.flatnonzero(~labels)),
+        on_indices,
         vectorized=True,
         n_resamples=BOOTSTRAP_RESAMPLES,
         confidence_level=CONFIDENCE,
@@ -56,6 +66,30 @@ def auroc_interval(
     )
     ci = result.confidence_interval
     return [float(ci.low), float(ci.high)]
+
+
+def auroc_interval(
+    labels: npt.NDArray[np.bool_], scores: FloatArray, seed: int = 0
+) -> list[float] | None:
+    """95 % interval of the AUROC (stratified bootstrap); None with too few of a class."""
+    values = np.asarray(scores, dtype=np.float64)
+    return _stratified_bootstrap(
+        labels, lambda d, g, axis: _auroc(values[d], values[g], axis), seed
+    )
+
+
+def auroc_change_interval(
+    labels: npt.NDArray[np.bool_], before: FloatArray, after: FloatArray, seed: int = 0
+) -> list[float] | None:
+    """AUROC(after) - AUROC(before) on the same images (an INT8 copy against its parent):
+    both models are judged on each resample, so what the two share does not widen the
+    interval. None with too few of a class."""
+    old, new = np.asarray(before, np.float64), np.asarray(after, np.float64)
+
+    def change(d: Indices, g: Indices, axis: int) -> FloatArray:
+        return _auroc(new[d], new[g], axis) - _auroc(old[d], old[g], axis)
+
+    return _stratified_bootstrap(labels, change, seed)
 
 
 def with_interval(value: float | None, interval: list[float] | None) -> str:

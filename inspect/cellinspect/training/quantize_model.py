@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -26,6 +27,7 @@ from cellinspect.inference.preprocess_contract import check_preprocess
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
+from cellinspect.training.intervals import auroc_change_interval
 
 
 class _CropFeed:
@@ -55,6 +57,25 @@ class QuantizedModelReport:
     fp32_ms: float
     int8_ms: float
     calibration_images: int
+    auroc_change_ci95: list[float] | None = None  # INT8 - FP32, paired (intervals.py)
+
+
+def _change_text(change: list[float] | None) -> str:
+    if change is None:
+        return ""
+    return f"; AUROC change 95 % paired interval {change[0]:+.3f} to {change[1]:+.3f}"
+
+
+def _auroc_change(
+    parent: Manifest, fp32: EvaluationReport, int8: EvaluationReport
+) -> list[float] | None:
+    """The paired 95 % interval of INT8's AUROC minus FP32's, on the same images."""
+    if fp32.auroc is None or int8.auroc is None:
+        return None
+    defective = np.array([row["label"] not in parent.good_labels for row in fp32.per_image])
+    before = np.array([row["score"] for row in fp32.per_image], dtype=np.float64)
+    after = np.array([row["score"] for row in int8.per_image], dtype=np.float64)
+    return auroc_change_interval(defective, before, after)
 
 
 def median_run_ms(model_path: Path, images: Sequence[ImageU8], spec: InputSpec) -> float:
@@ -159,6 +180,7 @@ def quantize_model(
     timing_images = [img for _, img in read_images(evaluation, reader)][:100]
     fp32_ms = median_run_ms(model_path, timing_images, parent.input)
     int8_ms = median_run_ms(out_path, timing_images, parent.input)
+    change = _auroc_change(parent, fp32, int8)
     manifest = load_manifest(out_path)
     provenance = dict(manifest.provenance)
     provenance["metrics"] = {
@@ -169,6 +191,7 @@ def quantize_model(
             "int8": _headline(int8),
             "session_run_ms_fp32": fp32_ms,
             "session_run_ms_int8": int8_ms,
+            "auroc_change_ci95": change,
         }
     }
     write_manifest(manifest.model_copy(update={"provenance": provenance}), out_path)
@@ -178,8 +201,9 @@ def quantize_model(
             leftover.unlink(missing_ok=True)
         raise ModelError(
             f"{model_path}: the INT8 copy loses {loss:.3f} (FP32 {_headline(fp32)}, INT8 "
-            f"{_headline(int8)}), more than {max_loss}; nothing written. Fit the head or bank "
+            f"{_headline(int8)}{_change_text(change)}), more than {max_loss}; nothing written. "
+            "Fit the head or bank "
             "on the INT8 backbone instead (fit-anomaly / fit-classifier --backbone "
             "models/efficientnet-lite0/1-int8/model.onnx)"
         )
-    return QuantizedModelReport(out_path, fp32, int8, fp32_ms, int8_ms, len(crops))
+    return QuantizedModelReport(out_path, fp32, int8, fp32_ms, int8_ms, len(crops), change)
