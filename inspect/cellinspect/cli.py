@@ -501,7 +501,11 @@ def quantize_model_cmd(
         return "-" if value is None else f"{value:.4f}"
 
     table.add_row("AUROC", fmt(rep.fp32.auroc), fmt(rep.int8.auroc))
-    if rep.auroc_change_ci95 is not None and rep.fp32.auroc is not None and rep.int8.auroc:
+    if (
+        rep.auroc_change_ci95 is not None
+        and rep.fp32.auroc is not None
+        and rep.int8.auroc is not None
+    ):
         low, high = rep.auroc_change_ci95
         table.add_row(
             "AUROC change, 95 % paired interval",

@@ -70,6 +70,7 @@ def test_evaluate_on_recorded_split_with_plots(trained: tuple[Path, Path], tmp_p
     split = json.loads((out / "split.json").read_text())
     assert rep["counts"] == split["counts"]["test"] and rep["subset"] == "test"
     assert set(rep["per_class"]) == {"good", "scratch"}
+    assert all(row["defect"] == (row["label"] == "scratch") for row in rep["per_image"])
     assert rep["false_reject_rate_catch_all"] is not None
     low, high = rep["accuracy_ci95"]  # Wilson interval: wide on a small test split
     assert low <= rep["accuracy"] <= high and high - low > 0.1

@@ -162,6 +162,10 @@ class RoiReader:
         reader._chain = build_chain(reader.ops)
         return reader
 
+    def describe(self) -> list[str]:
+        """The preprocessing steps by name (none without a recipe), for reports."""
+        return self._chain.describe() if self._chain is not None else []
+
     def __call__(self, image: ImageU8) -> ImageU8:
         if self._chain is None:
             return image

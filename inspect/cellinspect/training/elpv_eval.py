@@ -27,7 +27,6 @@ from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import load_manifest, sha256_file
 from cellinspect.inference.runner import ModelRunner, SessionOptions
-from cellinspect.preprocess.chain import build_chain
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader
@@ -400,7 +399,7 @@ def _run_anomaly(
             "seed": p.seed,
             "position_norm": p.position_norm,
             "taught_on": "functional cells (probability 0) of the training split",
-            "preprocess": build_chain(params.anomaly_preprocess).describe(),
+            "preprocess": reader.describe(),
             "bank_images": report.bank_images,
         },
         "backbone": str(params.anomaly_backbone),

@@ -52,7 +52,6 @@ def _check_members(paths: Sequence[Path]) -> list[Manifest]:
                 )
         if man.input.layout.value != "NCHW" or len(man.input.shape) != 4:
             raise ModelError(f"{path}: only NCHW image inputs can be merged")
-    _common_preprocess(paths, manifests)
     return manifests
 
 
@@ -162,6 +161,7 @@ def _build_graph(
 def ensemble_classifiers(paths: Sequence[Path], out_dir: Path, name: str, version: str) -> Path:
     """Write `out_dir/model.onnx` and its manifest, recording every member by hash."""
     manifests = _check_members(paths)
+    preprocess = _common_preprocess(paths, manifests)  # refused before anything is written
     model_path, spec = _build_graph(paths, manifests, out_dir / "model.onnx")
     first = manifests[0]
     manifest = first.model_copy(
@@ -169,7 +169,7 @@ def ensemble_classifiers(paths: Sequence[Path], out_dir: Path, name: str, versio
             "name": name,
             "version": version,
             "input": spec,
-            "preprocess": _common_preprocess(paths, manifests),
+            "preprocess": preprocess,
             "provenance": {
                 "method": f"mean of {len(paths)} classifiers' probabilities in one graph",
                 "members": [

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from cellinspect.entities import Task
@@ -66,6 +67,13 @@ class EvaluationReport:
             "false_reject_rate_catch_all",
         )
         return {k: float(v) for k in keys if (v := getattr(self, k)) is not None}
+
+    def scores_and_defects(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Each image's decision score, and whether it is a defect (a label outside the
+        model's good_labels, as ScoredSet.is_defect has it)."""
+        scores = np.array([p["score"] for p in self.per_image], dtype=np.float64)
+        defect = np.array([p["defect"] for p in self.per_image], dtype=bool)
+        return scores, defect
 
 
 def thresholds_of(manifest: Manifest) -> tuple[float | None, float | None]:
@@ -133,8 +141,16 @@ def report_from_scores(scored: ScoredSet, dataset: Dataset) -> EvaluationReport:
         report.confusion = confusion_matrix(truth, predicted, labels=labels).tolist()
         report.per_class = _per_class(truth, predicted, labels)
         report.per_image = [
-            {"file": i.path.name, "label": i.label, "predicted": p, "score": float(s)}
-            for i, p, s in zip(scored.items, predicted, scored.scores, strict=True)
+            {
+                "file": i.path.name,
+                "label": i.label,
+                "defect": bool(d),
+                "predicted": p,
+                "score": float(s),
+            }
+            for i, d, p, s in zip(
+                scored.items, scored.is_defect, predicted, scored.scores, strict=True
+            )
         ]
     else:
         binary_truth = [DEFECT if d else "good" for d in scored.is_defect]
@@ -148,8 +164,8 @@ def report_from_scores(scored: ScoredSet, dataset: Dataset) -> EvaluationReport:
             report.per_class = _per_class(binary_truth, flagged, report.labels)
             _set_accuracy(report, [f == t for f, t in zip(flagged, binary_truth, strict=True)])
         report.per_image = [
-            {"file": i.path.name, "label": i.label, "score": float(s)}
-            for i, s in zip(scored.items, scored.scores, strict=True)
+            {"file": i.path.name, "label": i.label, "defect": bool(d), "score": float(s)}
+            for i, d, s in zip(scored.items, scored.is_defect, scored.scores, strict=True)
         ]
     return report
 

@@ -59,16 +59,8 @@ def _to_px(x: float, y: float, xr: tuple[float, float], yr: tuple[float, float])
     return int(M + fx * (W - 2 * M)), int(H - M - fy * (H - 2 * M))
 
 
-def _split_scores(
-    report: EvaluationReport,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    scores = np.array([p["score"] for p in report.per_image], dtype=np.float64)
-    defect = np.array([p["label"] != "good" for p in report.per_image], dtype=bool)
-    return scores, defect
-
-
 def roc_plot(report: EvaluationReport) -> Img:
-    scores, defect = _split_scores(report)
+    scores, defect = report.scores_and_defects()
     img = _canvas(
         f"ROC  {report.model} v{report.version}  AUROC {report.auroc or float('nan'):.4f}"
     )
@@ -84,7 +76,7 @@ def roc_plot(report: EvaluationReport) -> Img:
 
 
 def histogram_plot(report: EvaluationReport, bins: int = 30) -> Img:
-    scores, defect = _split_scores(report)
+    scores, defect = report.scores_and_defects()
     marks = [
         (t, c, n)
         for t, c, n in (

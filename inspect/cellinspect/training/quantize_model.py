@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -66,15 +65,12 @@ def _change_text(change: list[float] | None) -> str:
     return f"; AUROC change 95 % paired interval {change[0]:+.3f} to {change[1]:+.3f}"
 
 
-def _auroc_change(
-    parent: Manifest, fp32: EvaluationReport, int8: EvaluationReport
-) -> list[float] | None:
+def _auroc_change(fp32: EvaluationReport, int8: EvaluationReport) -> list[float] | None:
     """The paired 95 % interval of INT8's AUROC minus FP32's, on the same images."""
     if fp32.auroc is None or int8.auroc is None:
         return None
-    defective = np.array([row["label"] not in parent.good_labels for row in fp32.per_image])
-    before = np.array([row["score"] for row in fp32.per_image], dtype=np.float64)
-    after = np.array([row["score"] for row in int8.per_image], dtype=np.float64)
+    before, defective = fp32.scores_and_defects()
+    after, _ = int8.scores_and_defects()
     return auroc_change_interval(defective, before, after)
 
 
@@ -180,7 +176,7 @@ def quantize_model(
     timing_images = [img for _, img in read_images(evaluation, reader)][:100]
     fp32_ms = median_run_ms(model_path, timing_images, parent.input)
     int8_ms = median_run_ms(out_path, timing_images, parent.input)
-    change = _auroc_change(parent, fp32, int8)
+    change = _auroc_change(fp32, int8)
     manifest = load_manifest(out_path)
     provenance = dict(manifest.provenance)
     provenance["metrics"] = {
