@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cellinspect.cli_support import (
     CrossFitOpt,
+    EmaDecayOpt,
     PositionNormOpt,
     console,
     progress_bar,
@@ -106,6 +107,13 @@ def eval_elpv(
         Path | None, typer.Option(help="Anomaly backbone (default: the FP32 one).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Split and fitting seed.")] = 0,
+    fit_seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Fitting seed alone (default: --seed), so that several fits can be compared "
+            "on the one recorded split."
+        ),
+    ] = None,
     epochs: Annotated[
         int | None, typer.Option(min=1, help="finetune / synthetic: most epochs (12 / 8).")
     ] = None,
@@ -129,6 +137,7 @@ def eval_elpv(
     patience: Annotated[
         int, typer.Option(min=1, help="finetune: epochs without a better validation loss.")
     ] = 3,
+    ema_decay: EmaDecayOpt = None,
     stretch: Annotated[
         bool,
         typer.Option(
@@ -169,6 +178,7 @@ def eval_elpv(
         run_elpv_eval,
     )
 
+    fitting = seed if fit_seed is None else fit_seed
     with user_errors():
         if method is not None and method not in (*CLASSIFICATION_METHODS, *ANOMALY_METHODS):
             raise typer.BadParameter(
@@ -188,7 +198,7 @@ def eval_elpv(
                 ) from err
             finetune = ElpvFinetuneParams(
                 views=views or 1,
-                seed=seed,
+                seed=fitting,
                 schedule=schedule,
                 image_size=image_size,
                 soft_labels=soft_labels,
@@ -196,6 +206,7 @@ def eval_elpv(
                 train_batchnorm=train_batchnorm,
                 lr_backbone=lr_backbone,
                 patience=patience,
+                ema_decay=ema_decay,
             )
         synthetic = None
         if method == "synthetic":
@@ -205,7 +216,7 @@ def eval_elpv(
                 raise typer.BadParameter(
                     f"--method synthetic needs torch ({err}): pip install -e '.[train]'"
                 ) from err
-            synthetic = SyntheticParams(image_size=image_size, seed=seed)
+            synthetic = SyntheticParams(image_size=image_size, seed=fitting)
         if epochs is not None:  # else each method's own default
             finetune = finetune and replace(finetune, epochs=epochs)
             synthetic = synthetic and replace(synthetic, epochs=epochs)
@@ -216,7 +227,7 @@ def eval_elpv(
             anomaly = replace(
                 base,
                 coreset_size=coreset,
-                seed=seed,
+                seed=fitting,
                 position_norm=position_norm,
                 bags=base.bags if bags is None else bags,
                 groups=base.groups if groups is None else groups,
@@ -234,7 +245,7 @@ def eval_elpv(
             finetune=finetune,
             anomaly_method=anomaly_method,
             synthetic=synthetic,
-            classifier=ClassifyParams(views=views or 8, seed=seed),
+            classifier=ClassifyParams(views=views or 8, seed=fitting),
             anomaly=anomaly,
             classifier_backbone=backbone or DEFAULT_CLASSIFIER_BACKBONE,
             anomaly_backbone=anomaly_backbone or DEFAULT_ANOMALY_BACKBONE,

@@ -25,6 +25,15 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Station recipe (YAML).")]
 DEFAULT_RECIPE = Path("recipes/flange.yaml")
+EmaDecayOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=0.9999,
+        help="finetune: validate and export a moving average of the weights with this "
+        "per-step decay, e.g. 0.995 (off by default).",
+    ),
+]
 PositionNormOpt = Annotated[
     bool,
     typer.Option(

@@ -21,6 +21,7 @@ from cellinspect.training.elpv import (
     parse_labels,
     stratified_split,
 )
+from cellinspect.training.elpv_eval import ElpvEvalParams
 
 HAS_ELPV = importlib.util.find_spec("elpv_dataset") is not None
 needs_elpv = pytest.mark.skipif(
@@ -258,6 +259,7 @@ def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) 
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "finetune", "--limit", "120"]
     variant = ["--schedule", "cosine", "--image-size", "160", "--soft-labels", "--no-balance"]
+    variant += ["--ema-decay", "0.9", "--fit-seed", "3"]
     result = CliRunner().invoke(app, [*args, "--epochs", "1", "--views", "2", *variant])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -274,6 +276,8 @@ def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) 
     tuned = manifest["provenance"]["elpv_finetune"]
     assert tuned["views"] == 2 and tuned["schedule"] == "cosine" and tuned["image_size"] == 160
     assert tuned["soft_labels"] is True and tuned["balance_classes"] is False
+    assert tuned["ema_decay"] == 0.9 and tuned["seed"] == 3 and report["split"]["seed"] == 0
+    assert "val_loss_last_step" in cls["history"][0]
     assert manifest["provenance"]["targets"].startswith("soft")
     assert manifest["input"]["shape"][2:] == [160, 160]
     assert manifest["provenance"]["elpv"]["split_sha256"] == report["split"]["sha256"]
@@ -362,25 +366,42 @@ def test_eval_elpv_refuses_bags_for_the_gaussian_detector(tmp_path: Path) -> Non
     assert not (tmp_path / "report.json").exists()
 
 
+def _parameters_of(monkeypatch: pytest.MonkeyPatch, out: Path, *flags: str) -> ElpvEvalParams:
+    """What `eval-elpv --out OUT FLAGS` hands run_elpv_eval, without running it."""
+    import cellinspect.training.elpv_eval as elpv_eval
+
+    seen: list[ElpvEvalParams] = []
+
+    def capture(params: ElpvEvalParams, *_args: object) -> dict[str, object]:
+        seen.append(params)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(elpv_eval, "run_elpv_eval", capture)
+    result = CliRunner().invoke(_elpv_app(), ["eval-elpv", "--out", str(out), *flags])
+    assert result.exit_code == 0, result.output
+    return seen[0]
+
+
 @pytest.mark.parametrize(("flag", "stretched"), [([], True), (["--no-stretch"], False)])
 def test_python_defaults_match_the_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], stretched: bool
 ) -> None:
     """ElpvEvalParams used from Python must fit what `eval-elpv` fits (stretch included)."""
-    import cellinspect.training.elpv_eval as elpv_eval
     from cellinspect.config import StretchOp
 
-    seen: list[elpv_eval.ElpvEvalParams] = []
-
-    def capture(params: elpv_eval.ElpvEvalParams, *_args: object) -> dict[str, object]:
-        seen.append(params)
-        raise typer.Exit(0)
-
-    monkeypatch.setattr(elpv_eval, "run_elpv_eval", capture)
-    args = ["eval-elpv", "--out", str(tmp_path), "--task", "anomaly", *flag]
-    result = CliRunner().invoke(_elpv_app(), args)
-    assert result.exit_code == 0, result.output
-    from_cli = seen[0].anomaly_preprocess
+    from_cli = _parameters_of(monkeypatch, tmp_path, "--task", "anomaly", *flag).anomaly_preprocess
     assert from_cli == ((StretchOp(),) if stretched else ())
     if stretched:
-        assert elpv_eval.ElpvEvalParams(out=tmp_path).anomaly_preprocess == from_cli
+        assert ElpvEvalParams(out=tmp_path).anomaly_preprocess == from_cli
+
+
+def test_fit_seed_changes_the_fits_but_not_the_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fit-seed reaches every fit while the recorded split keeps --seed's draw."""
+    default = _parameters_of(monkeypatch, tmp_path)
+    refit = _parameters_of(monkeypatch, tmp_path, "--fit-seed", "5")
+    assert default.seed == refit.seed == 0
+    assert default.classifier.seed == 0 and refit.classifier.seed == 5
+    assert default.anomaly is not None and refit.anomaly is not None
+    assert default.anomaly.seed == 0 and refit.anomaly.seed == 5

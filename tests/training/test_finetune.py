@@ -173,3 +173,88 @@ def test_item_transform_sees_every_item_and_batchnorm_adapts_only_when_asked(
         probe = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
         outputs[trained] = session.run(None, {session.get_inputs()[0].name: probe})[0]
     assert not np.allclose(outputs[False], outputs[True], atol=1e-4)
+
+
+@pytest.mark.torch
+def test_weight_average_ramps_its_decay_and_copies_counters() -> None:
+    """After the first copy each step moves the average by 1 - min(decay, (1+n)/(10+n))."""
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    import torch
+
+    from cellinspect.training.convert_backbone import build_backbone
+
+    assert finetune.weight_average(torch.nn.Linear(2, 2), None) is None
+    model = finetune.Classifier(build_backbone(64), 2, 0.0)
+    start = model.head.weight.detach().clone()
+    average = finetune.weight_average(model, 0.2)
+    want = start.clone()
+    for step in range(1, 5):
+        with torch.no_grad():
+            model.head.weight.add_(1.0)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                assert module.num_batches_tracked is not None
+                module.num_batches_tracked.add_(1)
+        n = step - 1  # updates folded in before this one
+        decay = min(0.2, (1 + n) / (finetune.EMA_WARMUP_STEPS + n))
+        want = start + step if n == 0 else decay * want + (1 - decay) * (start + step)
+        average.update_parameters(model)
+        got = average.module.head.weight
+        assert torch.allclose(got, want, atol=1e-5), step
+    counters = [
+        int(m.num_batches_tracked or 0)
+        for m in average.module.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    ]
+    assert counters and set(counters) == {4}
+    assert not torch.allclose(average.module.head.weight, model.head.weight)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
+def test_ema_decay_outside_zero_one_is_refused_before_reading(tmp_path: Path, decay: float) -> None:
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    from cellinspect.errors import ModelError
+
+    empty = Dataset(tmp_path, [LabelledImage(tmp_path / "missing.png", "good")])
+    with pytest.raises(ModelError, match="ema_decay must lie strictly between 0 and 1"):
+        finetune.finetune_classifier(
+            empty,
+            empty,
+            RoiReader(None),
+            BACKBONE,
+            tmp_path / "m",
+            "m",
+            "1",
+            finetune.FinetuneParams(ema_decay=decay),
+        )
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_weight_average_is_what_is_validated_and_exported(tmp_path: Path) -> None:
+    """The exported graph's validation loss is the average's, not the last step's."""
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    import numpy as np
+
+    from cellinspect.training.convert_backbone import cpu_session
+    from cellinspect.training.dataset import read_images
+
+    train, val = _flange_split(tmp_path / "d", count=24, seed=5)
+    params = finetune.FinetuneParams(
+        epochs=1, batch_size=4, image_size=64, ema_decay=0.9, balance_classes=False
+    )
+    rep = finetune.finetune_classifier(
+        train, val, RoiReader(None), BACKBONE, tmp_path / "m", "m", "1", params
+    )
+    manifest = load_manifest(rep.model_path)
+    assert "weights averaged (EMA 0.9)" in manifest.provenance["method"]
+    row = rep.history[0]
+    assert abs(row["val_loss"] - row["val_loss_last_step"]) > 1e-3
+    pairs = list(read_images(val, RoiReader(None)))
+    spec = finetune.square_input(load_manifest(BACKBONE).input, 64)
+    batch = finetune.as_tensor([img for _, img in pairs], spec).contiguous().numpy()
+    probs = cpu_session(rep.model_path).run(None, {spec.name: batch})[0]
+    truth = [rep.labels.index(item.label) for item, _ in pairs]
+    exported_loss = float(np.mean(-np.log(probs[np.arange(len(truth)), truth])))
+    assert exported_loss == pytest.approx(row["val_loss"], abs=1e-4)

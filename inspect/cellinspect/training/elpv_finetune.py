@@ -41,6 +41,7 @@ class ElpvFinetuneParams:
     soft_labels: bool = False  # train on the defect probability, not only on p >= 0.5
     balance_classes: bool = True
     train_batchnorm: bool = False  # on elpv, training them cost 7.6 points (README)
+    ema_decay: float | None = None  # validate and export a moving average of the weights
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +104,7 @@ def finetune_elpv_classifier(
         image_size=params.image_size,
         balance_classes=params.balance_classes,
         train_batchnorm=params.train_batchnorm,
+        ema_decay=params.ema_decay,
     )
     report = finetune.finetune_classifier(
         _dataset(root, inner, "train"),

@@ -43,6 +43,7 @@ class TrainPlan:
     coreset_size: int = 2000
     schedule: str = "constant"  # fine-tuning learning rate: constant or cosine
     image_size: int | None = None  # fine-tuning input size; None: the backbone's
+    ema_decay: float | None = None  # fine-tuning: validate and export a weight average
     position_norm: bool = False  # anomaly: z-score each patch position (fit_anomaly)
     bags: int = 1  # anomaly: draws of bank and held-out parts, scores averaged (fit_anomaly)
     detector: str = "patchcore"  # anomaly: patchcore or gaussian (fit_anomaly)
@@ -147,6 +148,7 @@ def train_model(
             seed=plan.seed,
             schedule=plan.schedule,
             image_size=plan.image_size,
+            ema_decay=plan.ema_decay,
         )
         model_path = finetune_classifier(
             train, val, reader, backbone_path, out_dir, name, version, params_ft, stage, extra
