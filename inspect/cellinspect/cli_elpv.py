@@ -45,6 +45,13 @@ def _table(report: dict[str, Any]) -> Table:
             f">= {refs['goal_accuracy']} (VGG19 {refs['deitsch2019_vgg19_gpu_accuracy']}, "
             f"SVM {refs['deitsch2019_svm_accuracy']})",
         )
+        for member in cls.get("fits", []):  # each fine-tune alone, before the merged mean
+            table.add_row(
+                "",
+                f"accuracy, fit seed {member['seed']} alone",
+                with_interval(member["accuracy"], member["accuracy_ci95"]),
+                "",
+            )
         for kind, figures in cls["per_type"].items():
             table.add_row("", f"accuracy {kind}", _fmt(figures["accuracy"]), "")
         for expert, figures in cls["per_expert_probability"].items():
@@ -138,6 +145,14 @@ def eval_elpv(
         int, typer.Option(min=1, help="finetune: epochs without a better validation loss.")
     ] = 3,
     ema_decay: EmaDecayOpt = None,
+    fits: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="finetune: this many fine-tunes (seeds --fit-seed onwards), each scored alone, "
+            "merged into one graph averaging their probabilities.",
+        ),
+    ] = 1,
     stretch: Annotated[
         bool,
         typer.Option(
@@ -207,6 +222,7 @@ def eval_elpv(
                 lr_backbone=lr_backbone,
                 patience=patience,
                 ema_decay=ema_decay,
+                fits=fits,
             )
         synthetic = None
         if method == "synthetic":

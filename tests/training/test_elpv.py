@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
-from cellinspect.cli_elpv import register
+from cellinspect.cli_elpv import _table, register
 from cellinspect.training.elpv import (
     ElpvError,
     ElpvItem,
@@ -247,14 +248,18 @@ def test_eval_elpv_rejects_unknown_task(tmp_path: Path, task: str) -> None:
     assert not (tmp_path / "report.json").exists()
 
 
+def _needs_torch_and_backbone() -> None:
+    pytest.importorskip("torch")
+    if not BACKBONES[0].is_file():
+        pytest.skip(f"{BACKBONES[0]} not found (run from the repository root)")
+
+
 @needs_elpv
 @pytest.mark.torch
 @pytest.mark.slow
 def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) -> None:
     """One epoch on a 120-image subset: the pipeline, not the accuracy (that needs the full run)."""
-    pytest.importorskip("torch")
-    if not BACKBONES[0].is_file():
-        pytest.skip(f"{BACKBONES[0]} not found (run from the repository root)")
+    _needs_torch_and_backbone()
     app = _elpv_app()
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "finetune", "--limit", "120"]
@@ -290,11 +295,40 @@ def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) 
 @needs_elpv
 @pytest.mark.torch
 @pytest.mark.slow
+def test_eval_elpv_finetune_fits_are_scored_alone_and_merged(tmp_path: Path) -> None:
+    """--fits 2: two seeds, each member's own test figure, and their mean in one graph."""
+    _needs_torch_and_backbone()
+    out = tmp_path / "elpv"
+    args = ["eval-elpv", "--out", str(out), "--method", "finetune", "--limit", "120"]
+    args += ["--epochs", "1", "--image-size", "96", "--fits", "2", "--fit-seed", "4"]
+    result = CliRunner().invoke(_elpv_app(), args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    wide = Console(width=200, record=True)
+    wide.print(_table(report))
+    assert "accuracy, fit seed 5 alone" in wide.export_text()
+    cls = report["classification"]
+    assert [m["seed"] for m in cls["fits"]] == [4, 5]
+    assert cls["parameters"]["fits"] == 2
+    members = []
+    for fit in cls["fits"]:
+        manifest = json.loads((Path(fit["model"]).parent / "manifest.json").read_text())
+        assert manifest["provenance"]["elpv_finetune"]["seed"] == fit["seed"]
+        assert 0.0 <= fit["accuracy"] <= 1.0 and len(fit["history"]) == 1
+        members.append(hashlib.sha256(Path(fit["model"]).read_bytes()).hexdigest())
+    merged = json.loads((out / "finetune" / "manifest.json").read_text())
+    assert [m["sha256"] for m in merged["provenance"]["members"]] == members
+    assert members[0] != members[1]
+    assert merged["sha256"] == cls["model_sha256"]
+    assert sum(map(sum, cls["confusion"])) == 29
+
+
+@needs_elpv
+@pytest.mark.torch
+@pytest.mark.slow
 def test_eval_elpv_synthetic_small_run_is_taught_on_functional_cells_only(tmp_path: Path) -> None:
     """One epoch on a 120-image subset: the drawn-defect detector's pipeline, end to end."""
-    pytest.importorskip("torch")
-    if not BACKBONES[0].is_file():
-        pytest.skip(f"{BACKBONES[0]} not found (run from the repository root)")
+    _needs_torch_and_backbone()
     app = _elpv_app()
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "synthetic", "--limit", "120"]
@@ -319,20 +353,29 @@ def test_eval_elpv_synthetic_small_run_is_taught_on_functional_cells_only(tmp_pa
     assert manifest["provenance"]["elpv"]["split_sha256"] == report["split"]["sha256"]
 
 
-@pytest.mark.parametrize("views", [0, 3, 16])
-def test_finetune_rejects_bad_views_before_training(tmp_path: Path, views: int) -> None:
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"views": 0}, "views must be one of"),
+        ({"views": 3}, "views must be one of"),
+        ({"views": 16}, "views must be one of"),
+        ({"fits": 0}, "fits must be >= 1"),
+    ],
+)
+def test_finetune_rejects_bad_parameters_before_training(
+    tmp_path: Path, bad: dict[str, int], message: str
+) -> None:
     pytest.importorskip("torch")
     from cellinspect.errors import ModelError
-    from cellinspect.training.elpv_eval import ElpvEvalParams
     from cellinspect.training.elpv_finetune import ElpvFinetuneParams
 
     params = ElpvEvalParams(
         out=tmp_path,
         task="classification",
         classification_method="finetune",
-        finetune=ElpvFinetuneParams(views=views),
+        finetune=ElpvFinetuneParams(**bad),  # type: ignore[arg-type]
     )
-    with pytest.raises(ModelError, match="views must be one of"):
+    with pytest.raises(ModelError, match=message):
         params.check()
 
 

@@ -42,6 +42,9 @@ class ElpvFinetuneParams:
     balance_classes: bool = True
     train_batchnorm: bool = False  # on elpv, training them cost 7.6 points (README)
     ema_decay: float | None = None  # validate and export a moving average of the weights
+    # Fine-tunes with seeds seed .. seed + fits - 1 (each carving its own validation part),
+    # merged into one graph that averages their probabilities (eval-elpv).
+    fits: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
