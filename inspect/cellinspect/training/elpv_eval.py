@@ -13,7 +13,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -340,10 +340,10 @@ def _run_finetune(
 ) -> dict[str, Any]:
     from cellinspect.training.elpv_finetune import ElpvFinetuneParams, finetune_elpv_classifier
 
-    start = time.perf_counter()
     tune = params.finetune or ElpvFinetuneParams(seed=params.seed)
     if tune.fits > 1:
         return _run_finetune_fits(params, tune, split, root, test, provenance, stage)
+    start = time.perf_counter()
     model_path, report = finetune_elpv_classifier(
         split, root, params.finetune_backbone, params.out / "finetune", tune, provenance, stage
     )
@@ -373,8 +373,6 @@ def _run_finetune_fits(
     One seed moves elpv test accuracy by 3 points, so each member's own figure is reported
     beside the merged model's: the spread says how far to trust any single one.
     """
-    from dataclasses import replace
-
     from cellinspect.training.elpv_finetune import finetune_elpv_classifier
     from cellinspect.training.ensemble import ensemble_classifiers
 
