@@ -12,6 +12,7 @@ from rich.table import Table
 from cellinspect.cli_support import (
     CrossFitOpt,
     EmaDecayOpt,
+    PoolingOpt,
     PositionNormOpt,
     console,
     progress_bar,
@@ -145,6 +146,7 @@ def eval_elpv(
         int, typer.Option(min=1, help="finetune: epochs without a better validation loss.")
     ] = 3,
     ema_decay: EmaDecayOpt = None,
+    pooling: PoolingOpt = "mean",
     fits: Annotated[
         int,
         typer.Option(
@@ -222,6 +224,7 @@ def eval_elpv(
                 lr_backbone=lr_backbone,
                 patience=patience,
                 ema_decay=ema_decay,
+                pooling=pooling,
                 fits=fits,
             )
         synthetic = None

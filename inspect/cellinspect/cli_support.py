@@ -34,6 +34,13 @@ EmaDecayOpt = Annotated[
         "per-step decay, e.g. 0.995 (off by default).",
     ),
 ]
+PoolingOpt = Annotated[
+    str,
+    typer.Option(
+        help="finetune: how the backbone's feature map becomes one vector: mean, or gem "
+        "(generalised mean with a learned exponent, so that small defects weigh more).",
+    ),
+]
 PositionNormOpt = Annotated[
     bool,
     typer.Option(

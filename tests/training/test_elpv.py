@@ -264,7 +264,7 @@ def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) 
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "finetune", "--limit", "120"]
     variant = ["--schedule", "cosine", "--image-size", "160", "--soft-labels", "--no-balance"]
-    variant += ["--ema-decay", "0.9", "--fit-seed", "3"]
+    variant += ["--ema-decay", "0.9", "--fit-seed", "3", "--pooling", "gem"]
     result = CliRunner().invoke(app, [*args, "--epochs", "1", "--views", "2", *variant])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -283,6 +283,8 @@ def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) 
     assert tuned["soft_labels"] is True and tuned["balance_classes"] is False
     assert tuned["ema_decay"] == 0.9 and tuned["seed"] == 3 and report["split"]["seed"] == 0
     assert "val_loss_last_step" in cls["history"][0]
+    assert tuned["pooling"] == "gem" and "GeM" in manifest["provenance"]["method"]
+    assert manifest["provenance"]["metrics"]["gem_p"] > 0
     assert manifest["provenance"]["targets"].startswith("soft")
     assert manifest["input"]["shape"][2:] == [160, 160]
     assert manifest["provenance"]["elpv"]["split_sha256"] == report["split"]["sha256"]

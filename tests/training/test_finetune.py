@@ -211,13 +211,23 @@ def test_weight_average_ramps_its_decay_and_copies_counters() -> None:
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
-def test_ema_decay_outside_zero_one_is_refused_before_reading(tmp_path: Path, decay: float) -> None:
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"ema_decay": 0.0}, "ema_decay must lie strictly between 0 and 1"),
+        ({"ema_decay": 1.0}, "ema_decay must lie strictly between 0 and 1"),
+        ({"ema_decay": 1.5}, "ema_decay must lie strictly between 0 and 1"),
+        ({"pooling": "max"}, "pooling must be one of"),
+    ],
+)
+def test_bad_parameters_are_refused_before_reading(
+    tmp_path: Path, bad: dict[str, object], message: str
+) -> None:
     finetune = pytest.importorskip("cellinspect.training.finetune")
     from cellinspect.errors import ModelError
 
     empty = Dataset(tmp_path, [LabelledImage(tmp_path / "missing.png", "good")])
-    with pytest.raises(ModelError, match="ema_decay must lie strictly between 0 and 1"):
+    with pytest.raises(ModelError, match=message):
         finetune.finetune_classifier(
             empty,
             empty,
@@ -226,7 +236,7 @@ def test_ema_decay_outside_zero_one_is_refused_before_reading(tmp_path: Path, de
             tmp_path / "m",
             "m",
             "1",
-            finetune.FinetuneParams(ema_decay=decay),
+            finetune.FinetuneParams(**bad),
         )
 
 
@@ -258,3 +268,53 @@ def test_weight_average_is_what_is_validated_and_exported(tmp_path: Path) -> Non
     truth = [rep.labels.index(item.label) for item, _ in pairs]
     exported_loss = float(np.mean(-np.log(probs[np.arange(len(truth)), truth])))
     assert exported_loss == pytest.approx(row["val_loss"], abs=1e-4)
+
+
+@pytest.mark.torch
+def test_generalised_mean_spans_mean_to_max_and_learns_its_exponent() -> None:
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    import torch
+
+    torch.manual_seed(0)
+    fmap = torch.rand(2, 5, 7, 7) * 0.5 + 0.1
+    fmap[0, 0, 3, 3] = 2.0  # one bright position: a thin defect on a quiet cell
+    pool = finetune.GeneralisedMeanPool(p=1.0)
+    assert torch.allclose(pool(fmap), fmap.mean(dim=(2, 3)), atol=1e-5)
+    pool = finetune.GeneralisedMeanPool(p=100.0)
+    assert torch.allclose(pool(fmap), fmap.amax(dim=(2, 3)), rtol=0.05)
+    gem3 = finetune.GeneralisedMeanPool()
+    spike = float(gem3(fmap)[0, 0])
+    assert float(fmap[0, 0].mean()) * 1.4 < spike < 2.0  # the spike outweighs the mean
+    negative = torch.full((1, 1, 7, 7), -0.2)  # swish dips below zero: clamped, not NaN
+    assert torch.isfinite(gem3(negative)).all()
+    gem3(fmap).sum().backward()
+    assert gem3.p.grad is not None and float(gem3.p.grad) != 0.0
+
+
+@pytest.mark.torch
+def test_gem_classifier_pools_the_head_map_and_its_exponent_escapes_weight_decay() -> None:
+    """With p = 1 the GeM classifier equals the mean-pooled one on non-negative maps."""
+    finetune = pytest.importorskip("cellinspect.training.finetune")
+    import torch
+
+    from cellinspect.training.convert_backbone import build_backbone
+
+    torch.manual_seed(0)
+    mean_model = finetune.Classifier(build_backbone(64), 2, 0.0).eval()
+    gem_model = finetune.Classifier(build_backbone(64), 2, 0.0, "gem").eval()
+    gem_model.head.load_state_dict(mean_model.head.state_dict())
+    image = torch.rand(2, 3, 64, 64)
+    fmap = mean_model.backbone.feature_maps(image)[2]
+    assert torch.allclose(mean_model.backbone(image)[2], fmap.mean(dim=(2, 3)))
+    with torch.no_grad():
+        gem_model.pool.p.fill_(1.0)
+        want = mean_model.head(fmap.clamp(min=1e-6).mean(dim=(2, 3)))
+        assert torch.allclose(gem_model(image), want, atol=1e-5)
+        gem_model.pool.p.fill_(3.0)
+        assert not torch.allclose(gem_model(image), mean_model(image), atol=1e-3)
+    assert set(gem_model.state_dict()) - set(mean_model.state_dict()) == {"pool.p"}
+    params = finetune.FinetuneParams(weight_decay=0.01, lr_head=0.002)
+    groups = finetune.make_optimiser(gem_model, params).param_groups
+    (pool_group,) = [g for g in groups if any(t is gem_model.pool.p for t in g["params"])]
+    assert (pool_group["weight_decay"], pool_group["lr"]) == (0.0, 0.002)
+    assert len(finetune.make_optimiser(mean_model, params).param_groups) == 2

@@ -255,7 +255,7 @@ def test_finetune_cosine_at_another_input_size(trained: tuple[Path, Path], tmp_p
     data, _ = trained
     out = tmp_path / "m" / "1"
     args = ["train", str(data), "--out", str(out), "--method", "finetune", "--epochs", "1"]
-    args += ["--ema-decay", "0.9"]
+    args += ["--ema-decay", "0.9", "--pooling", "gem"]
     res = CliRunner().invoke(
         app, [*args, "--schedule", "cosine", "--image-size", "160", "--backbone", BACKBONE]
     )
@@ -266,6 +266,8 @@ def test_finetune_cosine_at_another_input_size(trained: tuple[Path, Path], tmp_p
     assert params["schedule"] == "cosine" and params["image_size"] == 160
     assert params["ema_decay"] == 0.9
     assert "weights averaged (EMA 0.9)" in manifest.provenance["method"]
+    assert params["pooling"] == "gem" and "GeM pooling" in manifest.provenance["method"]
+    assert manifest.provenance["metrics"]["gem_p"] > 0
     assert "test_accuracy" in manifest.provenance["metrics"]
 
 

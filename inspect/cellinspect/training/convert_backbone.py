@@ -105,6 +105,11 @@ class FeatureBackbone(torch.nn.Module):
         self.s16_index = indices[16]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feat_s8, feat_s16, head = self.feature_maps(image)
+        return feat_s8, feat_s16, head.mean(dim=(2, 3))
+
+    def feature_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(feat_s8, feat_s16, the 1280-channel head map before pooling)."""
         net: Any = self.net  # the EfficientNet definition is untyped
         x = net._swish(net._bn0(net._conv_stem(image)))
         feat_s8 = feat_s16 = x
@@ -115,7 +120,7 @@ class FeatureBackbone(torch.nn.Module):
             elif index == self.s16_index:
                 feat_s16 = x
         head = net._swish(net._bn1(net._conv_head(x)))
-        return feat_s8, feat_s16, head.mean(dim=(2, 3))
+        return feat_s8, feat_s16, head
 
 
 def build_backbone(image_size: int) -> FeatureBackbone:

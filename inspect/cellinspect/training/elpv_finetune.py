@@ -42,6 +42,7 @@ class ElpvFinetuneParams:
     balance_classes: bool = True
     train_batchnorm: bool = False  # on elpv, training them cost 7.6 points (README)
     ema_decay: float | None = None  # validate and export a moving average of the weights
+    pooling: str = "mean"  # or "gem": generalised mean with a learned exponent
     # Fine-tunes with seeds seed .. seed + fits - 1 (each carving its own validation part),
     # merged into one graph that averages their probabilities (eval-elpv).
     fits: int = 1
@@ -108,6 +109,7 @@ def finetune_elpv_classifier(
         balance_classes=params.balance_classes,
         train_batchnorm=params.train_batchnorm,
         ema_decay=params.ema_decay,
+        pooling=params.pooling,
     )
     report = finetune.finetune_classifier(
         _dataset(root, inner, "train"),
@@ -134,7 +136,7 @@ def finetune_elpv_classifier(
                 "method": (
                     "fine-tuned EfficientNet-Lite0 (dihedral + brightness/contrast "
                     f"augmentation), softmax averaged over {params.views} dihedral views in "
-                    "the graph"
+                    "the graph" + (", GeM pooling" if params.pooling == "gem" else "")
                 ),
                 "elpv_finetune": params.as_dict(),
                 "validation": f"{len(inner.test)} images carved from the training split",

@@ -76,6 +76,12 @@ class FinetuneParams:
     # Per-step decay of an exponential moving average of the weights (None: off). When set,
     # the average, not the last step's weights, is validated, early-stopped and exported.
     ema_decay: float | None = None
+    # How the head map becomes one vector: "mean" (the backbone's own) or "gem", a
+    # generalised mean with a learned exponent that lets small defects outweigh the cell.
+    pooling: str = "mean"
+
+
+POOLINGS = ("mean", "gem")
 
 
 @dataclass
@@ -92,17 +98,43 @@ class FinetuneReport:
     skipped: tuple[tuple[str, str], ...] = ()
 
 
+class GeneralisedMeanPool(torch.nn.Module):
+    """(mean of x^p over positions)^(1/p) with p learned: p = 1 is the mean, large p the max.
+
+    A thin crack lights one or two of the 49 positions of a 224 px cell's head map; the mean
+    dilutes it about 25-fold, the max would learn from one position only. Activations are
+    clamped to a small positive floor first, as GeM needs (swish dips below zero).
+    """
+
+    def __init__(self, p: float = 3.0, floor: float = 1e-6) -> None:
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.tensor(p))
+        self.floor = floor
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        powered = fmap.clamp(min=self.floor).pow(self.p)
+        return powered.mean(dim=(2, 3)).pow(1.0 / self.p)
+
+
 class Classifier(torch.nn.Module):
     """Backbone pooled features -> dropout -> linear; `probabilities` for export."""
 
-    def __init__(self, backbone: FeatureBackbone, classes: int, dropout: float) -> None:
+    def __init__(
+        self, backbone: FeatureBackbone, classes: int, dropout: float, pooling: str = "mean"
+    ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ModelError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.backbone = backbone
+        self.pool = GeneralisedMeanPool() if pooling == "gem" else None
         self.dropout = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(1280, classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pooled: torch.Tensor = self.backbone(image)[2]
+        if self.pool is None:
+            pooled: torch.Tensor = self.backbone(image)[2]
+        else:
+            pooled = self.pool(self.backbone.feature_maps(image)[2])
         logits: torch.Tensor = self.head(self.dropout(pooled))
         return logits
 
@@ -218,6 +250,23 @@ def lr_factor(
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def make_optimiser(model: Classifier, params: FinetuneParams) -> torch.optim.AdamW:
+    """AdamW with the trunk slower than the new head.
+
+    A GeM exponent learns at the head's pace but free of weight decay, which would pull it
+    towards 0: a different pooling altogether.
+    """
+    groups: list[dict[str, Any]] = [
+        {"params": model.backbone.parameters(), "lr": params.lr_backbone},
+        {"params": model.head.parameters(), "lr": params.lr_head},
+    ]
+    if model.pool is not None:
+        groups.append(
+            {"params": model.pool.parameters(), "lr": params.lr_head, "weight_decay": 0.0}
+        )
+    return torch.optim.AdamW(groups, weight_decay=params.weight_decay)
 
 
 SoftTarget = Callable[[LabelledImage], Sequence[float]]
@@ -339,6 +388,8 @@ def finetune_classifier(
     lr_factor(params, 1, 1)  # an unknown schedule fails before any image is read
     if params.ema_decay is not None and not 0.0 < params.ema_decay < 1.0:
         raise ModelError(f"ema_decay must lie strictly between 0 and 1, got {params.ema_decay}")
+    if params.pooling not in POOLINGS:
+        raise ModelError(f"pooling must be one of {POOLINGS}, got {params.pooling!r}")
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     backbone_manifest = load_manifest(backbone_path)
@@ -369,17 +420,11 @@ def finetune_classifier(
     y_val = _targets(val_pairs, labels, soft_target)
     weight = counts.sum() / (len(labels) * counts.clamp(min=1))
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight if params.balance_classes else None)
-    model = Classifier(build_backbone(spec.height), len(labels), params.dropout)
+    model = Classifier(build_backbone(spec.height), len(labels), params.dropout, params.pooling)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     average = weight_average(model, params.ema_decay)
     judged = model if average is None else cast(Classifier, average.module)
-    optimiser = torch.optim.AdamW(
-        [
-            {"params": model.backbone.parameters(), "lr": params.lr_backbone},
-            {"params": model.head.parameters(), "lr": params.lr_head},
-        ],
-        weight_decay=params.weight_decay,
-    )
+    optimiser = make_optimiser(model, params)
     best_loss, best_epoch, best_state, history = math.inf, 0, copy.deepcopy(model.state_dict()), []
     steps = math.ceil(len(x_train) / params.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -429,6 +474,7 @@ def finetune_classifier(
     diff = export_classifier(model, spec, model_path, as_tensor(x_val[:4], spec))
     stage("export", 1, 1)
     train_counts = {lbl: int(counts[i]) for i, lbl in enumerate(labels)}
+    pool_exponent = math.nan if model.pool is None else float(model.pool.p)
     manifest = classifier_manifest(
         name,
         version,
@@ -439,7 +485,8 @@ def finetune_classifier(
         provenance={
             "method": "fine-tuned EfficientNet-Lite0 + linear head (torch), "
             + ("batch-norm trained" if params.train_batchnorm else "frozen batch-norm")
-            + ("" if average is None else f", weights averaged (EMA {params.ema_decay})"),
+            + ("" if average is None else f", weights averaged (EMA {params.ema_decay})")
+            + ("" if model.pool is None else f", GeM pooling (learned p {pool_exponent:.3f})"),
             "backbone": backbone_provenance(backbone_manifest),
             "parent_version": f"{backbone_manifest.name}/{backbone_manifest.version}",
             "data": {
@@ -458,6 +505,7 @@ def finetune_classifier(
                 "best_epoch": best_epoch,
                 "epochs_run": len(history),
                 "export_max_abs_diff": diff,
+                **({} if model.pool is None else {"gem_p": pool_exponent}),
             },
             "history": history,
             "torch": torch.__version__,

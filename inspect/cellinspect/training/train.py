@@ -44,6 +44,7 @@ class TrainPlan:
     schedule: str = "constant"  # fine-tuning learning rate: constant or cosine
     image_size: int | None = None  # fine-tuning input size; None: the backbone's
     ema_decay: float | None = None  # fine-tuning: validate and export a weight average
+    pooling: str = "mean"  # fine-tuning: mean or gem (learned generalised mean)
     position_norm: bool = False  # anomaly: z-score each patch position (fit_anomaly)
     bags: int = 1  # anomaly: draws of bank and held-out parts, scores averaged (fit_anomaly)
     detector: str = "patchcore"  # anomaly: patchcore or gaussian (fit_anomaly)
@@ -149,6 +150,7 @@ def train_model(
             schedule=plan.schedule,
             image_size=plan.image_size,
             ema_decay=plan.ema_decay,
+            pooling=plan.pooling,
         )
         model_path = finetune_classifier(
             train, val, reader, backbone_path, out_dir, name, version, params_ft, stage, extra
