@@ -106,16 +106,14 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe file to check."
 
 
 def _model_problems(recipe: Recipe) -> list[str]:
-    """Each model's manifest, and the preprocessing it was fitted on against the recipe's."""
+    """Each model's manifest, and the preprocessing and ROI size it was fitted on."""
     from cellinspect.inference.manifest import load_manifest
-    from cellinspect.inference.preprocess_contract import check_preprocess
+    from cellinspect.inference.preprocess_contract import check_recipe_fits
 
     problems = []
     for index, model in enumerate(recipe.models):
         try:
-            check_preprocess(
-                load_manifest(model.path), recipe.preprocess, f"recipe '{recipe.name}'"
-            )
+            check_recipe_fits(load_manifest(model.path), recipe, model.name)
         except CellInspectError as err:
             problems.append(f"models[{index}] ({model.name}): {err}")
     return problems

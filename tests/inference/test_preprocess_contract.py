@@ -9,6 +9,8 @@ from cellinspect.errors import ConfigError
 from cellinspect.inference.manifest import load_manifest
 from cellinspect.inference.preprocess_contract import (
     check_preprocess,
+    check_recipe_fits,
+    check_roi_size,
     describe_record,
     preprocess_record,
 )
@@ -55,6 +57,23 @@ def test_shipped_models_record_the_shipped_recipes_preprocessing(model: str) -> 
     recipe = load_recipe(ROOT / "recipes" / "flange.yaml")
     manifest = load_manifest(ROOT / "models" / model / "1" / "model.onnx")
     assert manifest.preprocess == preprocess_record(recipe.preprocess)
+    assert manifest.roi_size == [recipe.rois[0].width, recipe.rois[0].height]
+    check_recipe_fits(manifest, recipe, model)
+
+
+def test_roi_size_is_checked_only_where_both_are_known_and_the_model_runs() -> None:
+    recipe = load_recipe(ROOT / "recipes" / "flange.yaml")
+    manifest = load_manifest(ROOT / "models" / "flange-anomaly" / "1" / "model.onnx")
+    check_roi_size(manifest, None, "whole images")
+    check_roi_size(manifest.model_copy(update={"roi_size": None}), [10, 10], "unrecorded")
+    with pytest.raises(ConfigError, match="fitted on 224x224 px ROI crops, but here is 224x200"):
+        check_roi_size(manifest, [224, 200], "here")
+    wide = recipe.rois[0].model_copy(update={"width": 260})
+    other = wide.model_copy(update={"name": "label", "models": ["flange-classifier"]})
+    with pytest.raises(ConfigError, match="recipe 'flange-default' ROI 'part' is 260x224 px"):
+        check_recipe_fits(manifest, recipe.model_copy(update={"rois": [wide]}), "flange-anomaly")
+    # a 260 px ROI that only the classifier runs on is none of the anomaly model's business
+    check_recipe_fits(manifest, recipe.model_copy(update={"rois": [other]}), "flange-anomaly")
 
 
 def test_a_recalibrated_camera_keeps_its_models() -> None:

@@ -144,3 +144,31 @@ def test_validate_reports_a_model_fitted_on_other_preprocessing(station: dict[st
     assert result.exit_code == 1
     assert "models[0] (brightness): model 'brightness'" in result.output
     assert "applies no preprocessing" in result.output
+
+
+def test_a_model_fitted_on_other_roi_crops_is_refused_at_load_and_by_validate(
+    station: dict[str, Path],
+) -> None:
+    """Fitted on 48x48 crops, the model must not judge 56x56 ones (resized, they shrink the
+    part); moving the ROI is fine."""
+    from typer.testing import CliRunner
+
+    from cellinspect.cli import app
+    from cellinspect.errors import ConfigError
+    from cellinspect.inference.manifest import load_manifest, write_manifest
+
+    model, recipe = station["model"], station["recipe"]
+    write_manifest(load_manifest(model).model_copy(update={"roi_size": [48, 48]}), model)
+    original = recipe.read_text()
+    recipe.write_text(original.replace("x: 8, y: 8,", "x: 4, y: 6,"))
+    Inspector.from_recipe(recipe)  # moved, same size: loads
+    recipe.write_text(original.replace("width: 48, height: 48", "width: 56, height: 56"))
+    with pytest.raises(
+        ConfigError,
+        match=r"model 'brightness' v1 was fitted on 48x48 px ROI crops, but recipe "
+        r"'grey-parts' ROI 'centre' is 56x56 px",
+    ):
+        Inspector.from_recipe(recipe)
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 1
+    assert "models[0] (brightness): model 'brightness' v1 was fitted on 48x48" in result.output

@@ -128,7 +128,7 @@ def test_ensemble_refuses_members_that_cannot_share_an_input(tmp_path: Path) -> 
     assert not (tmp_path / "o" / "1" / "model.onnx").exists()
 
 
-def test_ensemble_members_must_share_their_preprocessing(tmp_path: Path) -> None:
+def test_ensemble_members_must_share_their_preprocessing_and_roi_size(tmp_path: Path) -> None:
     """One graph sees one image: members fitted on differently prepared images cannot merge;
     the merged manifest carries the members' common record."""
     labels = ["good", "defective"]
@@ -142,6 +142,15 @@ def test_ensemble_members_must_share_their_preprocessing(tmp_path: Path) -> None
     assert load_manifest(merged).preprocess == preprocess_record([StretchOp()])
     with pytest.raises(ModelError, match=r"c/1/model.onnx: fitted on images prepared with no "):
         ensemble_classifiers([a, c], tmp_path / "ac" / "1", "ac", "1")
+    write_manifest(load_manifest(a).model_copy(update={"roi_size": [48, 48]}), a)
+    write_manifest(load_manifest(b).model_copy(update={"roi_size": [64, 48]}), b)
+    with pytest.raises(
+        ModelError, match=r"b/1/model.onnx: fitted on 64x48 px ROI crops, .*a/1/model.onnx on 48x48"
+    ):
+        ensemble_classifiers([a, b], tmp_path / "ab2" / "1", "ab2", "1")
+    write_manifest(load_manifest(b).model_copy(update={"roi_size": [48, 48]}), b)
+    merged = ensemble_classifiers([a, b], tmp_path / "ab3" / "1", "ab3", "1")
+    assert load_manifest(merged).roi_size == [48, 48]
 
 
 def test_ensemble_command_writes_the_merged_model(tmp_path: Path) -> None:

@@ -306,3 +306,25 @@ def test_train_anomaly_refuses_cross_fitting_for_patchcore(
     assert res.exit_code == 1
     assert "cross-fitting is for the gaussian detector" in res.output
     assert not out.exists()
+
+
+def test_the_roi_size_is_recorded_and_other_crops_are_refused(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Fitted on the flange recipe's 224x224 crops; a recipe cutting 200x200 is refused."""
+    data, _ = trained
+    out = tmp_path / "roi" / "1"
+    recipe = ROOT / "recipes" / "flange.yaml"
+    args = ["train", str(data), "--out", str(out), "--backbone", BACKBONE]
+    res = CliRunner().invoke(app, [*args, "--recipe", str(recipe), "--roi", "part"])
+    assert res.exit_code == 0, res.output
+    assert load_manifest(out / "model.onnx").roi_size == [224, 224]
+    text = recipe.read_text().replace("../", f"{ROOT}/")  # its paths, from anywhere
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text(text.replace("width: 224\n    height: 224", "width: 200\n    height: 200"))
+    res = CliRunner().invoke(
+        app, ["evaluate", str(out / "model.onnx"), str(data), "--recipe", str(narrow)]
+    )
+    assert res.exit_code == 1
+    assert "fitted on 224x224 px ROI crops" in res.output
+    assert "ROI 'part' is 200x200 px" in res.output

@@ -108,6 +108,14 @@ class Manifest(_Strict):
         description="The recipe 'preprocess' ops the model was fitted on, with their settings; "
         "where it runs must apply the same (preprocess_contract.py). None: not recorded.",
     )
+    roi_size: list[int] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[width, height] in pixels of the ROI crops the model was fitted on; the "
+        "ROIs it runs on must have this size (crops are resized to the input, so another size "
+        "shows the part at another scale). None: whole images, or not recorded.",
+    )
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="Source, data hash and counts, parameters, metrics."
     )

@@ -45,7 +45,7 @@ from cellinspect.entities import (
     Verdict,
 )
 from cellinspect.errors import CellInspectError, ConfigError
-from cellinspect.inference.preprocess_contract import check_preprocess
+from cellinspect.inference.preprocess_contract import check_recipe_fits
 from cellinspect.inference.runner import ModelRunner, SessionOptions, Tensor
 from cellinspect.preprocess.chain import PreprocessChain, build_chain, roi_crops
 from cellinspect.runtime.measuring import MEASURE_ROI, Measurer, station_plane
@@ -120,7 +120,7 @@ class Inspector:
                 self.measurer = Measurer(recipe.measurements, grid_plane, recipe.decision.fail_safe)
         self.runners = list(runners)
         for runner in self.runners:
-            check_preprocess(runner.manifest, recipe.preprocess, f"recipe '{recipe.name}'")
+            check_recipe_fits(runner.manifest, recipe, runner.name)
         overrides = recipe.decision.thresholds
         judges = {m.name: m.judge for m in recipe.models}
         self.thresholds: dict[str, ResolvedThresholds] = {

@@ -20,6 +20,8 @@ from cellinspect.calibration.camera_file import load_camera_calibration
 from cellinspect.config import PreprocessOp, Recipe
 from cellinspect.entities import ImageU8
 from cellinspect.errors import CellInspectError, ConfigError
+from cellinspect.inference.manifest import Manifest
+from cellinspect.inference.preprocess_contract import check_preprocess, check_roi_size
 from cellinspect.preprocess.chain import build_chain, roi_crops
 from cellinspect.sources.decode import IMAGE_SUFFIXES, decode_image_file
 
@@ -161,6 +163,20 @@ class RoiReader:
         reader.where = where
         reader._chain = build_chain(reader.ops)
         return reader
+
+    @property
+    def roi_size(self) -> list[int] | None:
+        """[width, height] of the one ROI crop, or None when whole images are read."""
+        if self._chain is None or not self._rois:
+            return None
+        return [self._rois[0].width, self._rois[0].height]
+
+    def check_fitted_like(self, manifest: Manifest) -> None:
+        """Refuse to read images for `manifest`'s model unlike those it was fitted on."""
+        check_preprocess(manifest, self.ops, self.where)
+        if self._chain is not None and self._rois:
+            roi = self._rois[0]
+            check_roi_size(manifest, self.roi_size, f"{self.where} ROI '{roi.name}'")
 
     def describe(self) -> list[str]:
         """The preprocessing steps by name (none without a recipe), for reports."""

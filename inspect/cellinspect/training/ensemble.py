@@ -9,10 +9,10 @@ makes one session.run per batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -55,21 +55,25 @@ def _check_members(paths: Sequence[Path]) -> list[Manifest]:
     return manifests
 
 
-def _common_preprocess(
-    paths: Sequence[Path], manifests: Sequence[Manifest]
-) -> list[dict[str, Any]] | None:
-    """The members' recorded preprocessing, which must agree (one graph sees one image)."""
-    recorded = [
-        (path, man.preprocess)
-        for path, man in zip(paths, manifests, strict=True)
-        if man.preprocess is not None
-    ]
-    for path, record in recorded[1:]:
-        if record != recorded[0][1]:
+Recorded = TypeVar("Recorded")
+
+
+def _common_record(
+    paths: Sequence[Path],
+    manifests: Sequence[Manifest],
+    read: Callable[[Manifest], Recorded | None],
+    describe: Callable[[Recorded], str],
+    what: str,
+) -> Recorded | None:
+    """What the members recorded (unrecorded ones aside), which must agree: one graph sees
+    one image, so its members must have been fitted on images made alike."""
+    recorded = [(p, v) for p, m in zip(paths, manifests, strict=True) if (v := read(m)) is not None]
+    for path, value in recorded[1:]:
+        if value != recorded[0][1]:
             raise ModelError(
-                f"{path}: fitted on images prepared with {describe_record(record)}, "
-                f"{recorded[0][0]} with {describe_record(recorded[0][1])}: one graph sees "
-                "one image, so the members must share their preprocessing"
+                f"{path}: fitted on {describe(value)}, {recorded[0][0]} on "
+                f"{describe(recorded[0][1])}: one graph sees one image, so the members must "
+                f"share their {what}"
             )
     return recorded[0][1] if recorded else None
 
@@ -161,7 +165,17 @@ def _build_graph(
 def ensemble_classifiers(paths: Sequence[Path], out_dir: Path, name: str, version: str) -> Path:
     """Write `out_dir/model.onnx` and its manifest, recording every member by hash."""
     manifests = _check_members(paths)
-    preprocess = _common_preprocess(paths, manifests)  # refused before anything is written
+    # refused before anything is written
+    preprocess = _common_record(
+        paths,
+        manifests,
+        lambda m: m.preprocess,
+        lambda r: f"images prepared with {describe_record(r)}",
+        "preprocessing",
+    )
+    roi_size = _common_record(
+        paths, manifests, lambda m: m.roi_size, lambda s: f"{s[0]}x{s[1]} px ROI crops", "ROI size"
+    )
     model_path, spec = _build_graph(paths, manifests, out_dir / "model.onnx")
     first = manifests[0]
     manifest = first.model_copy(
@@ -170,6 +184,7 @@ def ensemble_classifiers(paths: Sequence[Path], out_dir: Path, name: str, versio
             "version": version,
             "input": spec,
             "preprocess": preprocess,
+            "roi_size": roi_size,
             "provenance": {
                 "method": f"mean of {len(paths)} classifiers' probabilities in one graph",
                 "members": [

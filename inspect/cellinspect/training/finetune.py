@@ -482,6 +482,7 @@ def finetune_classifier(
         labels,
         ClassThreshold(review_at=params.review_at, fail_at=params.fail_at),
         preprocess=preprocess_record(reader.ops),
+        roi_size=reader.roi_size,
         provenance={
             "method": "fine-tuned EfficientNet-Lite0 + linear head (torch), "
             + ("batch-norm trained" if params.train_batchnorm else "frozen batch-norm")

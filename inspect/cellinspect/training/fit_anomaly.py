@@ -364,6 +364,7 @@ def fit_anomaly(
         good_labels=["good"],
         thresholds=Thresholds(review_at=params.review_at, fail_at=params.fail_at),
         preprocess=preprocess_record(reader.ops),
+        roi_size=reader.roi_size,
         provenance={
             "method": fitted.method,
             "backbone": backbone_provenance(backbone),

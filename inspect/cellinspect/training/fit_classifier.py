@@ -106,6 +106,7 @@ def classifier_manifest(
     default_class: ClassThreshold,
     provenance: dict[str, Any],
     preprocess: list[dict[str, Any]],
+    roi_size: list[int] | None = None,
 ) -> Manifest:
     """The manifest of a softmax classifier whose output is `probabilities`, good first."""
     return Manifest(
@@ -126,6 +127,7 @@ def classifier_manifest(
         good_labels=["good"],
         thresholds=Thresholds(default_class=default_class),
         preprocess=preprocess,
+        roi_size=roi_size,
         provenance=provenance,
     )
 
@@ -224,6 +226,7 @@ def fit_classifier(
         labels,
         ClassThreshold(review_at=params.review_at, fail_at=params.fail_at),
         preprocess=preprocess_record(reader.ops),
+        roi_size=reader.roi_size,
         provenance={
             "method": "logistic regression (class-balanced) on pooled backbone features",
             "backbone": backbone_provenance(backbone),

@@ -22,7 +22,6 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from cellinspect.entities import FloatArray, ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import InputSpec, Manifest, load_manifest, write_manifest
-from cellinspect.inference.preprocess_contract import check_preprocess
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
@@ -124,7 +123,7 @@ def quantize_model(
     survive 8-bit features, and a model must never silently get worse.
     """
     parent = load_manifest(model_path)
-    check_preprocess(parent, reader.ops, reader.where)  # before calibrating on such images
+    reader.check_fitted_like(parent)  # before calibrating on such images
     if out_dir.resolve() == model_path.parent.resolve():
         raise ModelError(f"{out_dir}: the INT8 copy must not overwrite its FP32 parent")
     crops = [img for _, img in read_images(calibration, reader, lambda d, t: stage("read", d, t))]

@@ -17,7 +17,6 @@ import numpy.typing as npt
 from cellinspect.entities import ModelOutput, Task
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import Manifest
-from cellinspect.inference.preprocess_contract import check_preprocess
 from cellinspect.inference.runner import ModelRunner, SessionOptions
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader, Stage, read_images
 
@@ -79,7 +78,7 @@ def score_dataset(
     if manifest.task not in (Task.ANOMALY, Task.CLASSIFICATION):
         raise ModelError(f"{manifest.name}: cannot score a '{manifest.task.value}' model")
     check_labels_known(manifest, dataset)
-    check_preprocess(manifest, reader.ops, reader.where)
+    reader.check_fitted_like(manifest)
     pairs = list(
         read_images(dataset, reader, (lambda d, t: stage("read", d, t)) if stage else None)
     )
