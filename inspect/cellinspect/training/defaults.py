@@ -57,7 +57,8 @@ def _anomaly_thresholds(
     """review_at at a quantile of the good validation parts (0.95: about 1 good part in 20
     goes to a person, which keeps escapes near 1%); fail_at `margin` above the worst good
     validation part, so a hard FAIL is kept for parts unlike any good one."""
-    good = np.array([p["score"] for p in report.per_image if p["label"] == "good"])
+    scores, defect = report.scores_and_defects()
+    good = scores[~defect]  # the manifest's good_labels, as every other figure counts them
     review_at = float(np.quantile(good, review_quantile))
     fail_at = float(good.max()) * margin
     return round(review_at, 4), round(max(fail_at, review_at), 4)
