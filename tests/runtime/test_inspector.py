@@ -172,3 +172,28 @@ def test_a_model_fitted_on_other_roi_crops_is_refused_at_load_and_by_validate(
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 1
     assert "models[0] (brightness): model 'brightness' v1 was fitted on 48x48" in result.output
+
+
+def test_a_roi_fitted_model_on_whole_frames_of_another_size_is_never_pass(
+    station: dict[str, Path],
+) -> None:
+    """Without ROIs the frame's size is known only per frame: a mismatch there is the
+    fail-safe verdict with the reason, never a score from a rescaled part."""
+    from cellinspect.inference.manifest import load_manifest, write_manifest
+
+    model, recipe = station["model"], station["recipe"]
+    whole = recipe.read_text().replace(
+        "rois:\n  - {name: centre, x: 8, y: 8, width: 48, height: 48}\n", ""
+    )
+    assert "rois" not in whole
+    recipe.write_text(whole)
+    write_manifest(load_manifest(model).model_copy(update={"roi_size": [64, 64]}), model)
+    assert Inspector.from_recipe(recipe).inspect_image(grey_part()).result.verdict is Verdict.PASS
+    write_manifest(load_manifest(model).model_copy(update={"roi_size": [48, 48]}), model)
+    result = Inspector.from_recipe(recipe).inspect_image(grey_part()).result
+    assert result.verdict is Verdict.FAIL
+    assert result.error is not None
+    assert (
+        "fitted on 48x48 px ROI crops, but recipe 'grey-parts' has no ROIs, so its whole "
+        "frame is 64x64 px"
+    ) in result.error

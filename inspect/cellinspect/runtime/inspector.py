@@ -45,7 +45,7 @@ from cellinspect.entities import (
     Verdict,
 )
 from cellinspect.errors import CellInspectError, ConfigError
-from cellinspect.inference.preprocess_contract import check_recipe_fits
+from cellinspect.inference.preprocess_contract import check_recipe_fits, check_roi_size
 from cellinspect.inference.runner import ModelRunner, SessionOptions, Tensor
 from cellinspect.preprocess.chain import PreprocessChain, build_chain, roi_crops
 from cellinspect.runtime.measuring import MEASURE_ROI, Measurer, station_plane
@@ -325,6 +325,11 @@ class Inspector:
             if not pairs:
                 continue
             runner = plan.runner
+            if not self.recipe.rois:  # whole frames: their size is known only now
+                for i, _ in pairs:
+                    height, width = crops[i]["frame"].shape[:2]
+                    where = f"recipe '{self.recipe.name}' has no ROIs, so its whole frame"
+                    check_roi_size(runner.manifest, [width, height], where)
             t = time.perf_counter()
             # Models on one backbone share an input spec: prepare the tensor once for all.
             batch_key = (plan.input_key, pairs)
