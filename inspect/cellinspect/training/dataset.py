@@ -174,9 +174,9 @@ class RoiReader:
     def check_fitted_like(self, manifest: Manifest) -> None:
         """Refuse to read images for `manifest`'s model unlike those it was fitted on."""
         check_preprocess(manifest, self.ops, self.where)
-        if self._chain is not None and self._rois:
-            roi = self._rois[0]
-            check_roi_size(manifest, self.roi_size, f"{self.where} ROI '{roi.name}'")
+        size = self.roi_size
+        if size is not None:
+            check_roi_size(manifest, size, f"{self.where} ROI '{self._rois[0].name}'")
 
     def describe(self) -> list[str]:
         """The preprocessing steps by name (none without a recipe), for reports."""

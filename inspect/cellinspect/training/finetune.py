@@ -84,6 +84,11 @@ class FinetuneParams:
 POOLINGS = ("mean", "gem")
 
 
+def check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise ModelError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
 @dataclass
 class FinetuneReport:
     model_path: Path
@@ -123,8 +128,7 @@ class Classifier(torch.nn.Module):
         self, backbone: FeatureBackbone, classes: int, dropout: float, pooling: str = "mean"
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ModelError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_pooling(pooling)
         self.backbone = backbone
         self.pool = GeneralisedMeanPool() if pooling == "gem" else None
         self.dropout = torch.nn.Dropout(dropout)
@@ -388,8 +392,7 @@ def finetune_classifier(
     lr_factor(params, 1, 1)  # an unknown schedule fails before any image is read
     if params.ema_decay is not None and not 0.0 < params.ema_decay < 1.0:
         raise ModelError(f"ema_decay must lie strictly between 0 and 1, got {params.ema_decay}")
-    if params.pooling not in POOLINGS:
-        raise ModelError(f"pooling must be one of {POOLINGS}, got {params.pooling!r}")
+    check_pooling(params.pooling)
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     backbone_manifest = load_manifest(backbone_path)
@@ -474,7 +477,7 @@ def finetune_classifier(
     diff = export_classifier(model, spec, model_path, as_tensor(x_val[:4], spec))
     stage("export", 1, 1)
     train_counts = {lbl: int(counts[i]) for i, lbl in enumerate(labels)}
-    pool_exponent = math.nan if model.pool is None else float(model.pool.p)
+    gem_p = None if model.pool is None else float(model.pool.p)
     manifest = classifier_manifest(
         name,
         version,
@@ -487,7 +490,7 @@ def finetune_classifier(
             "method": "fine-tuned EfficientNet-Lite0 + linear head (torch), "
             + ("batch-norm trained" if params.train_batchnorm else "frozen batch-norm")
             + ("" if average is None else f", weights averaged (EMA {params.ema_decay})")
-            + ("" if model.pool is None else f", GeM pooling (learned p {pool_exponent:.3f})"),
+            + ("" if gem_p is None else f", GeM pooling (learned p {gem_p:.3f})"),
             "backbone": backbone_provenance(backbone_manifest),
             "parent_version": f"{backbone_manifest.name}/{backbone_manifest.version}",
             "data": {
@@ -506,7 +509,7 @@ def finetune_classifier(
                 "best_epoch": best_epoch,
                 "epochs_run": len(history),
                 "export_max_abs_diff": diff,
-                **({} if model.pool is None else {"gem_p": pool_exponent}),
+                **({} if gem_p is None else {"gem_p": gem_p}),
             },
             "history": history,
             "torch": torch.__version__,
