@@ -283,7 +283,10 @@ def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) 
     assert tuned["soft_labels"] is True and tuned["balance_classes"] is False
     assert tuned["ema_decay"] == 0.9 and tuned["seed"] == 3 and report["split"]["seed"] == 0
     assert "val_loss_last_step" in cls["history"][0]
-    assert tuned["pooling"] == "gem" and "GeM" in manifest["provenance"]["method"]
+    method = manifest["provenance"]["method"]
+    assert tuned["pooling"] == "gem" and "GeM pooling (learned p" in method
+    assert "weights averaged (EMA 0.9)" in method
+    assert method.endswith("averaged over 2 dihedral views in the graph")
     assert manifest["provenance"]["metrics"]["gem_p"] > 0
     assert manifest["provenance"]["targets"].startswith("soft")
     assert manifest["input"]["shape"][2:] == [160, 160]

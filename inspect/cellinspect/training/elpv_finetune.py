@@ -133,10 +133,12 @@ def finetune_elpv_classifier(
         update={
             "provenance": {
                 **single.provenance,
+                # finetune's own text (batch-norm, weight average, learned GeM exponent)
+                # stays; the wrapper only adds what it changed.
                 "method": (
-                    "fine-tuned EfficientNet-Lite0 (dihedral + brightness/contrast "
-                    f"augmentation), softmax averaged over {params.views} dihedral views in "
-                    "the graph" + (", GeM pooling" if params.pooling == "gem" else "")
+                    f"{single.provenance['method']}; dihedral + brightness/contrast "
+                    f"augmentation, softmax averaged over {params.views} dihedral views in "
+                    "the graph"
                 ),
                 "elpv_finetune": params.as_dict(),
                 "validation": f"{len(inner.test)} images carved from the training split",
