@@ -209,3 +209,32 @@ def test_graph_refuses_inconsistent_parameters(tmp_path: Path) -> None:
     for params, message in cases:
         with pytest.raises(ModelError, match=message):
             build_gaussian_graph(BACKBONE, params, tmp_path / "bad.onnx")
+
+
+@pytest.mark.parametrize("triangular", [True, False])
+def test_whitening_factors_are_stored_as_lower_triangles(tmp_path: Path, triangular: bool) -> None:
+    """Cholesky factors keep only their lower triangles in the file; the scores do not change.
+
+    A factor with anything above its diagonal (not a Cholesky factor) is stored dense.
+    """
+    batch, patches = _batch_and_patches(tmp_path)
+    rng = np.random.default_rng(4)
+    projection = random_projection(152, 16, seed=0)
+    group = _group(rng, 16, z_scored=True)
+    if not triangular:
+        whiten = group.whiten.copy()
+        whiten[:, 0, 5] = 0.25
+        group = replace(group, whiten=whiten)
+    params = GaussianParams(projection, (group,), None, top_k=3)
+    graph = build_gaussian_graph(BACKBONE, params, tmp_path / "g.onnx")
+    shapes = {i.name: list(i.dims) for i in onnx.load(str(graph)).graph.initializer}
+    if triangular:
+        assert "ga_g0_whiten" not in shapes
+        assert shapes["ga_g0_whiten_lower"] == [POSITIONS, 16 * 17 // 2 + 1]
+        assert shapes["ga_g0_whiten_index"] == [16, 16]
+    else:
+        assert shapes["ga_g0_whiten"] == [POSITIONS, 16, 16]
+        assert "ga_g0_whiten_lower" not in shapes
+    maps = ort.InferenceSession(str(graph)).run([MAP_OUTPUT], {"image": batch})[0]
+    want = _numpy_map(patches, projection, group)
+    np.testing.assert_allclose(maps.reshape(3, -1), want, rtol=1e-3, atol=1e-3)

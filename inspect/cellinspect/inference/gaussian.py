@@ -154,22 +154,46 @@ def top_k_mean(maps: F32, k: int) -> F32:
     return top
 
 
-def _group_inits(group: GaussianGroup, tag: str, positions: int) -> list[onnx.TensorProto]:
+def _whiten_weights(whiten: F32, name: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """`name` (P, D, D) from its lower triangles only: half the file, the same numbers.
+
+    Cholesky factors are zero above the diagonal, and a group's factors are most of the model
+    (784 positions x 152 x 152 floats, 72 MB). The file keeps each position's D(D+1)/2 lower
+    entries plus one zero, and a Gather with a constant (D, D) index rebuilds the dense
+    factors; onnxruntime folds that constant Gather once at session start (ORT_ENABLE_ALL,
+    as the runner sets), so runs multiply by the same dense matrices as before. A factor
+    with anything above its diagonal is stored dense as it is.
+    """
+    positions, dim, _ = whiten.shape
+    if np.triu(whiten, 1).any():
+        return [], [_const(name, whiten)]
+    rows, cols = np.tril_indices(dim)
+    lower = whiten[:, rows, cols]
+    packed = np.concatenate([lower, np.zeros((positions, 1), whiten.dtype)], axis=1)
+    index = np.full((dim, dim), len(rows), dtype=np.int64)  # the zero column
+    index[rows, cols] = np.arange(len(rows))
+    inits = [_const(f"{name}_lower", packed), _const(f"{name}_index", index)]
+    return [helper.make_node("Gather", [f"{name}_lower", f"{name}_index"], [name], axis=1)], inits
+
+
+def _group_weights(
+    group: GaussianGroup, tag: str, positions: int
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """One group's weights, named `{tag}...`, shared by every branch that scores with it."""
     if not (np.isfinite(group.scale) and group.scale > 0):
         raise ModelError(f"group scale must be a positive number, got {group.scale}")
     mean_w = np.einsum("pc,pcd->pd", group.mean, group.whiten)[:, None, :]
-    inits = [
-        _const(f"{tag}whiten", group.whiten),
+    nodes, inits = _whiten_weights(group.whiten, f"{tag}whiten")
+    inits += [
         _const(f"{tag}mean_w", mean_w),
         _const(f"{tag}inv_scale", np.array(1.0 / group.scale, dtype=np.float32)),
     ]
     if group.position_mean is None or group.position_std is None:
-        return inits
+        return nodes, inits
     for stat in (group.position_mean, group.position_std):
         if stat.shape != (positions,):
             raise ModelError(f"position statistics have shape {stat.shape}, grid has {positions}")
-    return [
+    return nodes, [
         *inits,
         _const(f"{tag}pos_mean", group.position_mean.astype(np.float32)[None, :]),
         _const(f"{tag}pos_inv_std", (1.0 / group.position_std).astype(np.float32)[None, :]),
@@ -331,7 +355,9 @@ def build_gaussian_graph(backbone_path: Path, params: GaussianParams, out_path: 
     nodes.append(helper.make_node("Transpose", [projected], ["ga_xt"], perm=[1, 0, 2]))
     tags = [f"ga_g{i}_" for i in range(len(params.groups))]
     for group, tag in zip(params.groups, tags, strict=True):
-        inits += _group_inits(group, tag, positions)
+        weight_nodes, weight_inits = _group_weights(group, tag, positions)
+        nodes += weight_nodes
+        inits += weight_inits
     if params.router is None:
         nodes += _group_nodes(params.groups[0], tags[0], tags[0], opset)
         nodes.append(helper.make_node("Identity", [f"{tags[0]}z"], ["ga_z"]))
