@@ -348,6 +348,9 @@ def test_eval_elpv_synthetic_small_run_is_taught_on_functional_cells_only(tmp_pa
     manifest = json.loads((out / "synthetic" / "manifest.json").read_text())
     assert manifest["labels"] == ["good", "defective"]
     assert manifest["input"]["shape"][2:] == [128, 128]
+    method = manifest["provenance"]["method"]
+    assert method.startswith("fine-tuned EfficientNet-Lite0") and "frozen batch-norm" in method
+    assert method.endswith("with drawn EL defects; no defective cell seen")
     split = {row["file"]: row for row in csv.DictReader((out / "split.csv").open())}
     functional_train = sum(
         1 for r in split.values() if r["split"] == "train" and float(r["probability"]) == 0.0

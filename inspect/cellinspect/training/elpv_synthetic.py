@@ -106,9 +106,10 @@ def fit_elpv_synthetic(
         update={
             "provenance": {
                 **manifest.provenance,
+                # finetune's own text (batch-norm, weight average) stays, as for elpv_finetune.
                 "method": (
-                    "EfficientNet-Lite0 fine-tuned to tell functional cells from the same cells "
-                    "with drawn EL defects; no defective cell seen"
+                    f"{manifest.provenance['method']}; taught to tell functional cells from the "
+                    "same cells with drawn EL defects; no defective cell seen"
                 ),
                 "taught_on": (
                     f"{len(train)} functional cells (probability 0) of the training split, "
