@@ -158,6 +158,9 @@ class InspectionResult:
     pick_frame: str | None = None  # "plane" or "robot_base"
     error: str | None = None
     image_paths: dict[str, str] = field(default_factory=dict)
+    station_id: str | None = None  # the station that judged the part; stamped by the station
+    line: str | None = None
+    site: str | None = None
 
     def __post_init__(self) -> None:
         if self.error is not None and self.verdict is Verdict.PASS:
@@ -175,6 +178,9 @@ class InspectionResult:
             "result_id": self.result_id,
             "frame_id": self.frame_id,
             "source": self.source,
+            "station_id": self.station_id,
+            "line": self.line,
+            "site": self.site,
             "path": self.path,
             "part_id": self.part_id,
             "encoder": self.encoder,

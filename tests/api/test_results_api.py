@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from cellinspect.entities import Verdict
 from cellinspect.storage.records import ImageKind
 from cellinspect.storage.sql_store import SqlResultStore
+from cellinspect.storage.synthetic import synthetic_frame, synthetic_result
 
 
 def ids(response: Any) -> list[str]:
@@ -66,6 +69,8 @@ def test_cursor_pagination_through_the_api(client: TestClient) -> None:
         ({"part_id": 2**64}, "query.part_id"),
         ({"cursor": "not-a-cursor"}, "not one this API handed out"),
         ({"source": "a\x00b"}, "NUL"),
+        ({"station_id": "s" * 129}, "query.station_id"),
+        ({"station_id": "a\x00b"}, "NUL"),
     ],
 )
 def test_bad_queries_are_422_with_the_field(
@@ -89,6 +94,34 @@ def test_one_result_in_full(client: TestClient) -> None:
     assert [m["name"] for m in body["models"]] == ["anomaly", "classifier"]
     assert body["rois"][0]["scores"]["anomaly:anomaly"] == 0.5
     assert body["stored_at"] is not None
+    assert (body["station_id"], body["line"], body["site"]) == (None, None, None)
+
+
+def test_station_filter_and_fields(client: TestClient, store: SqlResultStore) -> None:
+    store.add_many(
+        [
+            synthetic_frame(
+                replace(
+                    synthetic_result(10 + i, Verdict.FAIL, defect_class="dent", station_id=st),
+                    line="line-2" if st else None,
+                    site="plant-north" if st else None,
+                )
+            )
+            for i, st in enumerate(["st-1", "st-2", "st-1", None])
+        ]
+    )
+    response = client.get("/results", params={"station_id": "st-1"})
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [i["id"] for i in items] == ["r000012", "r000010"]
+    assert {(i["station_id"], i["line"], i["site"]) for i in items} == {
+        ("st-1", "line-2", "plant-north")
+    }
+    assert ids(client.get("/results", params={"station_id": "st-2", "verdict": "fail"})) == ["1"]
+    assert ids(client.get("/results", params={"station_id": "st-9"})) == []
+    assert len(client.get("/results", params={"limit": 100}).json()["items"]) == 10
+    one = client.get("/results/r000011").json()
+    assert (one["station_id"], one["line"], one["site"]) == ("st-2", "line-2", "plant-north")
 
 
 @pytest.mark.parametrize("path", ["/results/nope", "/results/nope/image", "/results/nope/audit"])

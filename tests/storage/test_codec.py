@@ -41,6 +41,32 @@ def test_round_trip_of_a_fail_safe_result() -> None:
     assert result_from_json(result_to_json(result)) == result
 
 
+def test_round_trip_keeps_station_pick_and_plane_calibration() -> None:
+    result = replace(
+        synthetic_result(4, Verdict.FAIL, defect_class="crack"),
+        station_id="st-07",
+        line="line-2",
+        site="plant-north",
+        plane_calibration_id="plane-1",
+        plane_calibration_sha256="c" * 64,
+        pick_x_mm=12.5,
+        pick_y_mm=-3.25,
+        pick_angle_deg=90.0,
+        pick_frame="robot_base",
+    )
+    assert result_from_json(result_to_json(result)) == result
+    assert result.to_dict()["station_id"] == "st-07"
+
+
+def test_json_written_before_station_id_reads_with_none() -> None:
+    d = synthetic_result(2).to_dict()
+    for key in ("station_id", "line", "site"):
+        del d[key]
+    got = result_from_dict(d)
+    assert (got.station_id, got.line, got.site) == (None, None, None)
+    assert got == synthetic_result(2)
+
+
 def _without(key: str) -> dict[str, Any]:
     d = synthetic_result(1).to_dict()
     del d[key]
@@ -57,6 +83,7 @@ def _without(key: str) -> dict[str, Any]:
         (json.dumps(_without("captured_wall")), "missing key 'captured_wall'"),
         (json.dumps({**synthetic_result(1).to_dict(), "verdict": "maybe"}), "'maybe'"),
         (json.dumps({**synthetic_result(1).to_dict(), "captured_wall": "yesterday"}), "yesterday"),
+        (json.dumps({**synthetic_result(1).to_dict(), "pick": {"x_mm": "left"}}), "left"),
     ],
 )
 def test_broken_json_names_the_problem(text: str, message: str) -> None:

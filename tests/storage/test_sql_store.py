@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from cellinspect.entities import Verdict
 from cellinspect.settings import StationSettings
@@ -14,6 +16,7 @@ from cellinspect.storage.errors import (
     ReviewInvalidError,
 )
 from cellinspect.storage.factory import open_store
+from cellinspect.storage.models import ResultRow
 from cellinspect.storage.records import (
     ImageKind,
     ResultFilter,
@@ -25,15 +28,16 @@ from cellinspect.storage.synthetic import EPOCH, synthetic_frame, synthetic_resu
 
 V = Verdict
 
-# index -> verdict, class, model version, source: a fixed table the filter cases refer to.
+# index -> verdict, class, model version, source, station: a fixed table the filter cases
+# refer to (None: a result stored without a station, as before station ids existed).
 SEED = [
-    (0, V.PASS, None, "1.0", "cam-a"),
-    (1, V.FAIL, "scratch", "1.0", "cam-a"),
-    (2, V.REVIEW, "crack", "1.0", "cam-b"),
-    (3, V.FAIL, "crack", "2.0", "cam-b"),
-    (4, V.PASS, None, "2.0", "cam-a"),
-    (5, V.FAIL, "dent", "2.0", "cam-a"),
-    (6, V.REVIEW, "scratch", "2.0", "cam-b"),
+    (0, V.PASS, None, "1.0", "cam-a", None),
+    (1, V.FAIL, "scratch", "1.0", "cam-a", "st-1"),
+    (2, V.REVIEW, "crack", "1.0", "cam-b", "st-2"),
+    (3, V.FAIL, "crack", "2.0", "cam-b", "st-2"),
+    (4, V.PASS, None, "2.0", "cam-a", "st-1"),
+    (5, V.FAIL, "dent", "2.0", "cam-a", "st-1"),
+    (6, V.REVIEW, "scratch", "2.0", "cam-b", None),
 ]
 
 
@@ -41,9 +45,17 @@ SEED = [
 def seeded(store: SqlResultStore) -> SqlResultStore:
     frames = [
         synthetic_frame(
-            synthetic_result(i, v, defect_class=c, model_version=mv, source=src, score=0.1 * i)
+            synthetic_result(
+                i,
+                v,
+                defect_class=c,
+                model_version=mv,
+                source=src,
+                score=0.1 * i,
+                station_id=st,
+            )
         )
-        for i, v, c, mv, src in SEED
+        for i, v, c, mv, src, st in SEED
     ]
     assert store.add_many(frames) == [f"r{i:06d}" for i, *_ in SEED]
     store.set_review("r000001", ReviewInput(ReviewLabel.DEFECT, "ann", "scratch"))
@@ -64,6 +76,26 @@ def test_round_trip_keeps_the_whole_result(store: SqlResultStore) -> None:
     assert got.review is None
     assert set(got.images) == {ImageKind.IMAGE, ImageKind.OVERLAY}
     assert got.stored_at.tzinfo is not None
+
+
+def test_round_trip_keeps_the_station_in_json_and_columns(store: SqlResultStore) -> None:
+    result = replace(
+        synthetic_result(8, V.FAIL, defect_class="dent"),
+        station_id="st-07",
+        line="line-2",
+        site="plant-north",
+    )
+    store.add_many([synthetic_frame(result)])
+    got = store.get("r000008").result
+    assert (got.station_id, got.line, got.site) == ("st-07", "line-2", "plant-north")
+    assert got == result
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(ResultRow.station_id, ResultRow.line, ResultRow.site).where(
+                ResultRow.result_id == "r000008"
+            )
+        ).one()
+    assert tuple(row) == ("st-07", "line-2", "plant-north")
 
 
 def test_adding_the_same_ids_again_stores_nothing_twice(store: SqlResultStore) -> None:
@@ -102,6 +134,9 @@ def test_a_batch_with_a_duplicate_inside_stores_it_once(store: SqlResultStore) -
         (ResultFilter(part_id=5), [5]),
         (ResultFilter(source="cam-b"), [6, 3, 2]),
         (ResultFilter(source="cam-b", verdicts=(V.REVIEW,), defect_classes=("scratch",)), [6]),
+        (ResultFilter(station_id="st-1"), [5, 4, 1]),
+        (ResultFilter(station_id="st-2", verdicts=(V.FAIL,)), [3]),
+        (ResultFilter(station_id="st-9"), []),
     ],
 )
 def test_filters(seeded: SqlResultStore, filters: ResultFilter, expected: list[int]) -> None:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,20 @@ def test_replay_keeps_unreadable_lines_aside(store: SqlResultStore, tmp_path: Pa
     assert not spill.exists()
     rejected = (tmp_path / "spill.jsonl.rejected").read_text().splitlines()
     assert rejected == ["not json", '{"x": 1}']
+
+
+def test_spill_and_replay_keep_the_station(store: SqlResultStore, tmp_path: Path) -> None:
+    spill = tmp_path / "spill.jsonl"
+    result = replace(synthetic_result(4), station_id="st-07", line="line-2", site="plant-north")
+    writer = AsyncResultWriter(BrokenStore(), spill_path=spill, retry_wait_s=0.0)  # type: ignore[arg-type]
+    writer.start()
+    writer.submit(InspectedFrame(result))
+    writer.close()
+    assert writer.stats.spilled == 1
+    assert replay_spill(store, spill) == 1
+    assert store.get("r000004").result == result
+    page = store.query(ResultFilter(station_id="st-07"))
+    assert [s.result.result_id for s in page.items] == ["r000004"]
 
 
 def test_replay_failure_keeps_the_spill_file(tmp_path: Path) -> None:

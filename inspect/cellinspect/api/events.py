@@ -134,5 +134,6 @@ def result_event(r: InspectionResult) -> dict[str, Any]:
         "score": r.score,
         "captured_wall": r.captured_wall.isoformat(),
         "part_id": r.part_id,
+        "station_id": r.station_id,
         "reasons": list(r.reasons),
     }

@@ -112,6 +112,9 @@ class ResultOut(_Out):
     encoder: int | None
     frame_id: int
     source: str
+    station_id: str | None = Field(description="The station that judged the part (None: unknown).")
+    line: str | None = Field(description="The production line of that station, if known.")
+    site: str | None = Field(description="The site (plant) of that station, if known.")
     path: str | None
     recipe_name: str
     recipe_sha256: str
@@ -143,6 +146,9 @@ class ResultOut(_Out):
             encoder=r.encoder,
             frame_id=r.frame_id,
             source=r.source,
+            station_id=r.station_id,
+            line=r.line,
+            site=r.site,
             path=r.path,
             recipe_name=r.recipe_name,
             recipe_sha256=r.recipe_sha256,

@@ -15,6 +15,7 @@ from cellinspect.entities import InspectedFrame, Verdict
 CSV_COLUMNS = (
     "result_id",
     "frame_id",
+    "station_id",
     "path",
     "part_id",
     "verdict",
@@ -36,6 +37,7 @@ def csv_row(inspected: InspectedFrame) -> dict[str, Any]:
     return {
         "result_id": r.result_id,
         "frame_id": r.frame_id,
+        "station_id": r.station_id or "",
         "path": r.path or "",
         "part_id": "" if r.part_id is None else r.part_id,
         "verdict": r.verdict.value,

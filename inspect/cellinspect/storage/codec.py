@@ -14,9 +14,22 @@ def result_to_json(result: InspectionResult) -> str:
     return json.dumps(result.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def result_from_dict(data: dict[str, Any]) -> InspectionResult:
-    """Inverse of InspectionResult.to_dict(); raises StoreError naming the bad key."""
+    """Inverse of InspectionResult.to_dict(); raises StoreError naming the bad key.
+
+    Keys added after a result was written (station_id, line, site, ...) are optional, so older
+    stored JSON and spill files still read.
+    """
     try:
+        pick = data.get("pick") or {}
         return InspectionResult(
             result_id=str(data["result_id"]),
             frame_id=int(data["frame_id"]),
@@ -47,8 +60,17 @@ def result_from_dict(data: dict[str, Any]) -> InspectionResult:
             encoder=data.get("encoder"),
             calibration_id=data.get("calibration_id"),
             calibration_sha256=data.get("calibration_sha256"),
+            plane_calibration_id=data.get("plane_calibration_id"),
+            plane_calibration_sha256=data.get("plane_calibration_sha256"),
+            pick_x_mm=_opt_float(pick.get("x_mm")),
+            pick_y_mm=_opt_float(pick.get("y_mm")),
+            pick_angle_deg=_opt_float(pick.get("angle_deg")),
+            pick_frame=_opt_str(pick.get("frame")),
             error=data.get("error"),
             image_paths={str(k): str(v) for k, v in data.get("image_paths", {}).items()},
+            station_id=_opt_str(data.get("station_id")),
+            line=_opt_str(data.get("line")),
+            site=_opt_str(data.get("site")),
         )
     except KeyError as err:
         raise StoreError(f"stored result JSON: missing key {err.args[0]!r}") from err

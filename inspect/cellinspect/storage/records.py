@@ -40,6 +40,7 @@ class ResultFilter:
     model_version: str | None = None
     part_id: int | None = None
     source: str | None = None
+    station_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,9 @@ class SqlResultStore:
             latency_ms=latency_ms(result),
             part_id=result.part_id,
             source=result.source,
+            station_id=result.station_id,
+            line=result.line,
+            site=result.site,
             recipe_name=result.recipe_name,
             reviewed=False,
             review_label=None,
@@ -417,6 +420,8 @@ def _conditions(f: ResultFilter) -> list[ColumnElement[bool]]:
         conds.append(ResultRow.part_id == f.part_id)
     if f.source is not None:
         conds.append(ResultRow.source == f.source)
+    if f.station_id is not None:
+        conds.append(ResultRow.station_id == f.station_id)
     if f.model_version is not None:
         name, sep, version = f.model_version.rpartition("@")
         match = ResultModelRow.version == version

@@ -36,6 +36,7 @@ def synthetic_result(
     latency_ms: float = 12.0,
     source: str = "synthetic",
     prefix: str = "r",
+    station_id: str | None = None,
 ) -> InspectionResult:
     """One plausible result; `index` fixes its id, time (one per second) and part id."""
     cls = defect_class if verdict is not Verdict.PASS else None
@@ -64,6 +65,7 @@ def synthetic_result(
         timings_ms={"preprocess": 1.0, "inference": latency_ms - 2.0, "total": latency_ms},
         path=f"part_{index:06d}.png",
         part_id=index if part_id is None else part_id,
+        station_id=station_id,
     )
 
 

@@ -49,6 +49,9 @@ async def list_results(
     ] = None,
     part_id: Annotated[int | None, Query(ge=-_INT64, le=_INT64)] = None,
     source: Annotated[Text | None, Query(max_length=256)] = None,
+    station_id: Annotated[
+        Text | None, Query(max_length=128, description="Judged by this station.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[
         Text | None, Query(max_length=512, description="next_cursor of the previous page.")
@@ -64,6 +67,7 @@ async def list_results(
         model_version=model_version,
         part_id=part_id,
         source=source,
+        station_id=station_id,
     )
     try:
         page = await run_in_threadpool(store.query, filters, limit, cursor)
