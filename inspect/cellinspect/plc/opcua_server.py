@@ -15,6 +15,9 @@ Address space (namespace ``urn:cellinspect:machinevision``)::
         ResultId, MeasId, PartId, JobId, RecipeId, ResultState (Int32), ResultContent (JSON),
         IsSimulated
 
+Security (policies, the station certificate, users) comes from :class:`OpcUaSecurity`; without
+it the server offers security mode None with anonymous sessions.
+
 Method callbacks are plain ``async`` functions taking (parent NodeId, *Variant) and returning
 a list of Variants or a StatusCode: no ``@uamethod`` (which shifts arguments when used on bound
 methods), and nothing blocking in the server loop: jobs run in an executor thread.
@@ -39,6 +42,7 @@ from asyncua.ua.uaerrors import UaError
 
 from cellinspect.entities import InspectedFrame
 from cellinspect.plc.errors import PlcError
+from cellinspect.plc.opcua_security import OpcUaSecurity, file_format
 from cellinspect.plc.registers import ResultCode
 from cellinspect.plc.vision_state import InvalidTransitionError, VisionStateMachine
 
@@ -73,8 +77,24 @@ def _arg(name: str, vtype: ua.VariantType) -> ua.Argument:
     return a
 
 
+async def _secure(server: Server, security: OpcUaSecurity) -> None:
+    """Policies, identity tokens, certificate and key; the application URI from the certificate."""
+    server.set_security_policy(security.policy_types)
+    server.set_identity_tokens(security.identity_tokens)
+    if security.certificate is not None and security.private_key is not None:
+        assert security.application_uri is not None  # set by OpcUaSecurity with the certificate
+        await server.set_application_uri(security.application_uri)
+        cert, key = security.certificate, security.private_key
+        await server.load_certificate(cert, format=file_format(cert))
+        await server.load_private_key(key, format=file_format(key))
+
+
 class VisionOpcUaServer:
-    """Runs on its own thread and event loop; `port=0` picks a free port (see :attr:`port`)."""
+    """Runs on its own thread and event loop; `port=0` picks a free port (see :attr:`port`).
+
+    ``security`` sets the policies, certificate and users; None keeps asyncua's open server
+    (security mode None, anonymous sessions).
+    """
 
     def __init__(
         self,
@@ -83,12 +103,15 @@ class VisionOpcUaServer:
         host: str = "127.0.0.1",
         port: int = 4840,
         simulated: bool = True,
+        *,
+        security: OpcUaSecurity | None = None,
     ) -> None:
         self.machine = machine
         self.run_job = run_job
         self.host = host
         self.port = port
         self.simulated = simulated
+        self.security = security
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Server | None = None
@@ -111,7 +134,7 @@ class VisionOpcUaServer:
         self._loop, self._thread = loop, thread
         try:
             asyncio.run_coroutine_threadsafe(self._start(), loop).result(timeout=30)
-        except (OSError, RuntimeError, TimeoutError, UaError) as err:
+        except (OSError, RuntimeError, TimeoutError, UaError, ValueError, TypeError) as err:
             self.stop()
             raise PlcError(
                 f"OPC UA server: cannot start on {self.host}:{self.port}: {err}"
@@ -145,10 +168,13 @@ class VisionOpcUaServer:
     # ------------------------------------------------------------------ address space
 
     async def _start(self) -> None:
-        server = Server()
+        security = self.security
+        server = Server(user_manager=security.user_manager() if security else None)
         await server.init()
         server.set_endpoint(f"opc.tcp://{self.host}:{self.port}/cellinspect/")
         server.set_server_name("cellinspect vision system")
+        if security is not None:
+            await _secure(server, security)
         self._idx = idx = await server.register_namespace(NAMESPACE)
         objects = server.get_objects_node()
         system = await objects.add_object(idx, "VisionSystem")
@@ -195,7 +221,11 @@ class VisionOpcUaServer:
         self._server = server
         if self.port == 0 and server.bserver is not None:
             self.port = int(server.bserver.port or 0)
-        log.info("OPC UA server on %s", self.url)
+        log.info(
+            "OPC UA server on %s (%s)",
+            self.url,
+            self.security.describe() if self.security else "security mode None, anonymous",
+        )
 
     async def _method(
         self,
