@@ -46,6 +46,15 @@ class HotFolderSource(_Strict):
     settle_ms: int = Field(
         default=200, ge=0, description="A file counts as fully written once its size stays put."
     )
+    give_up_ms: int = Field(
+        default=3000,
+        ge=0,
+        description=(
+            "A settled file that does not decode (truncated: its writer may have stalled) is "
+            "read again when it changes, and judged a failure only once it has stayed "
+            "unchanged this long (never sooner than settle_ms)."
+        ),
+    )
     poll_ms: int = Field(default=100, ge=10, description="How often the folder is scanned.")
     include_existing: bool = Field(
         default=False, description="Also inspect files that were there before the start."

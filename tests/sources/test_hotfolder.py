@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import threading
@@ -22,9 +23,10 @@ from .helpers import encode, make_image, write_bytes, write_image
 
 
 def hot(path: Path, **kwargs: Any) -> HotFolderSource:
-    """A hot folder with fast settle (60 ms) and poll (10 ms) unless told otherwise."""
+    """A hot folder with fast settle (60 ms), poll (10 ms) and give-up (300 ms) unless told."""
     kwargs.setdefault("settle_ms", 60)
     kwargs.setdefault("poll_ms", 10)
+    kwargs.setdefault("give_up_ms", 300)
     return HotFolderSource(path, **kwargs)
 
 
@@ -77,6 +79,34 @@ def test_slowly_written_file_is_read_only_when_complete(tmp_path: Path) -> None:
     assert source.state is SourceState.CLOSED
 
 
+@pytest.mark.parametrize("ext", [".bmp", ".png"])
+def test_writer_pausing_longer_than_settle_gives_one_result(tmp_path: Path, ext: str) -> None:
+    """A writer that stalls mid-file (longer than settle_ms) must not cause a truncated FAIL
+    followed by a PASS: the part is judged once, when the file is complete."""
+    image = make_image(120, 160, seed=5)
+    data = encode(image, ext)
+    target = tmp_path / f"stalled{ext}"
+    source = hot(tmp_path, settle_ms=60, give_up_ms=3000, idle_timeout_s=0.5)  # the default
+
+    def write_with_stalls() -> None:
+        cuts = [0, 40, len(data) // 3, 2 * len(data) // 3, len(data)]
+        with target.open("wb") as fh:
+            for start, end in itertools.pairwise(cuts):
+                fh.write(data[start:end])
+                fh.flush()
+                time.sleep(0.25)  # about four settle periods with a partial file on disk
+
+    writer = _later(0.05, write_with_stalls)
+    items = _collect(source)
+    writer.join()
+
+    assert [type(i).__name__ for i in items] == ["Frame"], [
+        getattr(i, "reason", "frame") for i in items
+    ]
+    assert isinstance(items[0], Frame)
+    np.testing.assert_array_equal(items[0].image, image)
+
+
 def test_rename_into_place_and_temp_files_ignored(tmp_path: Path) -> None:
     source = hot(tmp_path, idle_timeout_s=0.3)
     temp, hidden = tmp_path / "part7.png.tmp", tmp_path / ".part8.png"
@@ -109,7 +139,11 @@ def test_each_file_once_in_arrival_order(tmp_path: Path) -> None:
     assert [i.frame_id for i in items] == [0, 1, 2]
 
 
-def test_rewritten_file_is_a_new_version(tmp_path: Path) -> None:
+def test_file_changed_in_place_after_it_was_judged_is_not_judged_again(tmp_path: Path) -> None:
+    """Appending to or rewriting a judged file in place is the same part, not a new one.
+
+    (Before give_up_ms existed, a new (mtime, size) was a new version and yielded again.)
+    """
     source = hot(tmp_path, idle_timeout_s=0.3)
     target = tmp_path / "x.png"
     write_image(target, make_image(seed=1))
@@ -118,9 +152,59 @@ def test_rewritten_file_is_a_new_version(tmp_path: Path) -> None:
         items.append(item)
         if len(items) == 1:  # the generator is paused: rewrite before it polls again
             write_image(target, make_image(64, 64, seed=2))
+            with target.open("ab") as fh:
+                fh.write(b"trailing bytes")
+    assert [i.path for i in items] == [str(target)]
+    assert isinstance(items[0], Frame)
+    assert items[0].image.shape == (48, 64, 3)
+
+
+def test_replaced_file_is_a_new_part(tmp_path: Path) -> None:
+    """A new file renamed over a judged one (new inode) is judged again."""
+    source = hot(tmp_path, idle_timeout_s=0.3)
+    target = tmp_path / "x.png"
+    write_image(target, make_image(seed=1))
+    items: list[SourceItem] = []
+    for item in source.frames():
+        items.append(item)
+        if len(items) == 1:
+            staged = write_bytes(tmp_path / "x.png.tmp", encode(make_image(64, 64, seed=2), ".png"))
+            staged.replace(target)
     assert [i.path for i in items] == [str(target)] * 2
     assert isinstance(items[1], Frame)
     assert items[1].image.shape == (64, 64, 3)
+
+
+def test_undecodable_file_fails_once_after_give_up(tmp_path: Path) -> None:
+    """A file that stays truncated is a failure, once, after give_up_ms (not after settle)."""
+    data = encode(make_image(seed=4), ".png")
+    source = hot(tmp_path, give_up_ms=400, idle_timeout_s=0.2)
+    started = time.monotonic()
+    write_bytes(tmp_path / "cut.png", data[: len(data) // 2])
+    items = _collect(source)
+    assert len(items) == 1 and isinstance(items[0], FrameFailure)
+    assert "truncated png" in items[0].reason
+    assert time.monotonic() - started >= 0.4
+
+
+def test_writer_stalled_past_give_up_is_judged_once_as_failure(tmp_path: Path) -> None:
+    """give_up_ms bounds the wait: a stall longer than that gives one failure and the file,
+    completed later in place, is not judged a second time."""
+    data = encode(make_image(seed=6), ".bmp")
+    target = tmp_path / "late.bmp"
+    source = hot(tmp_path, give_up_ms=150, idle_timeout_s=0.4)
+
+    def write_with_long_stall() -> None:
+        with target.open("wb") as fh:
+            fh.write(data[:100])
+            fh.flush()
+            time.sleep(0.5)
+            fh.write(data[100:])
+
+    writer = _later(0.02, write_with_long_stall)
+    items = _collect(source)
+    writer.join()
+    assert [type(i) for i in items] == [FrameFailure]
 
 
 @pytest.mark.parametrize(("include_existing", "expected"), [(False, []), (True, ["old.png"])])
@@ -183,6 +267,7 @@ def test_folder_gone_fails_after_retries(tmp_path: Path) -> None:
         ({"path": "missing"}, "folder not found"),
         ({"poll_ms": 0}, "poll_ms > 0"),
         ({"settle_ms": -1}, "settle_ms >= 0"),
+        ({"give_up_ms": -1}, "give_up_ms >= 0"),
         ({"idle_timeout_s": 0}, "idle_timeout_s"),
         ({"pattern": "a/*.png"}, "file-name glob"),
     ],

@@ -13,6 +13,7 @@ from cellinspect.entities import Frame, FrameFailure
 from cellinspect.errors import SourceError
 from cellinspect.sources.base import FrameSource, SourceState
 from cellinspect.sources.capture import CameraSource, StreamSource
+from cellinspect.sources.chain import ChainSource
 from cellinspect.sources.files import FileListSource
 from cellinspect.sources.folder import FolderSource
 from cellinspect.sources.hotfolder import HotFolderSource
@@ -66,8 +67,9 @@ def test_folder(tmp_path: Path) -> None:
 
 def test_hot_folder(tmp_path: Path) -> None:
     cfg = {"type": "hot_folder", "path": str(tmp_path), "poll_ms": 10, "idle_timeout_s": 0.05}
-    source = open_source(_config(cfg))
+    source = open_source(_config({**cfg, "give_up_ms": 1500}))
     assert isinstance(source, HotFolderSource)
+    assert source._give_up_s == 1.5
     assert list(source.frames()) == []
     assert source.state is SourceState.CLOSED
 
@@ -172,3 +174,39 @@ def test_paths_missing_path_is_named(tmp_path: Path) -> None:
 def test_paths_that_hold_nothing(tmp_path: Path, folders: int) -> None:
     (tmp_path / "empty").mkdir()
     assert list(source_for_paths([tmp_path / "empty"] * folders).frames()) == []
+
+
+def test_paths_videos_are_read_frame_by_frame_between_images(tmp_path: Path) -> None:
+    first = write_image(tmp_path / "a.png")
+    video = write_video(tmp_path / "parts.AVI", 3)  # the extension counts case-insensitively
+    folder = tmp_path / "batch"
+    write_image(folder / "b.png")
+    write_video(folder / "clip.mp4", 2)  # a video found in a folder is a video too
+    source = source_for_paths([first, video, folder])
+    assert isinstance(source, ChainSource)
+    items = list(source.frames())
+    assert [(Path(i.path or "").name, i.frame_id) for i in items] == [
+        ("a.png", 0),
+        ("parts.AVI", 0),
+        ("parts.AVI", 1),
+        ("parts.AVI", 2),
+        ("b.png", 0),
+        ("clip.mp4", 0),
+        ("clip.mp4", 1),
+    ]
+    assert all(isinstance(i, Frame) for i in items)
+    assert [i.source for i in items][:2] == ["files", "video:parts.AVI"]
+    assert source.state is SourceState.CLOSED
+
+
+def test_paths_unreadable_video_is_one_failure_in_its_place(tmp_path: Path) -> None:
+    bad = write_bytes(tmp_path / "broken.mkv", b"not a video at all")
+    good = write_image(tmp_path / "z.png")
+    items = list(source_for_paths([bad, good]).frames())
+    assert [type(i) for i in items] == [FrameFailure, Frame]
+    assert isinstance(items[0], FrameFailure)
+    assert items[0].path == str(bad) and "cannot open" in items[0].reason
+
+
+def test_paths_without_videos_stay_a_file_list(tmp_path: Path) -> None:
+    assert isinstance(source_for_paths([write_image(tmp_path / "a.png")]), FileListSource)

@@ -1,14 +1,26 @@
-"""Watch a folder and yield each new image once it is completely written.
+"""Watch a folder and yield each new image once it is completely written, and only once.
 
 Polling, not inotify: it needs no extra dependency and works the same on network shares,
-where change notifications are unreliable. A file is taken when its size and mtime have not
-changed for `settle_ms` and its bytes can be read and decoded; a file that changed while it
-was read goes back to waiting instead of becoming a failure. A file moved into place by a
-rename (the safe way to publish a file) appears complete and is taken after one settle period.
+where change notifications are unreliable. Rules:
 
-Each (path, mtime_ns, size) is yielded at most once; a file rewritten later is a new version
-and is yielded again. Bookkeeping only covers files still in the folder, so memory stays
-bounded when another process clears the folder.
+- A file is read when its size, mtime and inode have not changed for `settle_ms`. A file that
+  changed while it was read goes back to waiting. A file moved into place by a rename (the
+  safe way to publish a file) appears complete and is taken after one settle period.
+- A settled file that does not decode (zero bytes, truncated, not yet an image) is taken as
+  still being written: it stays pending, and is read again as soon as it changes. It becomes a
+  FrameFailure only once it has stayed unchanged, and undecodable, for `give_up_ms` since its
+  last change (never sooner than `settle_ms`). So a writer that stalls mid-file for longer
+  than `settle_ms` but less than `give_up_ms` gives one result, when the file is complete.
+- Each file is judged at most once: a path already yielded (as a frame or a failure) is not
+  yielded again when its size or mtime change afterwards (a writer appending to or rewriting
+  it in place). Only a *replaced* file, one with a new inode (written elsewhere and renamed
+  over it, or deleted and created again), is a new part and is judged again. A file deleted
+  and recreated within one poll interval can get the same inode number back from the file
+  system and is then taken as the same file: publish new versions by rename.
+- Files present at the start count as already judged unless `include_existing`.
+- The idle timeout never ends the watch while a file is pending, so nothing is dropped at the
+  end; bookkeeping only covers files still in the folder, so memory stays bounded when another
+  process clears the folder.
 """
 
 from __future__ import annotations
@@ -36,25 +48,31 @@ from cellinspect.sources.listing import (
 
 log = logging.getLogger(__name__)
 
-Signature = tuple[int, int]
-"""(mtime_ns, size) of a file version."""
+Signature = tuple[int, int, int]
+"""(mtime_ns, size, inode) of a file version."""
 
 _MAX_OPEN_RETRIES = 3
+
+
+def _inode(sig: Signature) -> int:
+    return sig[2]
 
 
 @dataclass(slots=True)
 class _Pending:
     signature: Signature
-    since: float
+    since: float  # when the signature last changed (or the file was last found changing)
     open_failures: int = 0
+    undecodable: str | None = None  # why the settled file at `signature` did not decode
 
 
 class HotFolderSource(LifecycleSource):
     """Yields new files in `path` as they complete, until close() or `idle_timeout_s` idle.
 
-    Idle means: no file appeared, changed or was yielded for `idle_timeout_s` seconds.
-    If the folder cannot be listed (a network share went away) the source is RECONNECTING
-    and keeps polling; after `max_scan_failures` failed scans in a row it is FAILED.
+    Idle means: no file appeared, changed or was yielded for `idle_timeout_s` seconds, and
+    none is pending. If the folder cannot be listed (a network share went away) the source is
+    RECONNECTING and keeps polling; after `max_scan_failures` failed scans in a row it is
+    FAILED. See the module docstring for when a file is taken and when it is judged again.
     """
 
     def __init__(
@@ -68,9 +86,12 @@ class HotFolderSource(LifecycleSource):
         name: str | None = None,
         max_scan_failures: int = 50,
         on_state: StateListener | None = None,
+        give_up_ms: int = 3000,
     ) -> None:
-        if settle_ms < 0 or poll_ms <= 0:
-            raise SourceError(f"hot folder {path}: need settle_ms >= 0 and poll_ms > 0")
+        if settle_ms < 0 or poll_ms <= 0 or give_up_ms < 0:
+            raise SourceError(
+                f"hot folder {path}: need settle_ms >= 0, poll_ms > 0 and give_up_ms >= 0"
+            )
         if idle_timeout_s is not None and idle_timeout_s <= 0:
             raise SourceError(f"hot folder {path}: idle_timeout_s must be > 0 or None")
         self.path = check_folder(Path(path))
@@ -78,13 +99,14 @@ class HotFolderSource(LifecycleSource):
         self.name = name or f"hot_folder:{self.path}"
         self._settle_s = settle_ms / 1000.0
         self._poll_s = poll_ms / 1000.0
+        self._give_up_s = max(give_up_ms, settle_ms) / 1000.0
         self._idle_timeout_s = idle_timeout_s
         self._max_scan_failures = max_scan_failures
         self._life = Lifecycle(self.name, on_state)
-        self._done: dict[Path, Signature] = {}
+        self._done: dict[Path, int] = {}  # path -> inode of the file judged there
         if not include_existing:
             try:
-                self._done = self._scan()
+                self._done = {p: _inode(sig) for p, sig in self._scan().items()}
             except OSError as err:
                 raise SourceError(f"cannot list folder {self.path}: {err.strerror or err}") from err
 
@@ -99,10 +121,16 @@ class HotFolderSource(LifecycleSource):
                     if not entry.is_file():
                         continue
                     st = entry.stat()
+                    inode = entry.inode()
                 except OSError:  # vanished between listing and stat: not there
                     continue
-                found[Path(entry.path)] = (st.st_mtime_ns, st.st_size)
+                found[Path(entry.path)] = (st.st_mtime_ns, st.st_size, inode)
         return found
+
+    def _due(self, waiting: _Pending, now: float) -> bool:
+        """Whether a pending file with an unchanged signature should be read now."""
+        wait_s = self._settle_s if waiting.undecodable is None else self._give_up_s
+        return now - waiting.since >= wait_s
 
     def _run(self) -> Iterator[SourceItem]:
         life = self._life
@@ -129,18 +157,18 @@ class HotFolderSource(LifecycleSource):
                     scan_failures = 0
                     life.move(SourceState.OPEN, f"{self.path} is back")
                 now = time.monotonic()
-                self._done = {p: s for p, s in self._done.items() if p in listing}
+                self._done = {p: i for p, i in self._done.items() if p in listing}
                 for gone in [p for p in pending if p not in listing]:
                     del pending[gone]
                 ready: list[Path] = []
                 for path, sig in listing.items():
-                    if self._done.get(path) == sig:
-                        continue
+                    if self._done.get(path) == _inode(sig):
+                        continue  # judged already; changed in place is not a new part
                     waiting = pending.get(path)
                     if waiting is None or waiting.signature != sig:
                         pending[path] = _Pending(sig, now)
                         last_activity = now
-                    elif now - waiting.since >= self._settle_s:
+                    elif self._due(waiting, now):
                         ready.append(path)
                 ready.sort(key=lambda p: (listing[p][0], natural_key(p.name)))
                 for path in ready:
@@ -151,8 +179,10 @@ class HotFolderSource(LifecycleSource):
                         continue
                     yield item
                     frame_id += 1
-                    self._done[path] = pending.pop(path).signature
+                    self._done[path] = _inode(pending.pop(path).signature)
                     last_activity = time.monotonic()
+                if pending:
+                    last_activity = max(last_activity, time.monotonic())
                 idle_for = time.monotonic() - last_activity
                 if self._idle_timeout_s is not None and idle_for >= self._idle_timeout_s:
                     life.close(f"idle for {idle_for:.1f} s")
@@ -180,15 +210,21 @@ class HotFolderSource(LifecycleSource):
             return self._failure(
                 path, frame_id, f"{path}: cannot open ({err.strerror or err})", captured_mono
             )
-        current: Signature = (st.st_mtime_ns, st.st_size)
+        current: Signature = (st.st_mtime_ns, st.st_size, st.st_ino or waiting.signature[2])
         if current != waiting.signature or len(data) != st.st_size:
             waiting.signature, waiting.since = current, time.monotonic()
+            waiting.undecodable = None
             return None  # still being written: wait for it to settle again
-        if not data:
-            return self._failure(path, frame_id, f"{path}: zero-byte file", captured_mono)
         try:
+            if not data:
+                raise FrameReadError(f"{path}: zero-byte file")
             image = decode_image_bytes(data, str(path))
         except FrameReadError as err:
+            if waiting.undecodable is None and self._give_up_s > self._settle_s:
+                # Maybe a writer that stalled mid-file: wait for a change, or for give_up_ms.
+                waiting.undecodable = str(err)
+                log.info("source %s: %s not decodable yet, waiting: %s", self.name, path, err)
+                return None
             return self._failure(path, frame_id, str(err), captured_mono)
         return Frame(
             image=image,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,12 @@ from cellinspect import config as cfg_schema
 from cellinspect.errors import SourceError
 from cellinspect.sources.base import FrameSource
 from cellinspect.sources.capture import CameraSource, StreamSource
+from cellinspect.sources.chain import ChainSource, Segment
 from cellinspect.sources.files import FileListSource
 from cellinspect.sources.folder import FolderSource
 from cellinspect.sources.hotfolder import HotFolderSource
 from cellinspect.sources.listing import CATCH_ALL, list_folder
-from cellinspect.sources.video import VideoFileSource
+from cellinspect.sources.video import VideoFileSource, is_video_path
 
 
 def _files(cfg: cfg_schema.FilesSource) -> FrameSource:
@@ -30,6 +32,7 @@ def _hot_folder(cfg: cfg_schema.HotFolderSource) -> FrameSource:
         cfg.path,
         pattern=cfg.pattern,
         settle_ms=cfg.settle_ms,
+        give_up_ms=cfg.give_up_ms,
         poll_ms=cfg.poll_ms,
         include_existing=cfg.include_existing,
         idle_timeout_s=cfg.idle_timeout_s,
@@ -91,6 +94,9 @@ def source_for_paths(
 
     `pattern` and `recursive` apply to folders only: a file named explicitly is always read
     (a non-image becomes a FrameFailure). A path that does not exist is a SourceError.
+    A video file (by extension, see `video.VIDEO_SUFFIXES`; also one found in a folder) is read
+    frame by frame; a video OpenCV cannot open becomes one FrameFailure. Without videos this is
+    a FileListSource; with them a ChainSource of image runs and videos, in order.
     """
     files: list[Path] = []
     for raw in paths:
@@ -102,4 +108,28 @@ def source_for_paths(
         else:
             raise SourceError(f"path not found: {path}")
     single_folder = len(paths) == 1 and Path(paths[0]).is_dir()
-    return FileListSource(files, name=f"folder:{Path(paths[0])}" if single_folder else "files")
+    name = f"folder:{Path(paths[0])}" if single_folder else "files"
+    if not any(is_video_path(p) for p in files):
+        return FileListSource(files, name=name)
+    return ChainSource(_segments(files, name), name=name)
+
+
+def _segments(files: Sequence[Path], name: str) -> list[Segment]:
+    """Runs of consecutive images as one FileListSource each, every video as its own source."""
+    segments: list[Segment] = []
+    images: list[Path] = []
+
+    def flush() -> None:
+        if images:
+            run = tuple(images)
+            segments.append(Segment(lambda: FileListSource(run, name=name), str(run[0])))
+            images.clear()
+
+    for path in files:
+        if is_video_path(path):
+            flush()
+            segments.append(Segment(partial(VideoFileSource, path), str(path)))
+        else:
+            images.append(path)
+    flush()
+    return segments

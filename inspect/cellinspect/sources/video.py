@@ -29,6 +29,16 @@ from cellinspect.sources.lifecycle import Lifecycle, LifecycleSource, StateListe
 
 log = logging.getLogger(__name__)
 
+VIDEO_SUFFIXES = frozenset(
+    {".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+)
+"""File name endings (case-insensitive) that command-line paths open as a video, not an image."""
+
+
+def is_video_path(path: Path | str) -> bool:
+    """Whether a path names a video file by its extension (`parts.AVI` counts)."""
+    return Path(path).suffix.casefold() in VIDEO_SUFFIXES
+
 
 class VideoFileSource(LifecycleSource):
     """Every `every_nth` frame of a video file; skipped frames are grabbed, not decoded."""
