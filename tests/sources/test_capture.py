@@ -127,11 +127,17 @@ def test_stream_reconnects_then_gives_up() -> None:
     source = fast_stream(factory, max_reconnects=3, on_state=rec)
     items = list(source.frames())
 
-    assert kinds(items) == "FFxFx"
-    assert [i.frame_id for i in items] == [0, 1, 2, 3, 4]
+    # grab failure, two failed reconnects (each one a failure item: the gap is recorded),
+    # the third reconnect delivers a frame, its next grab fails, and the limit is reached
+    assert kinds(items) == "FFxxxFx"
+    assert [i.frame_id for i in items] == list(range(7))
     assert all(i.source == "stream:rtsp://cell/stream" for i in items)
-    assert isinstance(items[2], FrameFailure)
-    assert "grab failed" in items[2].reason
+    reasons = [i.reason for i in items if isinstance(i, FrameFailure)]
+    assert "grab failed" in reasons[0]
+    assert reasons[1:3] == [
+        "stream rtsp://cell/stream: reconnect attempt 1/3 failed: cannot open",
+        "stream rtsp://cell/stream: reconnect attempt 2/3 failed: cannot open",
+    ]
     assert rec.changes == [(CREATED, OPEN), (OPEN, RECON), (RECON, OPEN), (OPEN, FAILED)]
     assert source.state is FAILED
     assert "gave up after 3 reconnects" in (source.last_error or "")
@@ -151,7 +157,13 @@ def test_stream_that_is_down_at_start_keeps_trying() -> None:
     rec = Recorder()
     factory = FakeFactory([None, OSError("no route to host"), [GOOD, GOOD]])
     source = fast_stream(factory, max_reconnects=2, on_state=rec)
-    assert kinds(list(source.frames())) == "FFx"
+    items = list(source.frames())
+    assert kinds(items) == "xxFFx"
+    assert [i.reason for i in items[:2] if isinstance(i, FrameFailure)] == [
+        "stream rtsp://cell/stream: connect failed: cannot open",
+        "stream rtsp://cell/stream: reconnect attempt 1/2 failed: "
+        "cannot open (OSError: no route to host)",
+    ]
     assert rec.changes == [(CREATED, RECON), (RECON, OPEN), (OPEN, FAILED)]
 
 
@@ -245,7 +257,8 @@ def test_unopenable_stream_url_fails_after_retries(tmp_path: Path) -> None:
         reconnect_max_s=0.002,
         max_reconnects=1,
     )
-    assert list(source.frames()) == []
+    items = list(source.frames())
+    assert kinds(items) == "xx"  # the first connect and the one reconnect
     assert source.state is FAILED
     assert "cannot open" in (source.last_error or "")
 
@@ -276,6 +289,58 @@ def test_stream_rejects_bad_settings(kwargs: dict[str, float], message: str) -> 
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_every_failed_reconnect_is_a_failure_with_the_password_hidden() -> None:
+    url = "rtsp://admin:hunter2@cam:554/s1"
+    factory = FakeFactory(
+        [[GOOD, FAIL], None, RuntimeError(f"could not open {url}"), None, [GOOD, FAIL]]
+    )
+    source = StreamSource(
+        url,
+        reconnect_initial_s=0.001,
+        reconnect_max_s=0.002,
+        jitter=0.0,
+        max_reconnects=None,
+        capture_factory=factory,
+    )
+    items: list[SourceItem] = []
+    for item in source.frames():
+        items.append(item)
+        if len(items) == 7:
+            source.close()
+    assert kinds(items) == "FxxxxFx"
+    gaps = [i.reason for i in items[2:5] if isinstance(i, FrameFailure)]
+    shown = "stream rtsp://admin:***@cam:554/s1"
+    assert gaps == [
+        f"{shown}: reconnect attempt 1 failed: cannot open",
+        f"{shown}: reconnect attempt 2 failed: cannot open (RuntimeError: could not open "
+        "rtsp://admin:***@cam:554/s1)",
+        f"{shown}: reconnect attempt 3 failed: cannot open",
+    ]
+    assert all("hunter2" not in i.reason for i in items if isinstance(i, FrameFailure))
+    assert "hunter2" not in (source.last_error or "")
+    assert source.state is CLOSED
+
+
+def test_gap_during_a_long_backoff_yields_one_failure_per_attempt() -> None:
+    """Failures come per attempt, not per poll: a 60 s wait is one item, not thousands."""
+    rec = Recorder(wait_for=RECON)
+    source = StreamSource(
+        "rtsp://cell/stream",
+        reconnect_initial_s=60.0,
+        capture_factory=FakeFactory([None]),
+        on_state=rec,
+    )
+    items: list[SourceItem] = []
+    reader = threading.Thread(target=lambda: items.extend(source.frames()), daemon=True)
+    reader.start()
+    assert rec.reached.wait(5.0)
+    source.close()
+    reader.join(5.0)
+    assert not reader.is_alive()
+    assert kinds(items) == "x"
+    assert isinstance(items[0], FrameFailure) and "connect failed" in items[0].reason
 
 
 def test_stream_name_hides_password() -> None:

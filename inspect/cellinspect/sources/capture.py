@@ -10,6 +10,10 @@ place and reads the reason from the source.
   backoff (plus jitter); it gives up after `max_reconnects` reconnects in a row. The count
   starts again once a connection has delivered frames for `stable_s` seconds, so a stream
   that flaps (a finite file served as a stream, a camera rebooting in a loop) still ends.
+  Every failed connect (the first one, and each reconnect attempt) is a FrameFailure too,
+  whose reason names the stream (password redacted), the attempt and the error: a station
+  in free-run on a stream records an outage as fail-safe results, one per attempt, instead
+  of a silent gap.
 
 `close()` may be called from any thread: it wakes a backoff wait at once and the loop ends
 after the grab in progress returns (OpenCV's FFmpeg backend bounds that with the open/read
@@ -244,6 +248,33 @@ class StreamSource(LifecycleSource):
         """Reconnect attempts over the source's life (for metrics)."""
         return self._reconnects
 
+    def _redact(self, text: str) -> str:
+        """`text` with the URL's password hidden (an OpenCV error may quote the full URL)."""
+        shown = redact_url(self.url)
+        if shown == self.url:
+            return text
+        text = text.replace(self.url, shown)
+        password = urlsplit(self.url).password
+        return text.replace(f":{password}@", ":***@") if password else text
+
+    def _open(self) -> tuple[CaptureLike | None, str]:
+        cap, why = try_open(self._factory, self.url, self._what)
+        return cap, self._redact(why)
+
+    def _gap(self, frame_id: int, attempt: int, why: str) -> FrameFailure:
+        """The failure item for a connect attempt that failed (attempt 0: the first connect)."""
+        prefix = f"{self._what}: "
+        detail = why[len(prefix) :] if why.startswith(prefix) else why
+        if attempt == 0:
+            what = "connect"
+        else:
+            limit = "" if self._max_reconnects is None else f"/{self._max_reconnects}"
+            what = f"reconnect attempt {attempt}{limit}"
+        reason = f"{self._what}: {what} failed: {detail}"
+        log.warning("source %s: frame %d failed: %s", self.name, frame_id, reason)
+        mono, wall = capture_time()
+        return FrameFailure(frame_id, self.name, reason, mono, wall)
+
     def _run(self) -> Iterator[SourceItem]:
         life = self._life
         cap: CaptureLike | None = None
@@ -252,7 +283,10 @@ class StreamSource(LifecycleSource):
         try:
             if life.stopping:
                 return
-            cap, why = try_open(self._factory, self.url, self._what)
+            cap, why = self._open()
+            if cap is None:
+                yield self._gap(frame_id, 0, why)
+                frame_id += 1
             while not life.stopping:
                 if cap is None:
                     if self._max_reconnects is not None and attempts >= self._max_reconnects:
@@ -268,7 +302,10 @@ class StreamSource(LifecycleSource):
                     life.note_error(note)
                     if not life.move(SourceState.RECONNECTING, note) or life.wait(delay):
                         return
-                    cap, why = try_open(self._factory, self.url, self._what)
+                    cap, why = self._open()
+                    if cap is None and not life.stopping:
+                        yield self._gap(frame_id, attempts, why)
+                        frame_id += 1
                     continue
                 if not life.move(SourceState.OPEN, f"{self._what} connected"):
                     return
@@ -277,7 +314,7 @@ class StreamSource(LifecycleSource):
                     image, why = try_grab(cap, self._what)
                     mono, wall = capture_time()
                     if image is None:
-                        yield FrameFailure(frame_id, self.name, why, mono, wall)
+                        yield FrameFailure(frame_id, self.name, self._redact(why), mono, wall)
                         frame_id += 1
                         safe_release(cap, self._what)
                         cap = None
