@@ -53,10 +53,12 @@ def _mount_sub_apps() -> None:
     from cellinspect.calibration.cli import app as calibrate_app
     from cellinspect.cli_cell import register
     from cellinspect.cli_elpv import register as register_elpv
+    from cellinspect.cli_station import register as register_station
     from cellinspect.cli_train import register as register_train
 
     app.add_typer(calibrate_app, name="calibrate")
     register(app)
+    register_station(app)
     register_train(app)
     register_elpv(app)
 
@@ -78,9 +80,18 @@ def version() -> None:
 
 
 @app.command()
-def validate(recipe: Annotated[Path, typer.Argument(help="Recipe file to check.")]) -> None:
-    """Check a recipe: print every error with its key path and exit 1, or say it is valid."""
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe or station file to check.")],
+) -> None:
+    """Check a recipe or station file: print every error with its key path and exit 1."""
     from cellinspect.config import RecipeInvalidError, load_recipe
+    from cellinspect.station.config import is_station_file
+
+    if is_station_file(recipe):
+        from cellinspect.cli_station import validate_station
+
+        validate_station(recipe)
+        return
 
     try:
         loaded = load_recipe(recipe)

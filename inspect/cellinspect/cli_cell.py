@@ -7,8 +7,6 @@ do not import the web and PLC stacks.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +16,8 @@ from cellinspect.cli_support import console, fail, user_errors
 from cellinspect.export.dataset import ManifestFormat
 
 if TYPE_CHECKING:
-    from cellinspect.entities import InspectedFrame
+    from cellinspect.station.config import StationFile
+    from cellinspect.station.runtime import StationRuntime
 
 SettingsOpt = Annotated[
     Path | None,
@@ -29,61 +28,17 @@ DataDirOpt = Annotated[
     typer.Option("--data-dir", help="Folder for the SQLite database and kept images."),
 ]
 LINE_RECIPE = Path("recipes/flange.yaml")
-
-
-@contextmanager
-def result_store(
-    settings_file: Path | None, data_dir: Path | None, api_port: int | None, recipe: Path
-) -> Iterator[Callable[[InspectedFrame], None]]:
-    """Open the store, its background writer and (unless api_port is None) the API beside it.
-
-    Yields the `on_result` hook for the station loop: it only queues, it never waits for the
-    database. Everything is flushed and closed on the way out.
-    """
-    from cellinspect.api.app import create_app, make_writer
-    from cellinspect.api.server import ApiServerThread, load_inspector
-    from cellinspect.settings import load_settings
-    from cellinspect.storage.factory import open_store
-
-    overrides = {"data_dir": data_dir} if data_dir is not None else {}
-    settings = load_settings(settings_file, **overrides)
-    store = open_store(settings)
-    writer = make_writer(settings, store)
-    writer.start()
-    server = None
-    try:
-        if api_port is not None:
-            app = create_app(settings, store, load_inspector(recipe), writer=writer)
-            server = ApiServerThread(app, settings.host, api_port).start()
-            console.print(
-                f"review page: {server.url}/review   API docs: {server.url}/docs   "
-                f"(store: {settings.resolved_db_url})"
-            )
-            if settings.token_value() is None:
-                console.print(
-                    "[yellow]no CELLINSPECT_API_TOKEN set: the review page can read but not "
-                    "save labels[/]"
-                )
-
-        def on_result(inspected: InspectedFrame) -> None:
-            writer.submit(inspected)  # queues (or spills); never waits for the database
-
-        yield on_result
-    finally:
-        if server is not None:
-            server.stop()
-        writer.close()
-        stats = writer.stats
-        console.print()
-        console.print(
-            f"store: {stats.written} results written, {stats.spilled} spilled, "
-            f"{stats.dropped} dropped ({settings.resolved_db_url})"
-        )
-        store.close()
+LINE_STATION = Path("stations/sim.yaml")
 
 
 def line(
-    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="Station recipe.")] = LINE_RECIPE,
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", "-r", help="Run this recipe instead of the station's active one."),
+    ] = None,
+    station_file: Annotated[
+        Path, typer.Option("--station", help="Station file the simulated cell runs.")
+    ] = LINE_STATION,
     parts: Annotated[int, typer.Option(min=1, help="Parts to run through the cell.")] = 100,
     rate: Annotated[float, typer.Option(min=1.0, help="Parts per minute.")] = 120.0,
     seed: Annotated[int, typer.Option(help="Seed of the part sequence.")] = 0,
@@ -92,9 +47,14 @@ def line(
         float, typer.Option(min=0.0, max=1.0, help="Camera frames dropped (fault injection).")
     ] = 0.0,
     modbus_port: Annotated[int, typer.Option(help="Station Modbus port (0: a free one).")] = 0,
-    api_port: Annotated[int, typer.Option(help="API / review page port (0: a free one).")] = 8000,
+    api_port: Annotated[
+        int | None, typer.Option(help="API / review page port (default: the station file's).")
+    ] = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Do not start the API.")] = False,
     no_store: Annotated[bool, typer.Option("--no-store", help="Keep no results.")] = False,
+    no_robot: Annotated[
+        bool, typer.Option("--no-robot", help="Do not start the simulated robot.")
+    ] = False,
     settings_file: SettingsOpt = None,
     data_dir: DataDirOpt = None,
     samples: Annotated[
@@ -104,27 +64,24 @@ def line(
         bool, typer.Option("--benchmark", help="Find the highest part rate with no late result.")
     ] = False,
 ) -> None:
-    """The main job: camera, station, Modbus, simulated PLC, conveyor and gate, store and API."""
+    """The main job: `run` on the simulated cell (camera, PLC, conveyor, gate, robot), audited."""
     from cellinspect.line.command import run_benchmark, run_line
     from cellinspect.line.console import live_progress, report_table
 
     with user_errors():
         if benchmark:
             result = run_benchmark(
-                recipe, on_step=lambda step: console.print(f"  {step}", highlight=False)
+                recipe or LINE_RECIPE,
+                on_step=lambda step: console.print(f"  {step}", highlight=False),
             )
             console.print(
                 f"highest clean rate: {result.max_clean_rate_per_min:.0f} parts/min "
                 "(no late result, no missed trigger)"
             )
             return
+        station = _line_station(station_file, api_port, no_api, no_store, settings_file, data_dir)
         stop = threading.Event()
-        store_ctx = (
-            _no_store()
-            if no_store
-            else result_store(settings_file, data_dir, None if no_api else api_port, recipe)
-        )
-        with store_ctx as on_result, live_progress(console) as progress:
+        with live_progress(console) as progress:
             try:
                 report = run_line(
                     recipe,
@@ -132,13 +89,14 @@ def line(
                     rate_per_min=rate,
                     seed=seed,
                     modbus_port=modbus_port,
-                    on_result=on_result,
                     progress=progress,
                     samples=samples,
                     defect_rate=defect_rate,
                     drop_probability=drop_probability,
                     stop=stop,
-                    make_overlays=not no_store,
+                    station=station,
+                    sim_robot=not no_robot,
+                    on_started=_announce_line,
                 )
             except KeyboardInterrupt:
                 stop.set()
@@ -148,9 +106,45 @@ def line(
         raise fail("the gate's action did not match the station's verdict for every part")
 
 
-@contextmanager
-def _no_store() -> Iterator[Callable[[InspectedFrame], None] | None]:
-    yield None
+def _line_station(
+    path: Path,
+    api_port: int | None,
+    no_api: bool,
+    no_store: bool,
+    settings_file: Path | None,
+    data_dir: Path | None,
+) -> StationFile:
+    """The station file with the command line's overrides (store, API)."""
+    from cellinspect.station.config import load_station
+
+    station = load_station(path)
+    api_update: dict[str, object] = {"enabled": station.api.enabled and not no_api and not no_store}
+    if api_port is not None:
+        api_update["port"] = api_port
+    store_update: dict[str, object] = {"enabled": station.store.enabled and not no_store}
+    if data_dir is not None:
+        store_update["data_dir"] = data_dir.resolve()
+    if settings_file is not None:
+        store_update["settings"] = settings_file.resolve()
+    return station.model_copy(
+        update={
+            "api": station.api.model_copy(update=api_update),
+            "store": station.store.model_copy(update=store_update),
+        }
+    )
+
+
+def _announce_line(runtime: StationRuntime) -> None:
+    if runtime.api is not None:
+        console.print(
+            f"review page: {runtime.api.url}/review   API docs: {runtime.api.url}/docs",
+            highlight=False,
+        )
+        if runtime.settings is not None and runtime.settings.token_value() is None:
+            console.print(
+                "[yellow]no CELLINSPECT_API_TOKEN set: the review page can read but not "
+                "save labels[/]"
+            )
 
 
 def plc_sim(
@@ -168,27 +162,6 @@ def plc_sim(
     with user_errors():
         counters = run_plc_sim(host, port, parts, rate, seed, defect_rate, scan_ms)
     console.print(counters)
-
-
-def station(
-    recipe: Annotated[Path, typer.Option("--recipe", "-r")] = LINE_RECIPE,
-    modbus_port: Annotated[int, typer.Option(help="Modbus TCP port on 127.0.0.1.")] = 502,
-    parts: Annotated[int, typer.Option(min=1, help="Parts the simulated camera can serve.")] = 100,
-    seed: Annotated[int, typer.Option()] = 0,
-    defect_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.3,
-) -> None:
-    """The station alone with its Modbus server, for `cellinspect plc-sim` or a real PLC."""
-    from cellinspect.line.command import serve_station
-
-    with user_errors():
-        serve_station(
-            recipe,
-            port=modbus_port,
-            parts=parts,
-            seed=seed,
-            defect_rate=defect_rate,
-            ready=lambda p: console.print(f"station Modbus server on 127.0.0.1:{p}"),
-        )
 
 
 def serve(
@@ -235,6 +208,5 @@ def register(app: typer.Typer) -> None:
     """Add the cell's commands to the main app."""
     app.command("line")(line)
     app.command("plc-sim")(plc_sim)
-    app.command("station")(station)
     app.command("serve")(serve)
     app.command("export")(export)

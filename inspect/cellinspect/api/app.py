@@ -22,10 +22,11 @@ from cellinspect.api.routers import (
     results,
     review_page,
     reviews,
+    station_control,
     stats,
 )
 from cellinspect.api.routers.review_page import STATIC
-from cellinspect.api.services import ApiServices
+from cellinspect.api.services import ApiServices, StationControl
 from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import retention_from
@@ -61,6 +62,7 @@ def create_app(
     inspector: ImageInspector | None = None,
     *,
     writer: AsyncResultWriter | None = None,
+    station: StationControl | None = None,
 ) -> FastAPI:
     """The station's API. Without `writer` the app makes, starts and closes its own.
 
@@ -80,6 +82,7 @@ def create_app(
         events=broker,
         metrics=ApiMetrics(lambda: services.writer.stats),
         retention=retention_from(settings),
+        station=station,
     )
 
     @asynccontextmanager
@@ -107,6 +110,7 @@ def create_app(
         results,
         reviews,
         stats,
+        station_control,
         export,
         events,
         health,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from cellinspect.api.events import EventBroker
 from cellinspect.api.metrics import ApiMetrics
@@ -12,6 +13,18 @@ from cellinspect.settings import StationSettings
 from cellinspect.storage.protocols import ResultStore
 from cellinspect.storage.retention import RetentionPolicy
 from cellinspect.storage.writer import AsyncResultWriter
+
+
+class StationControl(Protocol):
+    """What the API may ask of a running station (`cellinspect run`): status and commands."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def trigger(
+        self, part_id: int | None = None, origin: str = "software", timeout_s: float | None = None
+    ) -> Any: ...
+
+    def select_recipe(self, number: int) -> Any: ...
 
 
 @dataclass
@@ -26,3 +39,4 @@ class ApiServices:
     retention: RetentionPolicy
     # One inspection at a time: an inspector owns its onnxruntime sessions.
     inspect_lock: threading.Lock = field(default_factory=threading.Lock)
+    station: StationControl | None = None

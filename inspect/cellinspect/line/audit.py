@@ -21,6 +21,7 @@ from cellinspect.plc.station_interface import StationInterface, StationRecord
 
 if TYPE_CHECKING:
     from cellinspect.line.cell import LineConfig
+    from cellinspect.station.robot_link import RobotCounters
 
 
 class Mismatch(enum.StrEnum):
@@ -74,6 +75,9 @@ class LineReport:
     deadline_ms: float
     modbus_port: int
     audit: tuple[AuditEntry, ...]
+    robot_sent: int | None = None  # pick targets sent (None: no robot on this line)
+    robot_acknowledged: int | None = None
+    robot_timed_out: int | None = None
 
     @property
     def mismatches(self) -> list[AuditEntry]:
@@ -126,7 +130,12 @@ def audit_part(part: PartLog, record: StationRecord | None) -> AuditEntry:
 
 
 def build_report(
-    config: LineConfig, plc: SimPlc, station: StationInterface, duration_s: float, port: int
+    config: LineConfig,
+    plc: SimPlc,
+    station: StationInterface,
+    duration_s: float,
+    port: int,
+    robot: RobotCounters | None = None,
 ) -> LineReport:
     records: dict[int, StationRecord] = {}
     for rec in station.records:
@@ -174,4 +183,7 @@ def build_report(
         deadline_ms=config.deadline_ms,
         modbus_port=port,
         audit=audit,
+        robot_sent=None if robot is None else robot.sent,
+        robot_acknowledged=None if robot is None else robot.acknowledged,
+        robot_timed_out=None if robot is None else robot.timed_out,
     )

@@ -1,9 +1,10 @@
 """`cellinspect line`: the whole simulated cell in one process, and its final report.
 
-Wires a simulated camera (parts rendered or sample images, with ground truth), the station
-(register image, Modbus TCP server on 127.0.0.1, handshake, inspector thread), and the
-simulated PLC (real Modbus client, conveyor, photo-eye, FIFO tracking, reject gate). The store
-and API plug in through `on_result` (every inspected part) and `on_target` (pick targets).
+Runs the real station runtime (`cellinspect run`, stations/sim.yaml) with a simulated camera
+(parts rendered or sample images, with ground truth) swapped in, and drives it with the
+simulated PLC (real Modbus client, conveyor, photo-eye, FIFO tracking, reject gate). Store,
+API and robot are the station file's; `on_result` and `on_target` see every result and pick
+target as well.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from pathlib import Path
 from cellinspect.entities import ImageU8, InspectedFrame, Verdict
 from cellinspect.line.audit import LineReport, build_report
 from cellinspect.plc.conveyor import ConveyorConfig, place_parts
-from cellinspect.plc.modbus_adapter import ModbusServer
-from cellinspect.plc.register_image import RegisterImage
 from cellinspect.plc.registers import Reg, Status
 from cellinspect.plc.robot import PickTarget, PlaneMapping
 from cellinspect.plc.sim_camera import FolderCatalog, PartCatalog, RenderCatalog, SimCamera
 from cellinspect.plc.sim_plc import LinkFault, PlcConfig, PlcCounters, SimPlc
-from cellinspect.plc.station_interface import StationConfig, StationInterface
 from cellinspect.runtime.protocols import ImageInspector
+from cellinspect.station.config import StationFile, TriggerMode, load_station
+from cellinspect.station.runtime import StationRuntime
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,46 @@ def _labels(catalog: PartCatalog, count: int) -> Sequence[str]:
     return [catalog.label(pid) for pid in range(1, count + 1)]
 
 
+def sim_station_file() -> Path:
+    """stations/sim.yaml of this checkout: what `cellinspect line` runs."""
+    return Path(__file__).resolve().parents[3] / "stations" / "sim.yaml"
+
+
+def line_station(config: LineConfig, station: StationFile | None = None) -> StationFile:
+    """The station file the line runs, with the line's own Modbus address and PLC trigger.
+
+    Store and API stay as the file says when it is given (the `line` command); the default
+    (tests, benchmarks) keeps no results and serves no API.
+    """
+    if station is None:
+        base = load_station(sim_station_file())
+        base = base.model_copy(
+            update={
+                "store": base.store.model_copy(update={"enabled": False}),
+                "api": base.api.model_copy(update={"enabled": False}),
+                "robot": base.robot.model_copy(update={"enabled": False}),
+            }
+        )
+    else:
+        base = station
+    return base.model_copy(
+        update={
+            "trigger": base.trigger.model_copy(update={"mode": TriggerMode.PLC}),
+            "modbus": base.modbus.model_copy(
+                update={
+                    "enabled": True,
+                    "host": config.host,
+                    "port": config.modbus_port,
+                    "heartbeat_timeout_s": config.heartbeat_timeout_s,
+                }
+            ),
+        }
+    )
+
+
 def run_cell(
     config: LineConfig,
-    inspector: ImageInspector,
+    inspector: ImageInspector | None = None,
     catalog: PartCatalog | None = None,
     on_result: Callable[[InspectedFrame], None] | None = None,
     on_target: Callable[[PickTarget], None] | None = None,
@@ -136,8 +173,16 @@ def run_cell(
     progress: Callable[[LineProgress], None] | None = None,
     progress_every_s: float = 0.25,
     stop: threading.Event | None = None,
+    station: StationFile | None = None,
+    on_started: Callable[[StationRuntime], None] | None = None,
 ) -> LineReport:
-    """Run the simulated cell until every part has passed the gate (or `stop` is set)."""
+    """Run the simulated cell until every part has passed the gate (or `stop` is set).
+
+    The station is the real station runtime (`cellinspect run`) on the line's station file;
+    only the camera (parts from `catalog`), the PLC with its conveyor and gate, and (when the
+    station file enables it) the robot are simulated. `inspector` replaces the catalog's
+    models (tests); None loads the station file's active recipe.
+    """
     catalog = catalog or make_catalog(config)
     labels = _labels(catalog, config.parts)
     parts = place_parts(
@@ -147,41 +192,47 @@ def run_cell(
         jitter=config.spacing_jitter,
         min_gap_mm=min(70.0, config.pitch_mm),
     )
-    image = RegisterImage()
     camera = SimCamera(
         catalog,
         drop_probability=config.drop_probability,
         drop_parts=config.drop_parts,
         seed=config.seed,
     )
-    station = StationInterface(
-        image,
-        camera,
-        inspector,
-        StationConfig(
-            deadline_ms=config.deadline_ms,
-            heartbeat_timeout_s=config.heartbeat_timeout_s,
-            fail_safe=config.fail_safe,
-        ),
-        plane=plane,
+    runtime = StationRuntime(
+        line_station(config, station),
+        where="line",
+        camera=camera,
+        make_overlays=station is not None and station.store.enabled,
         on_result=on_result,
         on_target=on_target,
+        inspector_factory=None if inspector is None else (lambda _number: inspector),
+        interface_overrides={
+            "deadline_ms": config.deadline_ms,
+            "heartbeat_timeout_s": config.heartbeat_timeout_s,
+            "fail_safe": config.fail_safe,
+        },
+        plane=plane,
     )
-    server = ModbusServer(image, host=config.host, port=config.modbus_port)
     stop = stop or threading.Event()
     started = time.monotonic()
-    port = server.start()
-    station.start()
-    plc = SimPlc(
-        config.host,
-        port,
-        parts,
-        config.conveyor(),
-        PlcConfig(scan_ms=config.scan_ms, buffer_results=config.buffer_results),
-        faults=config.faults,
-    )
-    prefetch = _Prefetcher(catalog, plc) if isinstance(catalog, RenderCatalog) else None
+    prefetch = None
+    plc = None
     try:
+        runtime.start()
+        if on_started is not None:
+            on_started(runtime)
+        port = runtime.modbus_port
+        assert port is not None, "the line's station serves Modbus"
+        interface = runtime.interface
+        plc = SimPlc(
+            config.host,
+            port,
+            parts,
+            config.conveyor(),
+            PlcConfig(scan_ms=config.scan_ms, buffer_results=config.buffer_results),
+            faults=config.faults,
+        )
+        prefetch = _Prefetcher(catalog, plc) if isinstance(catalog, RenderCatalog) else None
         if prefetch is not None:
             prefetch.start()
         plc.start()
@@ -194,8 +245,8 @@ def run_cell(
                         elapsed,
                         config,
                         plc.snapshot(),
-                        bool(image.get(Reg.STATUS) & Status.BUSY),
-                        len(station.records),
+                        bool(runtime.image.get(Reg.STATUS) & Status.BUSY),
+                        len(interface.records),
                     )
                 )
             if stop.is_set() or elapsed > timeout:
@@ -203,19 +254,30 @@ def run_cell(
         if progress is not None:
             progress(
                 LineProgress(
-                    time.monotonic() - started, config, plc.snapshot(), False, len(station.records)
+                    time.monotonic() - started,
+                    config,
+                    plc.snapshot(),
+                    False,
+                    len(interface.records),
                 )
             )
     finally:
-        plc.stop()
-        plc.join(timeout=5)
+        if plc is not None:
+            plc.stop()
+            plc.join(timeout=5)
         if prefetch is not None:
             prefetch.stop()
-        station.stop()
-        server.stop()
+        runtime.stop()
     if plc.error is not None:
         raise RuntimeError(f"simulated PLC failed: {plc.error}") from plc.error
-    return build_report(config, plc, station, duration_s=time.monotonic() - started, port=port)
+    return build_report(
+        config,
+        plc,
+        runtime.interface,
+        duration_s=time.monotonic() - started,
+        port=port,
+        robot=runtime.robot.counters if runtime.robot is not None else None,
+    )
 
 
 class _Prefetcher:

@@ -6,18 +6,23 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cellinspect.config import load_recipe
+from cellinspect.config import SyntheticSource, load_recipe
 from cellinspect.entities import InspectedFrame
 from cellinspect.line.audit import LineReport
 from cellinspect.line.benchmark import BenchmarkReport, RateStep, find_max_rate
-from cellinspect.line.cell import LineConfig, LineProgress, rendered_catalog, run_cell
+from cellinspect.line.cell import (
+    LineConfig,
+    LineProgress,
+    line_station,
+    rendered_catalog,
+    run_cell,
+    sim_station_file,
+)
 from cellinspect.plc.conveyor import place_parts
-from cellinspect.plc.modbus_adapter import ModbusServer
-from cellinspect.plc.register_image import RegisterImage
-from cellinspect.plc.robot import HomographyPlane, PickTarget, PlaneMapping
-from cellinspect.plc.sim_camera import SimCamera
+from cellinspect.plc.robot import HomographyPlane, PickTarget, PlaneMapping, SimRobot
 from cellinspect.plc.sim_plc import LinkFault, PlcConfig, PlcCounters, SimPlc
-from cellinspect.plc.station_interface import StationConfig, StationInterface
+from cellinspect.station.config import StationFile, TriggerMode, load_station
+from cellinspect.station.runtime import StationRuntime
 
 
 def plane_from_file(path: Path | str) -> PlaneMapping:
@@ -27,8 +32,15 @@ def plane_from_file(path: Path | str) -> PlaneMapping:
     return HomographyPlane(load_plane_calibration(path).homography)
 
 
+def with_active_recipe(station: StationFile, recipe_path: Path | str) -> StationFile:
+    """The station file with its active catalog entry pointing at another recipe file."""
+    recipes = dict(station.recipes)
+    recipes[station.active_recipe] = Path(recipe_path).resolve()
+    return station.model_copy(update={"recipes": recipes})
+
+
 def run_line(
-    recipe_path: Path | str,
+    recipe_path: Path | str | None = None,
     parts: int = 100,
     rate_per_min: float = 120.0,
     seed: int = 0,
@@ -43,17 +55,21 @@ def run_line(
     faults: Sequence[LinkFault] = (),
     plane_calibration: Path | None = None,
     stop: threading.Event | None = None,
-    make_overlays: bool = False,
+    station: StationFile | None = None,
+    sim_robot: bool = False,
+    on_started: Callable[[StationRuntime], None] | None = None,
 ) -> LineReport:
-    """The main job: the simulated cell on a recipe, until `parts` have passed the gate.
+    """The main job: the station runtime on the simulated cell, until `parts` passed the gate.
 
-    The deadline defaults to the recipe's `runtime.deadline_ms`; its `decision.fail_safe`
-    decides what a dropped frame becomes. `make_overlays` draws heatmaps for the review page.
+    `station` is the station file to run (None: stations/sim.yaml with no store, no API);
+    `recipe_path` replaces its active recipe. The deadline defaults to the recipe's
+    `runtime.deadline_ms`; its `decision.fail_safe` decides what a dropped frame becomes.
+    `sim_robot` starts a simulated robot and points the station's robot link at it.
     """
-    from cellinspect.runtime.inspector import Inspector
-
-    recipe = load_recipe(recipe_path)
-    inspector = Inspector.from_recipe(recipe_path, recipe=recipe, make_overlays=make_overlays)
+    base = line_station(LineConfig(modbus_port=modbus_port), station)
+    if recipe_path is not None:
+        base = with_active_recipe(base, recipe_path)
+    recipe = load_recipe(base.recipes[base.active_recipe])
     config = LineConfig(
         parts=parts,
         rate_per_min=rate_per_min,
@@ -67,18 +83,31 @@ def run_line(
         modbus_port=modbus_port,
     )
     plane = plane_from_file(plane_calibration) if plane_calibration else None
+    robot = SimRobot() if sim_robot else None
     try:
+        if robot is not None:
+            port = robot.start()
+            base = base.model_copy(
+                update={
+                    "robot": base.robot.model_copy(
+                        update={"enabled": True, "host": robot.host, "port": port}
+                    )
+                }
+            )
         return run_cell(
             config,
-            inspector,
+            catalog=None,
             on_result=on_result,
             on_target=on_target,
             plane=plane,
             progress=progress,
             stop=stop,
+            station=base,
+            on_started=on_started,
         )
     finally:
-        inspector.close()
+        if robot is not None:
+            robot.stop()
 
 
 def run_plc_sim(
@@ -152,50 +181,43 @@ def run_benchmark(
 
 
 def serve_station(
-    recipe_path: Path | str,
+    recipe_path: Path | str | None = None,
     host: str = "127.0.0.1",
     port: int = 502,
     parts: int = 100,
     seed: int = 0,
     defect_rate: float = 0.3,
-    deadline_ms: float | None = None,
-    on_result: Callable[[InspectedFrame], None] | None = None,
     stop: threading.Event | None = None,
     ready: Callable[[int], None] | None = None,
-) -> StationInterface:
-    """The station alone: Modbus server plus a simulated camera, for `cellinspect plc-sim`.
+    station_file: Path | None = None,
+) -> StationRuntime:
+    """The simulated station alone (stations/sim.yaml: rendered parts on the PLC's part ids).
 
-    Its camera renders the same part plan (seed, defect rate) as `run_plc_sim`, so the two
-    processes agree on which part id is which part. Blocks until `stop` is set; `ready` gets
-    the bound port.
+    What `cellinspect run stations/sim.yaml` runs, with the part plan (seed, defect rate)
+    that `run_plc_sim` also uses, so the two processes agree on which part id is which part.
+    Blocks until `stop` is set; `ready` gets the bound Modbus port.
     """
-    from cellinspect.runtime.inspector import Inspector
-
-    recipe = load_recipe(recipe_path)
-    inspector = Inspector.from_recipe(recipe_path, recipe=recipe)
-    catalog = rendered_catalog(parts, seed, defect_rate)
-    catalog.prefetch(range(1, 1 + catalog.read_ahead))
-    image = RegisterImage()
-    station = StationInterface(
-        image,
-        SimCamera(catalog),
-        inspector,
-        StationConfig(
-            deadline_ms=deadline_ms or recipe.runtime.deadline_ms,
-            fail_safe=recipe.decision.fail_safe.verdict,
-        ),
-        on_result=on_result,
+    station = load_station(station_file or sim_station_file())
+    if recipe_path is not None:
+        station = with_active_recipe(station, recipe_path)
+    station = station.model_copy(
+        update={
+            "source": SyntheticSource(count=parts, seed=seed, defect_rate=defect_rate),
+            "trigger": station.trigger.model_copy(update={"mode": TriggerMode.PLC}),
+            "modbus": station.modbus.model_copy(
+                update={"enabled": True, "host": host, "port": port}
+            ),
+            "store": station.store.model_copy(update={"enabled": False}),
+            "api": station.api.model_copy(update={"enabled": False}),
+        }
     )
-    server = ModbusServer(image, host=host, port=port)
+    runtime = StationRuntime(station, where="station", make_overlays=False)
     stop = stop or threading.Event()
-    bound = server.start()
-    station.start()
+    runtime.start()
     try:
-        if ready is not None:
-            ready(bound)
+        if ready is not None and runtime.modbus_port is not None:
+            ready(runtime.modbus_port)
         stop.wait()
     finally:
-        station.stop()
-        server.stop()
-        inspector.close()
-    return station
+        runtime.stop()
+    return runtime

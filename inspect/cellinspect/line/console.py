@@ -53,6 +53,13 @@ def report_table(report: LineReport) -> Table:
             f"{report.link_errors} / {report.reconnects} / {report.station_errors}",
         ),
     ]
+    if report.robot_sent is not None:
+        rows.append(
+            (
+                "robot picks sent / acknowledged / timed out",
+                f"{report.robot_sent} / {report.robot_acknowledged} / {report.robot_timed_out}",
+            )
+        )
     for name, value in rows:
         table.add_row(name, value)
     verdict = (

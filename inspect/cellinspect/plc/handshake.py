@@ -63,6 +63,7 @@ class TriggerJob:
     part_id: int
     encoder: int
     accepted_mono: float
+    origin: str = "plc"  # plc | software | opcua | free_run: who asked for this job
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ class Handshake:
         self._cmd_executing = False
         self._cmd_completed = False
         self._cmd_failed = False
+        self._accepting = True
         self._acq_id = 0
         self._insp_id = 0
         self._missed_count = 0
@@ -178,13 +180,18 @@ class Handshake:
 
     @property
     def trigger_ready(self) -> bool:
+        return self.station_ready and bool(self._control & Control.TRIGGER_ENABLE)
+
+    @property
+    def station_ready(self) -> bool:
+        """Free for a job whoever asks: online, no error, not busy, no command, not stopping."""
         return (
-            self._online
+            self._accepting
+            and self._online
             and not self._error_bit
             and not self._busy
             and not self._trigger_ack
             and not self._cmd_executing
-            and bool(self._control & Control.TRIGGER_ENABLE)
         )
 
     def status_word(self) -> Status:
@@ -279,9 +286,54 @@ class Handshake:
         self.counters.accepted_triggers += 1
         self._on_job(job)
 
+    def accept_station_trigger(self, part_id: int, encoder: int, origin: str) -> TriggerJob | None:
+        """A trigger from the station's side (free run, API, OPC UA); None when not ready.
+
+        Same bookkeeping as a PLC trigger (acquisition id, BUSY), without TRIGGER_ACK: no PLC
+        bit is waiting for it. The PLC's TRIGGER_ENABLE is not required, since the PLC is
+        not the one triggering; SET_OFFLINE, ERROR, a command or BUSY still refuse it.
+        """
+        with self.image.lock:
+            if not self.station_ready:
+                return None
+            self._acq_id = (self._acq_id + 1) & U16_MAX
+            job = TriggerJob(
+                acquisition_id=self._acq_id,
+                part_id=part_id,
+                encoder=encoder,
+                accepted_mono=self._clock(),
+                origin=origin,
+            )
+            self._busy = True
+            self.counters.accepted_triggers += 1
+            self._publish()
+        self._on_job(job)
+        return job
+
+    def stop_triggers(self) -> None:
+        """Shutting down: refuse every new trigger (PLC ones count as missed) from now on."""
+        with self.image.lock:
+            self._accepting = False
+            self._publish()
+
+    def begin_station_command(self) -> ErrorCode:
+        """A command from the station's side (API, OPC UA): the same rule as a PLC command."""
+        with self.image.lock:
+            if self._busy or self._cmd_executing or self._error_bit or not self._accepting:
+                return ErrorCode.COMMAND_REFUSED_BUSY
+            self._cmd_executing = True
+            self._cmd_completed = self._cmd_failed = False
+            self._publish()
+            return ErrorCode.NONE
+
+    @property
+    def busy(self) -> bool:
+        with self.image.lock:
+            return self._busy or self._cmd_executing
+
     def _start_command(self) -> None:
         command, arg = self.image.read(Reg.COMMAND, 2)
-        if self._busy or self._cmd_executing or self._error_bit:
+        if self._busy or self._cmd_executing or self._error_bit or not self._accepting:
             self._fail_command(ErrorCode.COMMAND_REFUSED_BUSY)
             return
         if command not in {c.value for c in Command} or command == Command.NONE:

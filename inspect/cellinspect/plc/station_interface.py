@@ -24,7 +24,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cellinspect.entities import Frame, FrameFailure, InspectedFrame, InspectionResult, Verdict
+from cellinspect.entities import (
+    Frame,
+    FrameFailure,
+    InspectedFrame,
+    InspectionResult,
+    SourceItem,
+    Verdict,
+)
 from cellinspect.plc.handshake import Handshake, ResultBlock, TriggerJob
 from cellinspect.plc.register_image import RegisterImage
 from cellinspect.plc.registers import (
@@ -42,7 +49,16 @@ from cellinspect.runtime.protocols import ImageInspector
 
 log = logging.getLogger(__name__)
 
+_Dispatch = tuple[InspectedFrame | PickTarget, TriggerJob]
+
 InspectorFactory = Callable[[], ImageInspector]
+OutcomeHook = Callable[[InspectedFrame, TriggerJob], None]
+RecipeHook = Callable[[int, ImageInspector, ImageInspector], None]
+"""Called as hook(number, new inspector, old inspector) after a recipe switch."""
+
+
+class StationBusyError(RuntimeError):
+    """A trigger or command from the station's side came while the station was not ready."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +71,9 @@ class StationConfig:
     fail_safe: Verdict = Verdict.FAIL
     recipe_number: int = 1
     dispatch_queue: int = 512
+    station_id: str | None = None
+    line: str | None = None
+    site: str | None = None
 
     def __post_init__(self) -> None:
         if self.deadline_ms <= 0:
@@ -99,6 +118,8 @@ class StationInterface:
         on_target: Callable[[PickTarget], None] | None = None,
         recipes: Mapping[int, InspectorFactory] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_outcome: OutcomeHook | None = None,
+        on_recipe: RecipeHook | None = None,
     ) -> None:
         self.config = config or StationConfig()
         self.image = image
@@ -109,12 +130,19 @@ class StationInterface:
         self.on_result = on_result
         self.on_target = on_target
         self.recipes = dict(recipes or {})
+        self.on_outcome = on_outcome
+        self.on_recipe = on_recipe
         self._clock = clock
+        self._preloaded: dict[int, SourceItem] = {}
+        self._futures: dict[int, Future[InspectedFrame]] = {}
+        self._pending_lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._in_flight = 0
         self.records: list[StationRecord] = []
         self.dispatch_dropped = 0
         self._records_lock = threading.Lock()
         self._jobs: queue.Queue[TriggerJob | None] = queue.Queue()
-        self._dispatch: queue.Queue[InspectedFrame | PickTarget | None] = queue.Queue(
+        self._dispatch: queue.Queue[_Dispatch | None] = queue.Queue(
             maxsize=self.config.dispatch_queue
         )
         self._stop = threading.Event()
@@ -122,7 +150,7 @@ class StationInterface:
         self._executor: ThreadPoolExecutor | None = None
         self.handshake = Handshake(
             image,
-            on_job=self._jobs.put_nowait,
+            on_job=self._queue_job,
             on_command=self._on_command,
             heartbeat_timeout_s=self.config.heartbeat_timeout_s,
             recipe_number=self.config.recipe_number,
@@ -176,42 +204,62 @@ class StationInterface:
                 return
             try:
                 self._run_job(job)
-            except Exception:  # a bug here must not stop the line: log, fail safe, go on
+            except Exception as err:  # a bug here must not stop the line: log, fail safe, go on
                 log.exception("station: job for part %d failed", job.part_id)
                 self.handshake.complete_job(
                     ResultBlock(ResultCode.NO_RESULT, job.part_id, job.encoder), still_busy=False
                 )
+                future = self._pop_future(job)
+                if future is not None and not future.done():
+                    future.set_exception(err)
+            finally:
+                with self._idle:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
+
+    def _queue_job(self, job: TriggerJob) -> None:
+        with self._idle:
+            self._in_flight += 1
+        self._jobs.put_nowait(job)
 
     def _dispatch_loop(self) -> None:
         while True:
-            item = self._dispatch.get()
-            if item is None:
-                return
+            entry = self._dispatch.get()
             try:
+                if entry is None:
+                    return
+                item, job = entry
                 if isinstance(item, PickTarget):
                     if self.on_target is not None:
                         self.on_target(item)
-                elif self.on_result is not None:
+                    continue
+                if self.on_result is not None:
                     self.on_result(item)
+                if self.on_outcome is not None:
+                    self.on_outcome(item, job)
             except Exception:  # the store or robot failing must not stop inspection
                 log.exception("station: result/target consumer failed")
+            finally:
+                self._dispatch.task_done()
 
-    def _emit(self, item: InspectedFrame | PickTarget) -> None:
+    def _emit(self, item: InspectedFrame | PickTarget, job: TriggerJob) -> None:
         if isinstance(item, PickTarget) and self.on_target is None:
             return
-        if isinstance(item, InspectedFrame) and self.on_result is None:
+        if isinstance(item, InspectedFrame) and self.on_result is None and self.on_outcome is None:
             return
         try:
-            self._dispatch.put_nowait(item)
+            self._dispatch.put_nowait((item, job))
         except queue.Full:
             self.dispatch_dropped += 1
-            log.warning("station: dispatch queue full, dropped %s", type(item).__name__)
+            log.error("station: dispatch queue full, dropped %s", type(item).__name__)
 
     # ------------------------------------------------------------------ one part
 
     def _run_job(self, job: TriggerJob) -> None:
         deadline = job.accepted_mono + self.config.deadline_ms / 1000.0
-        item = self.camera.acquire(job.part_id, job.encoder, job.acquisition_id)
+        with self._pending_lock:
+            preloaded = self._preloaded.pop(job.acquisition_id, None)
+        item = preloaded or self.camera.acquire(job.part_id, job.encoder, job.acquisition_id)
         if isinstance(item, FrameFailure):
             inspected = self._fail_safe(item, f"acquisition failed: {item.reason}")
             self._finish(job, inspected, inspect_ms=None, dropped=True, deadline=deadline)
@@ -242,7 +290,8 @@ class StationInterface:
                 False,
                 (self._clock() - started) * 1000.0,
             )
-            self._emit(late)
+            self._resolve(job, late)
+            self._emit(late, job)
             return
         except Exception as err:
             inspected = self._fail_safe(item, f"inspector raised {type(err).__name__}: {err}")
@@ -257,6 +306,7 @@ class StationInterface:
         deadline: float,
     ) -> None:
         now = self._clock()
+        inspected = self.stamp(inspected)
         if now > deadline:
             self._post_no_result(job)
             late = self._late_result(inspected, now - job.accepted_mono)
@@ -264,7 +314,8 @@ class StationInterface:
             self._record(
                 job, ResultCode.NO_RESULT, late.result.verdict, True, True, dropped, inspect_ms
             )
-            self._emit(late)
+            self._resolve(job, late)
+            self._emit(late, job)
             return
         result = inspected.result
         code = ResultCode.from_verdict(result.verdict)
@@ -286,9 +337,10 @@ class StationInterface:
         )
         delivered = self.handshake.complete_job(block)
         self._record(job, code, result.verdict, delivered, False, dropped, inspect_ms)
-        self._emit(inspected)
+        self._resolve(job, inspected)
+        self._emit(inspected, job)
         if target is not None:
-            self._emit(target)
+            self._emit(target, job)
 
     def _post_no_result(self, job: TriggerJob) -> None:
         block = ResultBlock(
@@ -302,9 +354,71 @@ class StationInterface:
 
     def _wait_late(self, future: Future[InspectedFrame]) -> InspectedFrame:
         try:
-            return future.result()
+            return self.stamp(future.result())
         except Exception as err:
-            return self._fail_safe(None, f"inspector raised {type(err).__name__}: {err}")
+            return self.stamp(
+                self._fail_safe(None, f"inspector raised {type(err).__name__}: {err}")
+            )
+
+    def stamp(self, inspected: InspectedFrame) -> InspectedFrame:
+        """Every result leaves the station carrying the station's ids."""
+        c = self.config
+        if c.station_id is None:
+            return inspected
+        result = dataclasses.replace(
+            inspected.result, station_id=c.station_id, line=c.line, site=c.site
+        )
+        return dataclasses.replace(inspected, result=result)
+
+    def _resolve(self, job: TriggerJob, inspected: InspectedFrame) -> None:
+        future = self._pop_future(job)
+        if future is not None and not future.done():
+            future.set_result(inspected)
+
+    def _pop_future(self, job: TriggerJob) -> Future[InspectedFrame] | None:
+        with self._pending_lock:
+            return self._futures.pop(job.acquisition_id, None)
+
+    # ------------------------------------------------------------------ station-side triggers
+
+    def trigger(
+        self,
+        part_id: int,
+        encoder: int = 0,
+        item: SourceItem | None = None,
+        origin: str = "software",
+    ) -> Future[InspectedFrame]:
+        """Start one job from the station's side; StationBusyError when it is not ready.
+
+        `item` is a frame already in hand (free run); otherwise the camera is asked for one,
+        as on a PLC trigger. The future resolves with the result as posted (stamped, and
+        NO RESULT-adjusted when late), after the PLC registers hold it.
+        """
+        future: Future[InspectedFrame] = Future()
+        with self._pending_lock:
+            # Registered under the lock before the job can run: the job looks them up.
+            job = self.handshake.accept_station_trigger(part_id, encoder, origin)
+            if job is None:
+                raise StationBusyError(f"station not ready for a trigger ({self.handshake.state})")
+            if item is not None:
+                self._preloaded[job.acquisition_id] = item
+            self._futures[job.acquisition_id] = future
+        return future
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no job is queued or running and every result has been dispatched."""
+        end = self._clock() + timeout
+        with self._idle:
+            while self._in_flight > 0:
+                remaining = end - self._clock()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(min(remaining, 0.1))
+        while self._dispatch.unfinished_tasks:
+            if self._clock() > end:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _record(
         self,
@@ -330,6 +444,10 @@ class StationInterface:
         )
         with self._records_lock:
             self.records.append(rec)
+
+    def fail_safe_result(self, failure: FrameFailure | Frame | None, reason: str) -> InspectedFrame:
+        """The recipe's fail-safe verdict for a part that could not be judged, with the reason."""
+        return self._fail_safe(failure, reason)
 
     def _fail_safe(self, failure: FrameFailure | Frame | None, reason: str) -> InspectedFrame:
         result = InspectionResult(
@@ -371,16 +489,35 @@ class StationInterface:
         if command != Command.SELECT_RECIPE:
             self.handshake.complete_command(ErrorCode.UNKNOWN_COMMAND)
             return
-        factory = self.recipes.get(arg)
+        self.handshake.complete_command(*self._switch_recipe(arg))
+
+    def select_recipe(self, number: int) -> ErrorCode:
+        """Recipe select from the station's side (API, OPC UA): the PLC command's rules."""
+        refused = self.handshake.begin_station_command()
+        if refused is not ErrorCode.NONE:
+            return refused
+        error, recipe = self._switch_recipe(number)
+        self.handshake.complete_command(error, recipe=recipe)
+        return error
+
+    def _switch_recipe(self, number: int) -> tuple[ErrorCode, int | None]:
+        """Load recipe `number` from the catalog; on any failure the old one stays live."""
+        factory = self.recipes.get(number)
         if factory is None:
-            log.warning("station: recipe %d requested, known: %s", arg, sorted(self.recipes))
-            self.handshake.complete_command(ErrorCode.RECIPE_NOT_FOUND)
-            return
+            log.warning("station: recipe %d requested, known: %s", number, sorted(self.recipes))
+            return ErrorCode.RECIPE_NOT_FOUND, None
         try:
             inspector = factory()
         except Exception:
-            log.exception("station: loading recipe %d failed", arg)
-            self.handshake.complete_command(ErrorCode.RECIPE_LOAD_FAILED)
-            return
-        self.inspector = inspector
-        self.handshake.complete_command(ErrorCode.NONE, recipe=arg)
+            log.exception("station: loading recipe %d failed; the previous one stays", number)
+            return ErrorCode.RECIPE_LOAD_FAILED, None
+        old, self.inspector = self.inspector, inspector
+        if self.on_recipe is not None:
+            try:
+                self.on_recipe(number, inspector, old)
+            except Exception:
+                log.exception("station: recipe %d hook failed; the previous one stays", number)
+                self.inspector = old
+                return ErrorCode.RECIPE_LOAD_FAILED, None
+        log.info("station: recipe %d is live", number)
+        return ErrorCode.NONE, number

@@ -1,0 +1,150 @@
+"""`cellinspect run STATION.yaml`: the station as a long-running process, and station validation.
+
+Runs until SIGINT or SIGTERM (or, with --until-source-ends, until a finite source is done),
+then stops in order so that nothing judged is lost: see StationRuntime.stop().
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from cellinspect.cli_support import console, err_console, fail, user_errors
+
+log = logging.getLogger(__name__)
+
+StationArg = Annotated[
+    Path, typer.Argument(help="Station file (YAML), e.g. stations/example.yaml.")
+]
+
+
+def run(
+    station_file: StationArg,
+    until_source_ends: Annotated[
+        bool,
+        typer.Option(
+            "--until-source-ends",
+            help="Stop once a finite source (files, folder, video) has been inspected.",
+        ),
+    ] = False,
+    log_level: Annotated[
+        str, typer.Option(help="Log level: debug, info, warning, error.")
+    ] = "info",
+) -> None:
+    """Run a station: its recipe's camera, stream or folder, its PLC, OPC UA, robot, store, API."""
+    from cellinspect.station.config import load_station
+    from cellinspect.station.runtime import StationRuntime
+    from cellinspect.station.status import StatusReporter, configure_logging
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise fail(f"--log-level: unknown level {log_level!r}")
+    configure_logging(sys.stderr, level)
+    with user_errors():
+        station = load_station(station_file)
+        runtime = StationRuntime(
+            station, where=str(station_file), exit_when_source_ends=until_source_ends
+        )
+        stop_signal: list[str] = []
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            stop_signal.append(signal.Signals(signum).name)
+            runtime.request_stop()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        reporter: StatusReporter | None = None
+        try:
+            runtime.start()
+            _announce(runtime)
+            reporter = StatusReporter(runtime).start()
+            while not runtime.wait(0.5):
+                pass
+        finally:
+            why = stop_signal[0] if stop_signal else "source ended"
+            log.info("station %s: stopping (%s)", station.station_id, why)
+            if reporter is not None:
+                reporter.stop()
+            runtime.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            _farewell(runtime)
+
+
+def _announce(runtime: object) -> None:
+    from cellinspect.station.runtime import StationRuntime
+
+    assert isinstance(runtime, StationRuntime)
+    snap = runtime.status()
+    where = {
+        name: info.get("address") or info.get("endpoint") or info.get("url") or info.get("name")
+        for name, info in snap["links"].items()
+        if name in {"modbus", "opcua", "api", "camera"}
+    }
+    links = ", ".join(f"{name} {value}" for name, value in where.items())
+    log.info(
+        "station %s running recipe %d (%s), trigger %s; %s",
+        snap["station_id"],
+        snap["recipe"]["number"],
+        snap["recipe"]["name"],
+        snap["trigger"],
+        links,
+    )
+
+
+def _farewell(runtime: object) -> None:
+    from cellinspect.entities import Verdict
+    from cellinspect.station.runtime import StationRuntime
+
+    assert isinstance(runtime, StationRuntime)
+    v = runtime.counts.verdicts
+    store = ""
+    if runtime.writer is not None:
+        s = runtime.writer.stats
+        store = f"; store: {s.written} written, {s.spilled} spilled, {s.dropped} dropped"
+    robot = ""
+    if runtime.robot is not None:
+        rc = runtime.robot.counters
+        robot = (
+            f"; robot: {rc.acknowledged} acknowledged of {rc.sent} sent, {rc.timed_out} timed out"
+        )
+    log.info(
+        "station %s stopped: %d parts (pass %d, fail %d, review %d)%s%s",
+        runtime.station.station_id,
+        runtime.counts.parts,
+        v[Verdict.PASS],
+        v[Verdict.FAIL],
+        v[Verdict.REVIEW],
+        store,
+        robot,
+    )
+
+
+def validate_station(path: Path) -> None:
+    """`cellinspect validate STATION.yaml`: the file, every recipe in its catalog, their models."""
+    from cellinspect.station.catalog import RecipeCatalog
+    from cellinspect.station.config import StationInvalidError, load_station
+
+    try:
+        station = load_station(path)
+    except StationInvalidError as err:
+        for line in err.problems:
+            err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(code=1) from err
+    with user_errors():
+        RecipeCatalog.load(station.recipes, str(path))
+    console.print(
+        f"{path}: valid station '{station.station_id}': recipes "
+        f"{sorted(station.recipes)} (active {station.active_recipe}), "
+        f"trigger {station.trigger.mode.value}",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

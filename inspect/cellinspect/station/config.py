@@ -1,0 +1,269 @@
+"""The station file: what one station is, which recipes it may run, and how it is wired.
+
+A recipe says what to inspect and how; the station file says where this station stands
+(ids), which recipes its PLC may select by number, what triggers an inspection, and which
+links (Modbus, OPC UA, robot, API, store) it serves. YAML, validated by pydantic with unknown
+keys rejected; relative paths resolve against the station file. Secrets (the API token, a
+database password) stay in the environment (CELLINSPECT_*), never in this file.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cellinspect.config import SourceConfig, format_validation_error
+from cellinspect.errors import ConfigError
+
+OpcUaPolicy = Literal["none", "basic256sha256_sign", "basic256sha256_sign_encrypt"]
+
+
+def _no_security() -> list[OpcUaPolicy]:
+    return ["none"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TriggerMode(enum.StrEnum):
+    """What starts an inspection."""
+
+    FREE_RUN = "free_run"  # every frame the source delivers is a part
+    PLC = "plc"  # the PLC's Modbus trigger handshake; one frame per accepted trigger
+    SOFTWARE = "software"  # POST /station/trigger or OPC UA StartSingleJob
+
+
+class TriggerConfig(_Strict):
+    mode: TriggerMode = Field(default=TriggerMode.FREE_RUN, description="What starts a job.")
+    frame_timeout_ms: float = Field(
+        default=1000.0,
+        gt=0,
+        description="How long a triggered job waits for its frame before it is a fail-safe "
+        "result (a stream that is reconnecting, an empty hot folder).",
+    )
+
+
+class ModbusConfig(_Strict):
+    enabled: bool = Field(default=False, description="Serve the PLC register map (Modbus TCP).")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Bind address. 0.0.0.0 (all interfaces) only when asked for: Modbus has "
+        "no authentication, so put the station on the cell's own network.",
+    )
+    port: int = Field(default=502, ge=0, le=65535, description="Modbus TCP port (0: a free one).")
+    heartbeat_timeout_s: float | None = Field(
+        default=1.0,
+        gt=0,
+        description="PLC heartbeat (HR7) watchdog; None: no watchdog.",
+    )
+
+
+class OpcUaConfig(_Strict):
+    enabled: bool = Field(default=False, description="Serve the OPC 40100-shaped OPC UA server.")
+    host: str = Field(default="127.0.0.1", description="Bind address of the endpoint.")
+    port: int = Field(default=4840, ge=0, le=65535, description="OPC UA port (0: a free one).")
+    security_policies: list[OpcUaPolicy] = Field(
+        default_factory=_no_security,
+        min_length=1,
+        description="Offered policies: none, basic256sha256_sign, basic256sha256_sign_encrypt.",
+    )
+    certificate: Path | None = Field(
+        default=None, description="Server certificate (DER or PEM), needed by signing policies."
+    )
+    private_key: Path | None = Field(
+        default=None, description="Server private key (PEM), needed by signing policies."
+    )
+    allow_anonymous: bool = Field(
+        default=True, description="Accept anonymous sessions (False: users only)."
+    )
+    users_file: Path | None = Field(
+        default=None,
+        description="YAML mapping user name -> password for OPC UA sessions (keep it mode "
+        "600, readable by the station's user only).",
+    )
+
+    @model_validator(mode="after")
+    def _signing_needs_files(self) -> OpcUaConfig:
+        if not self.allow_anonymous and self.users_file is None:
+            raise ValueError("allow_anonymous: false needs a 'users_file' of user names")
+        signing = any(p != "none" for p in self.security_policies)
+        if signing and (self.certificate is None or self.private_key is None):
+            raise ValueError(
+                "security_policies: a signing policy needs 'certificate' and 'private_key'"
+            )
+        return self
+
+
+class RobotConfig(_Strict):
+    enabled: bool = Field(default=False, description="Send pick targets of rejected parts.")
+    host: str = Field(default="127.0.0.1", description="Robot controller address.")
+    port: int = Field(default=30002, ge=0, le=65535, description="Robot JSON-lines TCP port.")
+    timeout_s: float = Field(default=1.0, gt=0, description="Wait for each acknowledgement.")
+    retries: int = Field(default=2, ge=0, description="Resends after a timeout or lost link.")
+    queue_size: int = Field(default=256, ge=1, description="Targets waiting for the robot.")
+
+
+class ApiConfig(_Strict):
+    enabled: bool = Field(default=True, description="Serve the results API and review page.")
+    host: str = Field(default="127.0.0.1", description="Bind address.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port (0: a free one).")
+    allow_remote: bool = Field(
+        default=False,
+        description="Allow a non-loopback address (needs CELLINSPECT_API_TOKEN).",
+    )
+
+
+class StoreConfig(_Strict):
+    enabled: bool = Field(default=True, description="Keep every result (and images).")
+    data_dir: Path = Field(
+        default=Path("cellinspect-data"),
+        description="SQLite database, kept images and the spill file (relative: to this file).",
+    )
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of another database; a password belongs in "
+        "CELLINSPECT_DB_URL instead.",
+    )
+    settings: Path | None = Field(
+        default=None,
+        description="Station settings YAML (image budget, retention...); CELLINSPECT_* override.",
+    )
+
+
+class StationFile(_Strict):
+    station_id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="This station's id, recorded in every result.",
+    )
+    line: str | None = Field(default=None, description="Line the station stands on.")
+    site: str | None = Field(default=None, description="Plant or site.")
+    recipes: dict[int, Path] = Field(
+        min_length=1,
+        description="Recipe catalog: number (what the PLC selects with command 1) -> file.",
+    )
+    active_recipe: int = Field(default=1, description="Catalog number active at start.")
+    source: SourceConfig | None = Field(
+        default=None,
+        description="The station's own camera; None: each recipe's own `source:`.",
+    )
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig, description="What starts a job.")
+    modbus: ModbusConfig = Field(default_factory=ModbusConfig, description="PLC link.")
+    opcua: OpcUaConfig = Field(default_factory=OpcUaConfig, description="OPC UA server.")
+    robot: RobotConfig = Field(default_factory=RobotConfig, description="Robot link.")
+    api: ApiConfig = Field(default_factory=ApiConfig, description="Results API and review page.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Where results live.")
+    status_every_s: float = Field(
+        default=10.0, gt=0, description="Status log line interval when not on a terminal."
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StationFile:
+        bad = sorted(n for n in self.recipes if not 1 <= n <= 65535)
+        if bad:
+            raise ValueError(f"recipes: numbers must be 1..65535 (a PLC register), got {bad}")
+        if self.active_recipe not in self.recipes:
+            raise ValueError(
+                f"active_recipe: {self.active_recipe} is not in the catalog {sorted(self.recipes)}"
+            )
+        if self.trigger.mode is TriggerMode.PLC and not self.modbus.enabled:
+            raise ValueError("trigger.mode: 'plc' needs modbus.enabled: true")
+        for name in ("modbus", "opcua", "robot", "api"):
+            host = getattr(self, name).host
+            if not _is_address(host):
+                raise ValueError(f"{name}.host: {host!r} is not an IP address or host name")
+        return self
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(host) and all(part.isalnum() or "-" in part for part in host.split("."))
+    return True
+
+
+class StationInvalidError(ConfigError):
+    """A station file failed validation; `problems` holds one line per error with its key path."""
+
+    def __init__(self, file: Path, problems: list[str]) -> None:
+        super().__init__(f"{file}: invalid station file\n" + "\n".join(problems))
+        self.file = file
+        self.problems = problems
+
+
+def _resolve_paths(station: StationFile, base: Path) -> StationFile:
+    from cellinspect.config import _resolve
+
+    def absolute(path: Path | None) -> Path | None:
+        if path is None or path.is_absolute():
+            return path
+        return (base / path).resolve()
+
+    store = station.store.model_copy(
+        update={
+            "data_dir": absolute(station.store.data_dir),
+            "settings": absolute(station.store.settings),
+        }
+    )
+    opcua = station.opcua.model_copy(
+        update={
+            "certificate": absolute(station.opcua.certificate),
+            "private_key": absolute(station.opcua.private_key),
+            "users_file": absolute(station.opcua.users_file),
+        }
+    )
+    return station.model_copy(
+        update={
+            "recipes": {n: absolute(p) for n, p in station.recipes.items()},
+            "source": None if station.source is None else _resolve(base, station.source),
+            "store": store,
+            "opcua": opcua,
+        }
+    )
+
+
+def parse_station(data: Any, file: Path) -> StationFile:
+    """Validate a mapping as a station file; paths resolve against `file`'s folder."""
+    if not isinstance(data, dict):
+        raise StationInvalidError(file, [f"{file}: <root>: expected a mapping of station keys"])
+    try:
+        station = StationFile.model_validate(data)
+    except ValidationError as err:
+        raise StationInvalidError(file, format_validation_error(err, file)) from err
+    return _resolve_paths(station, file.resolve().parent)
+
+
+def read_yaml(file: Path, what: str) -> Any:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{file}: {what} not found") from err
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read {what}: {err}") from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: not valid YAML: {err}") from err
+
+
+def load_station(path: Path | str) -> StationFile:
+    """Read, validate and resolve a station file (it says nothing yet of the recipes' contents)."""
+    file = Path(path)
+    return parse_station(read_yaml(file, "station file"), file)
+
+
+def is_station_file(path: Path | str) -> bool:
+    """True when a YAML file has a top-level `station_id` (what `validate` uses to tell)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "station_id" in data

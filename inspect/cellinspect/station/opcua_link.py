@@ -1,0 +1,103 @@
+"""The station behind its OPC UA server: StartSingleJob runs a station job, recipes by catalog.
+
+The OPC 40100-shaped server (`plc/opcua_server.py`) calls a job runner and keeps a state
+machine. Here the runner is the station's own trigger path (the same inspector, deadline,
+fail-safe and outputs as a PLC trigger), and PrepareRecipe selects from the station's
+catalog by number ("2") or recipe name, loading it the way the PLC's command 1 does: while
+idle only, and a recipe that fails to load leaves the previous one live.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cellinspect.entities import InspectedFrame
+from cellinspect.errors import ConfigError
+from cellinspect.plc.opcua_security import OpcUaSecurity
+from cellinspect.plc.registers import ErrorCode
+from cellinspect.plc.vision_state import InvalidTransitionError, VisionState, VisionStateMachine
+from cellinspect.station.config import read_yaml
+
+if TYPE_CHECKING:
+    from cellinspect.plc.opcua_server import VisionOpcUaServer
+    from cellinspect.station.runtime import StationRuntime
+
+log = logging.getLogger(__name__)
+
+
+class CatalogVisionState(VisionStateMachine):
+    """PrepareRecipe switches the station's live recipe before it reports Ready."""
+
+    def __init__(self, runtime: StationRuntime) -> None:
+        super().__init__(runtime.catalog.external_ids())
+        self.runtime = runtime
+
+    def prepare_recipe(self, recipe: str) -> None:
+        number = self.runtime.catalog.lookup(recipe)
+        if number is None:
+            raise InvalidTransitionError(
+                f"PrepareRecipe: unknown recipe {recipe!r}; known: "
+                f"{self.runtime.catalog.external_ids()}"
+            )
+        if self.state is not VisionState.OPERATIONAL:
+            super().prepare_recipe(recipe)  # raises with the state rule's message
+        if number != self.runtime.active_recipe:
+            code = self.runtime.select_recipe(number)
+            if code is not ErrorCode.NONE:
+                raise InvalidTransitionError(
+                    f"PrepareRecipe: recipe {number} not loaded ({code.name})"
+                )
+        super().prepare_recipe(recipe)
+
+
+def _security(runtime: StationRuntime) -> OpcUaSecurity | None:
+    """The server's security settings from the station file (None: anonymous, no security)."""
+    cfg = runtime.station.opcua
+    if cfg.security_policies == ["none"] and cfg.allow_anonymous:
+        return None
+    users = None if cfg.users_file is None else _read_users(cfg.users_file)
+    return OpcUaSecurity(
+        policies=tuple(cfg.security_policies),
+        certificate=cfg.certificate,
+        private_key=cfg.private_key,
+        allow_anonymous=cfg.allow_anonymous,
+        users=users,
+    )
+
+
+def _read_users(path: Path) -> dict[str, str]:
+    """user -> password from a YAML mapping; errors name the file, never a password."""
+    data = read_yaml(path, "OPC UA users file")
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str | int) for k, v in data.items()
+    ):
+        raise ConfigError(f"{path}: expected a mapping of user name -> password")
+    return {k: str(v) for k, v in data.items()}
+
+
+def start_opcua(runtime: StationRuntime) -> VisionOpcUaServer:
+    """Start the server in Operational/Ready with the active recipe prepared."""
+    from cellinspect.plc.opcua_server import VisionOpcUaServer
+
+    machine = CatalogVisionState(runtime)
+    machine.select_mode_automatic()
+    VisionStateMachine.prepare_recipe(machine, str(runtime.active_recipe))
+
+    def run_job(meas: str, part: str) -> InspectedFrame:
+        part_id = int(part) if part.strip().isdigit() else None
+        return runtime.trigger(part_id, origin="opcua")
+
+    cfg = runtime.station.opcua
+    server = VisionOpcUaServer(
+        machine,
+        run_job,
+        host=cfg.host,
+        port=cfg.port,
+        simulated=False,
+        security=_security(runtime),
+    )
+    server.start()
+    log.info("OPC UA server on %s", server.url)
+    return server

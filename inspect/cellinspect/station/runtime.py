@@ -1,0 +1,544 @@
+"""The station process: one recipe live, one trigger mode, every enabled link, ordered stop.
+
+`StationRuntime` wires the pieces that already exist and are tested alone: the recipe's
+frame source (or an injected camera, which is all the simulator swaps), the register image
+and its handshake (`StationInterface`, which runs every job whoever triggers it), the Modbus
+server, the OPC UA server, the robot link, the result store with its writer, and the API.
+
+Every job, whatever started it (PLC trigger, free-run frame, API, OPC UA), goes through
+`StationInterface`: the frame, the deadline, the fail-safe verdict, the PLC result block,
+the station ids on the result and the hand-over to the store and the robot are one code
+path. Stopping runs in order: no new triggers, in-flight parts finish and are posted,
+results are handed to the store, the robot gets its queued targets, the store is flushed,
+then the links close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from cellinspect.config import SourceConfig, SyntheticSource
+from cellinspect.entities import FrameFailure, InspectedFrame, SourceItem, Verdict
+from cellinspect.errors import ConfigError
+from cellinspect.plc.handshake import TriggerJob
+from cellinspect.plc.register_image import RegisterImage
+from cellinspect.plc.registers import ErrorCode
+from cellinspect.plc.robot import PickTarget, PlaneMapping
+from cellinspect.plc.sim_camera import TriggeredCamera
+from cellinspect.plc.station_interface import (
+    StationBusyError,
+    StationConfig,
+    StationInterface,
+)
+from cellinspect.runtime.protocols import ImageInspector
+from cellinspect.station.camera import LIVE_SOURCE_TYPES, SourceCamera
+from cellinspect.station.catalog import RecipeCatalog
+from cellinspect.station.config import StationFile, TriggerMode
+from cellinspect.station.robot_link import RobotLink
+
+if TYPE_CHECKING:
+    from cellinspect.api.server import ApiServerThread
+    from cellinspect.plc.modbus_adapter import ModbusServer
+    from cellinspect.plc.opcua_server import VisionOpcUaServer
+    from cellinspect.runtime.inspector import Inspector
+    from cellinspect.settings import StationSettings
+    from cellinspect.storage.sql_store import SqlResultStore
+    from cellinspect.storage.writer import AsyncResultWriter
+
+log = logging.getLogger(__name__)
+
+ResultHook = Callable[[InspectedFrame], None]
+
+
+@dataclasses.dataclass(slots=True)
+class StationCounts:
+    """Verdicts as the station posted them, for the status line and GET /station."""
+
+    parts: int = 0
+    verdicts: dict[Verdict, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(Verdict, 0)
+    )
+    errors: int = 0
+    latencies_ms: deque[float] = dataclasses.field(default_factory=lambda: deque(maxlen=500))
+    finished_mono: deque[float] = dataclasses.field(default_factory=lambda: deque(maxlen=2000))
+
+    def add(self, inspected: InspectedFrame, latency_ms: float, now: float) -> None:
+        result = inspected.result
+        self.parts += 1
+        self.verdicts[result.verdict] += 1
+        if result.error is not None:
+            self.errors += 1
+        self.latencies_ms.append(latency_ms)
+        self.finished_mono.append(now)
+
+    def rate_per_min(self, now: float, window_s: float = 60.0) -> float:
+        recent = [t for t in self.finished_mono if now - t <= window_s]
+        if len(recent) < 2:
+            return 0.0
+        span = max(now - recent[0], 1e-6)
+        return len(recent) * 60.0 / max(span, 1.0)
+
+    def latency_p50(self) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[len(ordered) // 2]
+
+
+class _LiveInspector:
+    """The API's view of the station's inspector: whichever recipe is live right now."""
+
+    def __init__(self, runtime: StationRuntime) -> None:
+        self._runtime = runtime
+
+    @property
+    def recipe_name(self) -> str:
+        return self._runtime.interface.inspector.recipe_name
+
+    @property
+    def recipe_sha256(self) -> str:
+        return self._runtime.interface.inspector.recipe_sha256
+
+    def inspect_image(
+        self,
+        image: Any,
+        name: str | None = None,
+        part_id: int | None = None,
+        encoder: int | None = None,
+    ) -> InspectedFrame:
+        inspected = self._runtime.interface.inspector.inspect_image(
+            image, name=name, part_id=part_id, encoder=encoder
+        )
+        return self._runtime.interface.stamp(inspected)
+
+
+class StationRuntime:
+    """Build with a loaded station file; `start()`, then `stop()` (or use it as a context)."""
+
+    def __init__(
+        self,
+        station: StationFile,
+        *,
+        where: str = "station",
+        camera: TriggeredCamera | None = None,
+        make_overlays: bool = True,
+        on_result: ResultHook | None = None,
+        on_target: Callable[[PickTarget], None] | None = None,
+        exit_when_source_ends: bool = False,
+        inspector_factory: Callable[[int], ImageInspector] | None = None,
+        interface_overrides: Mapping[str, Any] | None = None,
+        plane: PlaneMapping | None = None,
+    ) -> None:
+        """`camera`, `inspector_factory` and `plane` swap devices (simulator, tests).
+
+        `interface_overrides` replaces StationConfig fields the recipe would set (for
+        example a simulated line's shorter deadline); everything else comes from the files.
+        """
+        self.station = station
+        self.where = where
+        self.catalog = RecipeCatalog.load(station.recipes, where)
+        self.active_recipe = station.active_recipe
+        self.make_overlays = make_overlays
+        self.extra_on_result = on_result
+        self.extra_on_target = on_target
+        self.exit_when_source_ends = exit_when_source_ends
+        self._injected_camera = camera
+        self._inspector_factory = inspector_factory
+        self._overrides = dict(interface_overrides or {})
+        self._plane = plane
+        self.camera: TriggeredCamera | None = None
+        self.counts = StationCounts()
+        self.stop_requested = threading.Event()
+        self.source_ended = threading.Event()
+        self.started_mono = 0.0
+        self.settings: StationSettings | None = None
+        self.store: SqlResultStore | None = None
+        self.writer: AsyncResultWriter | None = None
+        self.modbus: ModbusServer | None = None
+        self.modbus_port: int | None = None
+        self.opcua: VisionOpcUaServer | None = None
+        self.robot: RobotLink | None = None
+        self.api: ApiServerThread | None = None
+        self.image = RegisterImage()
+        self._interface: StationInterface | None = None
+        self._free_run: threading.Thread | None = None
+        self._part_ids = itertools.count(1)
+        self._pending_camera: TriggeredCamera | None = None
+        self._stopped = False
+        self._trigger_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def interface(self) -> StationInterface:
+        if self._interface is None:
+            raise RuntimeError("station not started")
+        return self._interface
+
+    @property
+    def mode(self) -> TriggerMode:
+        return self.station.trigger.mode
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> StationRuntime:
+        """Open everything; on any failure, close what was opened and raise."""
+        self.started_mono = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        entry = self.catalog[self.active_recipe]
+        inspector = self._new_inspector(self.active_recipe)
+        if self.station.store.enabled:
+            self._open_store()
+        self.camera = self._injected_camera or self._open_camera(entry.recipe.source)
+        st = self.station
+        self._interface = StationInterface(
+            self.image,
+            self.camera,
+            inspector,
+            StationConfig(
+                **{
+                    "deadline_ms": entry.recipe.runtime.deadline_ms,
+                    "heartbeat_timeout_s": st.modbus.heartbeat_timeout_s,
+                    "fail_safe": entry.recipe.decision.fail_safe.verdict,
+                    "recipe_number": self.active_recipe,
+                    "station_id": st.station_id,
+                    "line": st.line,
+                    "site": st.site,
+                    **self._overrides,
+                }
+            ),
+            plane=self._plane,
+            on_result=self._on_result,
+            on_target=self._on_target,
+            recipes={n: self._factory(n) for n in self.catalog.numbers},
+            on_outcome=self._on_outcome,
+            on_recipe=self._on_recipe,
+        )
+        if st.modbus.enabled:
+            self._start_modbus()
+        if st.robot.enabled:
+            self.robot = RobotLink(
+                st.robot.host,
+                st.robot.port,
+                timeout_s=st.robot.timeout_s,
+                retries=st.robot.retries,
+                queue_size=st.robot.queue_size,
+            ).start()
+        self.interface.start()
+        if st.opcua.enabled:
+            self._start_opcua()
+        if st.api.enabled:
+            self._start_api()
+        if self.mode is TriggerMode.FREE_RUN:
+            self._free_run = threading.Thread(target=self._free_run_loop, name="free-run")
+            self._free_run.start()
+        log.info(
+            "station %s: recipe %d (%s) live, trigger %s",
+            st.station_id,
+            self.active_recipe,
+            entry.recipe.name,
+            self.mode.value,
+        )
+
+    def _new_inspector(self, number: int) -> ImageInspector:
+        if self._inspector_factory is not None:
+            return self._inspector_factory(number)
+        return self._load_inspector(number)
+
+    def _load_inspector(self, number: int) -> Inspector:
+        from cellinspect.runtime.inspector import Inspector
+
+        entry = self.catalog[number]
+        return Inspector.from_recipe(
+            entry.path, make_overlays=self.make_overlays, recipe=entry.recipe
+        )
+
+    def _open_store(self) -> None:
+        from cellinspect.api.app import make_writer
+        from cellinspect.settings import load_settings
+        from cellinspect.storage.factory import open_store
+
+        store_cfg = self.station.store
+        overrides: dict[str, Any] = {"data_dir": store_cfg.data_dir}
+        if store_cfg.url is not None:
+            overrides["db_url"] = store_cfg.url
+        overrides["host"] = self.station.api.host
+        overrides["port"] = self.station.api.port
+        self.settings = load_settings(store_cfg.settings, **overrides)
+        self.store = open_store(self.settings)
+        self.writer = make_writer(self.settings, self.store)
+        self.writer.start()
+
+    def _open_camera(self, recipe_source: SourceConfig) -> TriggeredCamera:
+        """The station's camera: its own `source:` if set, else the recipe's."""
+        from cellinspect.sources.registry import open_source
+
+        cfg = self.station.source or recipe_source
+        if isinstance(cfg, SyntheticSource) and self.mode is not TriggerMode.FREE_RUN:
+            # Triggered synthetic parts: the part id the PLC latched picks the part, so a
+            # simulated PLC with the same plan knows the truth (cellinspect plc-sim).
+            from cellinspect.line.cell import rendered_catalog
+            from cellinspect.plc.sim_camera import SimCamera
+
+            return SimCamera(rendered_catalog(cfg.count, cfg.seed, cfg.defect_rate))
+        live = cfg.type in LIVE_SOURCE_TYPES
+        return SourceCamera(
+            open_source(cfg),
+            live=live,
+            every_frame=self.mode is TriggerMode.FREE_RUN or not live,
+            frame_timeout_s=self.station.trigger.frame_timeout_ms / 1000.0,
+        ).start()
+
+    def _start_modbus(self) -> None:
+        from cellinspect.api.server import is_loopback
+        from cellinspect.plc.modbus_adapter import ModbusServer
+
+        cfg = self.station.modbus
+        if not is_loopback(cfg.host):
+            log.warning(
+                "Modbus TCP binds %s: Modbus has no authentication; anyone on that network "
+                "can trigger, select recipes and read results. Keep it on the cell network.",
+                cfg.host,
+            )
+        self.modbus = ModbusServer(self.image, host=cfg.host, port=cfg.port)
+        self.modbus_port = self.modbus.start()
+        log.info("Modbus TCP server on %s:%d", cfg.host, self.modbus_port)
+
+    def _start_opcua(self) -> None:
+        from cellinspect.station.opcua_link import start_opcua
+
+        self.opcua = start_opcua(self)
+
+    def _start_api(self) -> None:
+        from cellinspect.api.app import create_app
+        from cellinspect.api.server import ApiServerThread
+
+        if self.store is None or self.writer is None or self.settings is None:
+            raise ConfigError(
+                f"{self.where}: api.enabled needs store.enabled (it serves the store)"
+            )
+        app = create_app(
+            self.settings,
+            self.store,
+            _LiveInspector(self),
+            writer=self.writer,
+            station=self,
+        )
+        cfg = self.station.api
+        self.api = ApiServerThread(app, cfg.host, cfg.port, allow_remote=cfg.allow_remote).start()
+        log.info("API and review page on %s/review", self.api.url)
+
+    # ------------------------------------------------------------------ recipes
+
+    def _factory(self, number: int) -> Callable[[], ImageInspector]:
+        def load() -> ImageInspector:
+            entry = self.catalog[number]
+            inspector = self._new_inspector(number)
+            if self._injected_camera is None and self.station.source is None:
+                current = self.catalog[self.active_recipe].recipe.source
+                if entry.recipe.source != current:
+                    try:
+                        self._pending_camera = self._open_camera(entry.recipe.source)
+                    except Exception:
+                        close = getattr(inspector, "close", None)
+                        if close is not None:
+                            close()
+                        raise
+            return inspector
+
+        return load
+
+    def _on_recipe(self, number: int, new: ImageInspector, old: ImageInspector) -> None:
+        """A recipe went live (station idle): its deadline, fail-safe and camera with it."""
+        entry = self.catalog[number]
+        iface = self.interface
+        changes: dict[str, Any] = {
+            "deadline_ms": entry.recipe.runtime.deadline_ms,
+            "fail_safe": entry.recipe.decision.fail_safe.verdict,
+            "recipe_number": number,
+            **self._overrides,
+        }
+        iface.config = dataclasses.replace(iface.config, **changes)
+        pending, self._pending_camera = self._pending_camera, None
+        if pending is not None:
+            previous, self.camera = self.camera, pending
+            iface.camera = pending
+            if isinstance(previous, SourceCamera):
+                previous.close()
+        self.active_recipe = number
+        close = getattr(old, "close", None)
+        if close is not None:
+            close()
+
+    def select_recipe(self, number: int) -> ErrorCode:
+        """API / OPC UA recipe select: same rules and codes as the PLC's command 1."""
+        return self.interface.select_recipe(number)
+
+    # ------------------------------------------------------------------ triggers
+
+    def trigger(
+        self, part_id: int | None = None, origin: str = "software", timeout_s: float | None = None
+    ) -> InspectedFrame:
+        """One part now (API, OPC UA): waits for the station to be free, then for the verdict."""
+        pid = next(self._part_ids) if part_id is None else part_id
+        wait = timeout_s if timeout_s is not None else self._job_timeout_s()
+        future = self._submit(pid, 0, None, origin, wait)
+        return future.result(timeout=wait)
+
+    def _job_timeout_s(self) -> float:
+        cfg = self.interface.config
+        return cfg.deadline_ms / 1000.0 + self.station.trigger.frame_timeout_ms / 1000.0 + 30.0
+
+    def _submit(
+        self, part_id: int, encoder: int, item: SourceItem | None, origin: str, wait_s: float
+    ) -> Future[InspectedFrame]:
+        end = time.monotonic() + wait_s
+        with self._trigger_lock:  # one station-side trigger at a time, in arrival order
+            while True:
+                try:
+                    return self.interface.trigger(part_id, encoder, item=item, origin=origin)
+                except StationBusyError:
+                    if time.monotonic() > end:
+                        raise
+                    time.sleep(0.002)
+
+    def _free_run_loop(self) -> None:
+        camera = self.camera
+        assert isinstance(camera, SourceCamera), "free run needs a source camera"
+        previous: Future[InspectedFrame] | None = None
+        while not self.stop_requested.is_set():
+            item = camera.next_item(0.2)
+            if item is None:
+                if camera.ended:
+                    self._source_done(camera)
+                    break
+                continue
+            if previous is not None:
+                _wait_quietly(previous)
+            part_id = item.part_id if item.part_id is not None else next(self._part_ids)
+            try:
+                previous = self._submit(part_id, item.encoder or 0, item, "free_run", 3600.0)
+            except StationBusyError:
+                self._judge_unsubmitted(item, "the station stayed busy for an hour")
+        if previous is not None:
+            _wait_quietly(previous)
+
+    def _source_done(self, camera: SourceCamera) -> None:
+        why = camera.last_error
+        log.info("source %s ended%s", camera.name, f" ({why})" if why else "")
+        self.source_ended.set()
+        if self.exit_when_source_ends:
+            self.stop_requested.set()
+
+    def _judge_unsubmitted(self, item: SourceItem, why: str) -> None:
+        """A frame the station could not take still becomes a (fail-safe) stored result."""
+        failure = FrameFailure(
+            frame_id=item.frame_id,
+            source=item.source,
+            reason=f"not inspected: {why}",
+            path=item.path,
+            part_id=item.part_id,
+        )
+        iface = self.interface
+        self._on_result(iface.stamp(iface.fail_safe_result(failure, failure.reason)))
+
+    # ------------------------------------------------------------------ outputs
+
+    def _on_result(self, inspected: InspectedFrame) -> None:
+        if self.writer is not None:
+            self.writer.submit(inspected)
+        if self.extra_on_result is not None:
+            self.extra_on_result(inspected)
+
+    def _on_outcome(self, inspected: InspectedFrame, job: TriggerJob) -> None:
+        now = time.monotonic()
+        self.counts.add(inspected, (now - job.accepted_mono) * 1000.0, now)
+        if self.opcua is not None and job.origin != "opcua":
+            self.opcua.publish_result(inspected)
+
+    def _on_target(self, target: PickTarget) -> None:
+        if self.robot is not None:
+            self.robot.send(target)
+        if self.extra_on_target is not None:
+            self.extra_on_target(target)
+
+    # ------------------------------------------------------------------ stop
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested (signal, source end); True if it was."""
+        return self.stop_requested.wait(timeout)
+
+    def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop triggers, finish in-flight parts, post and store them, then close the links."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stop_requested.set()
+        iface = self._interface
+        if self._free_run is not None:
+            self._free_run.join(timeout=drain_timeout_s)
+        if iface is not None:
+            iface.handshake.stop_triggers()
+            if not iface.wait_idle(drain_timeout_s):
+                log.error("station: parts still in flight after %.0f s at stop", drain_timeout_s)
+            iface.stop()
+        for step, action in (
+            ("camera", self._close_camera),
+            ("robot", self.robot.close if self.robot else None),
+            ("store writer", self.writer.close if self.writer else None),
+            ("OPC UA", self.opcua.stop if self.opcua else None),
+            ("API", self.api.stop if self.api else None),
+            ("Modbus", self.modbus.stop if self.modbus else None),
+            ("store", self.store.close if self.store else None),
+            ("inspector", getattr(iface.inspector, "close", None) if iface else None),
+        ):
+            if action is None:
+                continue
+            try:
+                action()
+            except Exception:
+                log.exception("station: closing the %s failed", step)
+
+    def _close_camera(self) -> None:
+        for camera in (self.camera, self._pending_camera):
+            if isinstance(camera, SourceCamera):
+                camera.close()
+
+    def __enter__(self) -> StationRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the status line, the log and GET /station."""
+        from cellinspect.station.status import snapshot
+
+        return snapshot(self)
+
+
+def _wait_quietly(future: Future[InspectedFrame]) -> None:
+    try:
+        future.result(timeout=3600.0)
+    except Exception:  # the job path logged it and posted the fail-safe result
+        log.debug("free run: previous job ended with an error", exc_info=True)
