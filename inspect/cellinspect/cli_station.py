@@ -87,6 +87,8 @@ def _announce(runtime: object) -> None:
         if name in {"modbus", "opcua", "api", "camera"}
     }
     links = ", ".join(f"{name} {value}" for name, value in where.items())
+    # The snapshot rides along as structured data: a supervisor (or a test) reads the bound
+    # ports from this one line when the station file asked for port 0.
     log.info(
         "station %s running recipe %d (%s), trigger %s; %s",
         snap["station_id"],
@@ -94,6 +96,7 @@ def _announce(runtime: object) -> None:
         snap["recipe"]["name"],
         snap["trigger"],
         links,
+        extra={"status": snap, "event": "running"},
     )
 
 
@@ -122,6 +125,7 @@ def _farewell(runtime: object) -> None:
         v[Verdict.REVIEW],
         store,
         robot,
+        extra={"status": runtime.status(), "event": "stopped"},
     )
 
 

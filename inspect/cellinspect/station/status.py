@@ -143,7 +143,7 @@ class StatusReporter:
             if not logging.getLogger().handlers:  # nobody configured logging: print JSON
                 self.stream.write(json.dumps({"status": snap}) + "\n")
                 return
-            log.info("status", extra={"status": snap})
+            log.info("status", extra={"status": snap, "event": "status"})
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -156,6 +156,9 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        event = getattr(record, "event", None)
+        if event is not None:
+            data["event"] = event
         status = getattr(record, "status", None)
         if status is not None:
             data["status"] = status
