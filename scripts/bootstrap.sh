@@ -2,7 +2,8 @@
 # Set up a fresh machine for cellinspect: a virtual environment in .venv with the package.
 #   bash scripts/bootstrap.sh          runtime only (inspect, serve, line, fit-anomaly, ...)
 #   bash scripts/bootstrap.sh --dev    + test/lint tools, torch (CPU) for conversion/training
-#                                      tests, and Debian's chromium for the browser tests
+#                                      tests, and the Debian packages the tests drive
+#                                      (chromium, ffmpeg, systemd-analyze)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,12 +24,17 @@ if [ "$dev" = 1 ]; then
   # torch==2.13.0 is pinned in the extras: that exact version is the CPU build here, while a
   # looser requirement would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install --quiet -e '.[dev,convert,train,eval]'
-  if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    fi
+  # Debian packages the tests drive for real: chromium (review page), ffmpeg (video files and
+  # an MJPEG-over-HTTP camera stream), systemd-analyze (the deploy unit).
+  need=()
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  if [ "${#need[@]}" -gt 0 ]; then
+    sudo_=""
+    [ "$(id -u)" = 0 ] || sudo_="sudo"
+    $sudo_ apt-get update -qq
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 else
   .venv/bin/python -m pip install --quiet -e .

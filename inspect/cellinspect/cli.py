@@ -101,19 +101,20 @@ def validate(
         raise typer.Exit(code=1) from err
     except CellInspectError as err:
         raise fail(str(err)) from err
-    missing = [str(m.path) for m in loaded.models if not m.path.is_file()]
-    if loaded.calibration is not None and not loaded.calibration.is_file():
-        missing.append(str(loaded.calibration))
-    if missing:
-        for path in missing:
-            err_console.print(f"{recipe}: file not found: {path}", highlight=False)
-        raise typer.Exit(code=1)
-    problems = _model_problems(loaded)
+    problems = recipe_file_problems(loaded)
     if problems:
         for line in problems:
             err_console.print(f"{recipe}: {line}", highlight=False, markup=False)
         raise typer.Exit(code=1)
     console.print(f"{recipe}: valid recipe '{loaded.name}' v{loaded.version}")
+
+
+def recipe_file_problems(recipe: Recipe) -> list[str]:
+    """Missing model or calibration files, then each model's manifest against the recipe."""
+    missing = [f"file not found: {m.path}" for m in recipe.models if not m.path.is_file()]
+    if recipe.calibration is not None and not recipe.calibration.is_file():
+        missing.append(f"file not found: {recipe.calibration}")
+    return missing or _model_problems(recipe)
 
 
 def _model_problems(recipe: Recipe) -> list[str]:

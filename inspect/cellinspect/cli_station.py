@@ -131,6 +131,7 @@ def _farewell(runtime: object) -> None:
 
 def validate_station(path: Path) -> None:
     """`cellinspect validate STATION.yaml`: the file, every recipe in its catalog, their models."""
+    from cellinspect.cli import recipe_file_problems
     from cellinspect.station.catalog import RecipeCatalog
     from cellinspect.station.config import StationInvalidError, load_station
 
@@ -141,7 +142,16 @@ def validate_station(path: Path) -> None:
             err_console.print(line, highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(code=1) from err
     with user_errors():
-        RecipeCatalog.load(station.recipes, str(path))
+        catalog = RecipeCatalog.load(station.recipes, str(path))
+    problems = [
+        f"{path}: recipes.{number} ({entry.path}): {line}"
+        for number, entry in catalog.entries.items()
+        for line in recipe_file_problems(entry.recipe)
+    ]
+    if problems:
+        for line in problems:
+            err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(code=1)
     console.print(
         f"{path}: valid station '{station.station_id}': recipes "
         f"{sorted(station.recipes)} (active {station.active_recipe}), "

@@ -79,20 +79,26 @@ class StationProcess:
                 self._lines.put(record)
         self._lines.put(None)
 
-    def wait_for(self, event: str | None = None, timeout: float = 120.0, **match: Any) -> dict[str, Any]:
+    def wait_for(
+        self, event: str | None = None, timeout: float = 120.0, **match: Any
+    ) -> dict[str, Any]:
         """The first log record (from now on) with this `event` or msg fragment in `match`."""
         end = time.monotonic() + timeout
         fragment = match.get("msg")
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no {event or fragment!r} record in {timeout} s\n{self.log_text()}")
+                raise TimeoutError(
+                    f"no {event or fragment!r} record in {timeout} s\n{self.log_text()}"
+                )
             try:
                 record = self._lines.get(timeout=left)
             except queue.Empty:
                 continue
             if record is None:
-                raise RuntimeError(f"station exited ({self.proc.wait()}) before {event or fragment!r}\n{self.log_text()}")
+                code = self.proc.wait()
+                what = event or fragment
+                raise RuntimeError(f"station exited ({code}) before {what!r}\n{self.log_text()}")
             if event is not None and record.get("event") == event:
                 return record
             if fragment is not None and fragment in str(record.get("msg", "")):
