@@ -152,7 +152,9 @@ def _summary_table(stats: PipelineStats, peak_mb: float) -> Table:
 
 @app.command()
 def inspect(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files, video files (every frame) and/or folders.")
+    ],
     recipe: RecipeOpt = DEFAULT_RECIPE,
     jsonl: Annotated[
         Path | None, typer.Option("--jsonl", help="Append results as JSON Lines.")
