@@ -85,11 +85,11 @@ class RobotLink:
             self._deliver(target)
 
     def _deliver(self, target: PickTarget) -> None:
+        self.counters.sent += 1  # targets, not attempts: resends count as retries
         for attempt in range(self.retries + 1):
             if attempt:
                 self.counters.retries += 1
             try:
-                self.counters.sent += 1
                 ack = self._client.send(target)
             except RobotError as err:
                 self.state = LinkState.DOWN
