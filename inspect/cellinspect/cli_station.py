@@ -68,9 +68,9 @@ def run(
         finally:
             why = stop_signal[0] if stop_signal else "source ended"
             log.info("station %s: stopping (%s)", station.station_id, why)
-            if reporter is not None:
-                reporter.stop()
             runtime.stop()
+            if reporter is not None:
+                reporter.stop()  # after the stop: its last line shows the final counts
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             _farewell(runtime)
