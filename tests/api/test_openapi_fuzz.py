@@ -4,11 +4,17 @@ Every operation gets generated valid and invalid inputs (schemathesis' positive 
 modes), sent with the station token to the real app over a seeded temporary SQLite store.
 /events is left out (an endless stream; it has its own tests). Bounded and derandomised:
 EXAMPLES per operation and mode.
+
+The /station routes are fuzzed twice: as `cellinspect serve` has them (no station behind the
+app: every valid request is the documented 404), and with a real station runtime behind them
+(the real trigger and recipe-select paths, a synthetic triggered camera and a rule inspector),
+where every answer must also be one the schema documents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -20,8 +26,11 @@ from schemathesis import GenerationMode
 
 from cellinspect.api import create_app
 from cellinspect.settings import StationSettings
+from cellinspect.station.config import parse_station
+from cellinspect.station.runtime import StationRuntime
 from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.writer import AsyncResultWriter
+from tests.conftest import ROOT
 
 from .helpers import AUTH, RuleInspector
 
@@ -40,6 +49,14 @@ OPERATIONS = [
     ("GET", "/health"),
     ("GET", "/metrics"),
 ]
+STATION_OPERATIONS = [
+    ("GET", "/station"),
+    ("POST", "/station/trigger"),
+    ("POST", "/station/recipe"),
+]
+OPERATIONS += STATION_OPERATIONS
+# Not in any operation's responses: FastAPI's answer to a body that is not JSON at all.
+UNPARSABLE_BODY = 400
 
 
 @pytest.fixture
@@ -60,13 +77,28 @@ def test_every_operation_is_fuzzed(fuzz_app: FastAPI) -> None:
     assert found - {("GET", "/events")} == set(OPERATIONS)
 
 
-def fuzz(app: FastAPI, method: str, path: str, examples: int = EXAMPLES) -> None:
+Check = Callable[[Any, Any], None]
+"""check(case, response): more assertions on a response that is not a 5xx."""
+
+
+def documented_statuses(app: FastAPI, method: str, path: str) -> set[int]:
+    """The status codes the schema lists for one operation."""
+    raw = load(app)[path][method].definition.raw
+    return {int(code) for code in raw["responses"]}
+
+
+def fuzz(
+    app: FastAPI,
+    method: str,
+    path: str,
+    examples: int = EXAMPLES,
+    *,
+    modes: tuple[GenerationMode, ...] = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE),
+    check: Check | None = None,
+) -> None:
     """Send generated requests to one operation; AssertionError on the first 5xx."""
     operation = load(app)[path][method]
-    cases = st.one_of(
-        operation.as_strategy(GenerationMode.POSITIVE),
-        operation.as_strategy(GenerationMode.NEGATIVE),
-    )
+    cases = st.one_of(*(operation.as_strategy(mode) for mode in modes))
 
     @given(case=cases)
     @settings(
@@ -81,6 +113,8 @@ def fuzz(app: FastAPI, method: str, path: str, examples: int = EXAMPLES) -> None
         assert response.status_code < 500, (
             f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
         )
+        if check is not None:
+            check(case, response)
 
     no_5xx()
 
@@ -88,6 +122,78 @@ def fuzz(app: FastAPI, method: str, path: str, examples: int = EXAMPLES) -> None
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)
 def test_no_server_errors(fuzz_app: FastAPI, method: str, path: str) -> None:
     fuzz(fuzz_app, method, path)
+
+
+def _says(case: Any, response: Any) -> str:
+    text = str(response.text)[:300]
+    return f"{case.method} {case.formatted_path} {case.body!r} -> {response.status_code}: {text}"
+
+
+@pytest.mark.parametrize(("method", "path"), STATION_OPERATIONS)
+def test_station_routes_without_a_station_are_a_documented_404(
+    fuzz_app: FastAPI, method: str, path: str
+) -> None:
+    """`cellinspect serve`: no station behind the API, so every valid request is a 404."""
+    assert 404 in documented_statuses(fuzz_app, method, path)
+
+    def is_404(case: Any, response: Any) -> None:
+        assert response.status_code == 404, _says(case, response)
+        body = response.json()
+        assert body["error"] == "not_found" and "cellinspect run" in body["message"]
+
+    fuzz(fuzz_app, method, path, modes=(GenerationMode.POSITIVE,), check=is_404)
+
+
+@pytest.fixture
+def station_app(
+    settings: StationSettings, store: SqlResultStore, tmp_path: Path
+) -> Iterator[FastAPI]:
+    """The API with a real, started station runtime behind /station (software trigger)."""
+    station = parse_station(
+        {
+            "station_id": "fuzz-station",
+            "recipes": {
+                1: str(ROOT / "recipes" / "flange.yaml"),
+                2: str(ROOT / "recipes" / "flange-measure.yaml"),
+            },
+            "trigger": {"mode": "software"},
+            "source": {"type": "synthetic", "count": 8, "seed": 3},
+            "api": {"enabled": False},  # the app under test is the API
+            "store": {"enabled": False},
+        },
+        tmp_path / "station.yaml",
+    )
+    runtime = StationRuntime(
+        station, inspector_factory=lambda _number: RuleInspector(), make_overlays=False
+    ).start()
+    writer = AsyncResultWriter(store)
+    writer.start()
+    try:
+        yield create_app(settings, store, RuleInspector(), writer=writer, station=runtime)
+    finally:
+        writer.close()
+        runtime.stop()
+
+
+@pytest.mark.parametrize(("method", "path"), STATION_OPERATIONS)
+def test_station_routes_with_a_station_answer_as_documented(
+    station_app: FastAPI, method: str, path: str
+) -> None:
+    documented = documented_statuses(station_app, method, path) | {UNPARSABLE_BODY}
+
+    def as_documented(case: Any, response: Any) -> None:
+        assert response.status_code in documented, _says(case, response)
+        if response.status_code != 200:
+            return
+        body = response.json()
+        if path == "/station/trigger":  # the station's own result, stamped with its id
+            assert body["station_id"] == "fuzz-station" and body["verdict"], _says(case, response)
+        elif path == "/station/recipe":
+            assert body["number"] in (1, 2) and body["code"] == "NONE", _says(case, response)
+        else:
+            assert body["station_id"] == "fuzz-station", _says(case, response)
+
+    fuzz(station_app, method, path, check=as_documented)
 
 
 class FragileStore:

@@ -181,12 +181,13 @@ class VisionOpcUaServer:
         vsm = await system.add_object(idx, "VisionStateMachine")
         auto = await vsm.add_object(idx, "VisionAutomaticModeStateMachine")
         recipes = await system.add_object(idx, "RecipeManagement")
+        m = self.machine  # a machine already past Preoperational (a station) starts as it is
         self._nodes = {
             "system": system,
-            "state": await vsm.add_variable(idx, "CurrentState", self.machine.state.value),
-            "auto": await auto.add_variable(idx, "CurrentState", ""),
-            "error": await vsm.add_variable(idx, "LastError", ""),
-            "recipe": await recipes.add_variable(idx, "PreparedRecipe", ""),
+            "state": await vsm.add_variable(idx, "CurrentState", m.state.value),
+            "auto": await auto.add_variable(idx, "CurrentState", m.auto.value if m.auto else ""),
+            "error": await vsm.add_variable(idx, "LastError", m.error),
+            "recipe": await recipes.add_variable(idx, "PreparedRecipe", m.recipe or ""),
         }
         s = ua.VariantType.String
         await self._method(vsm, "Halt", self._halt)
@@ -288,9 +289,14 @@ class VisionOpcUaServer:
         self, parent: ua.NodeId, external_id: ua.Variant
     ) -> list[ua.Variant] | ua.StatusCode:
         recipe = str(external_id.Value)
-        status = await self._guard(lambda: self.machine.prepare_recipe(recipe))
-        if isinstance(status, ua.StatusCode):
-            return status
+        # In a thread: a station's machine loads the recipe (its models) before it is Ready.
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.machine.prepare_recipe, recipe)
+        except InvalidTransitionError as err:
+            log.info("OPC UA: %s", err)
+            return _BAD_INVALID_STATE
+        await self._publish_state()
         return [ua.Variant(True, ua.VariantType.Boolean)]
 
     async def _start_continuous(self, parent: ua.NodeId) -> list[ua.Variant] | ua.StatusCode:

@@ -17,7 +17,12 @@ from cellinspect.entities import InspectedFrame
 from cellinspect.errors import ConfigError
 from cellinspect.plc.opcua_security import OpcUaSecurity
 from cellinspect.plc.registers import ErrorCode
-from cellinspect.plc.vision_state import InvalidTransitionError, VisionState, VisionStateMachine
+from cellinspect.plc.vision_state import (
+    AutoState,
+    InvalidTransitionError,
+    VisionState,
+    VisionStateMachine,
+)
 from cellinspect.station.config import read_yaml
 
 if TYPE_CHECKING:
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
     from cellinspect.station.runtime import StationRuntime
 
 log = logging.getLogger(__name__)
+
+_PREPARABLE = (AutoState.INITIALIZED, AutoState.READY)  # never mid-job: not switched, refused
 
 
 class CatalogVisionState(VisionStateMachine):
@@ -41,7 +48,7 @@ class CatalogVisionState(VisionStateMachine):
                 f"PrepareRecipe: unknown recipe {recipe!r}; known: "
                 f"{self.runtime.catalog.external_ids()}"
             )
-        if self.state is not VisionState.OPERATIONAL:
+        if self.state is not VisionState.OPERATIONAL or self.auto not in _PREPARABLE:
             super().prepare_recipe(recipe)  # raises with the state rule's message
         if number != self.runtime.active_recipe:
             code = self.runtime.select_recipe(number)
@@ -50,6 +57,24 @@ class CatalogVisionState(VisionStateMachine):
                     f"PrepareRecipe: recipe {number} not loaded ({code.name})"
                 )
         super().prepare_recipe(recipe)
+
+    def follow_live_recipe(self, number: int) -> None:
+        """The API or the PLC switched the live recipe: PreparedRecipe follows it.
+
+        Otherwise OPC UA clients would keep reading, and get results tagged with, the recipe
+        they prepared last rather than the one that judges the parts. Unprepared stays so.
+        """
+        with self._lock:
+            if self.recipe is None or self.runtime.catalog.lookup(self.recipe) == number:
+                return
+            self.recipe = str(number)
+            self._set(self.state, self.auto)
+
+
+def recipe_went_live(server: VisionOpcUaServer, number: int) -> None:
+    """Tell the OPC UA side that recipe `number` is live now (whoever selected it)."""
+    if isinstance(server.machine, CatalogVisionState):
+        server.machine.follow_live_recipe(number)
 
 
 def _security(runtime: StationRuntime) -> OpcUaSecurity | None:

@@ -381,6 +381,10 @@ class StationRuntime:
             if isinstance(previous, SourceCamera):
                 previous.close()
         self.active_recipe = number
+        if self.opcua is not None:
+            from cellinspect.station.opcua_link import recipe_went_live
+
+            recipe_went_live(self.opcua, number)
         close = getattr(old, "close", None)
         if close is not None:
             close()
