@@ -268,11 +268,7 @@ class StationInterface:
         inspector = self.inspector
         started = self._clock()
         future: Future[InspectedFrame] = self._executor.submit(
-            inspector.inspect_image,
-            item.image,
-            name=item.path,
-            part_id=job.part_id,
-            encoder=job.encoder,
+            _inspect_frame, inspector, item, job.part_id, job.encoder
         )
         try:
             inspected = future.result(timeout=max(0.0, deadline - self._clock()))
@@ -521,3 +517,24 @@ class StationInterface:
                 return ErrorCode.RECIPE_LOAD_FAILED, None
         log.info("station: recipe %d is live", number)
         return ErrorCode.NONE, number
+
+
+def _inspect_frame(
+    inspector: ImageInspector, frame: Frame, part_id: int, encoder: int
+) -> InspectedFrame:
+    """The inspector's verdict on `frame`, recorded under the frame's own source and id.
+
+    `inspect_image` is the upload path and knows nothing of the frame's origin, so its result
+    says source "api", its own counter as frame id and the inspection time as capture time;
+    the station's results name the camera, file or video frame they were judged on instead.
+    """
+    inspected = inspector.inspect_image(
+        frame.image, name=frame.path, part_id=part_id, encoder=encoder
+    )
+    result = dataclasses.replace(
+        inspected.result,
+        frame_id=frame.frame_id,
+        source=frame.source,
+        captured_wall=frame.captured_wall,
+    )
+    return dataclasses.replace(inspected, result=result)
