@@ -40,7 +40,7 @@ def test_terminal_status_line_is_redrawn_in_place_with_counts_and_links(tmp_path
     shown = last.rstrip("\n").split(" | ")
     assert shown[:2] == expected[:2] and shown[3] == expected[3]  # [2]: rate, still moving
     assert "test-station r1 free_run | parts 40 " in last
-    assert "modbus:listening" in last and "camera:" in last
+    assert "modbus:closed" in last and "camera:" in last  # drawn after the ordered stop
     v = runtime.counts.verdicts
     assert sum(v.values()) == runtime.counts.parts == 40
 

@@ -187,6 +187,11 @@ class StationRuntime:
     def mode(self) -> TriggerMode:
         return self.station.trigger.mode
 
+    @property
+    def stopped(self) -> bool:
+        """True once `stop()` ran: the links are closed (the final status says so)."""
+        return self._stopped
+
     # ------------------------------------------------------------------ start
 
     def start(self) -> StationRuntime:

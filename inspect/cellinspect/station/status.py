@@ -30,12 +30,13 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
     entry = runtime.catalog[runtime.active_recipe]
     iface = runtime._interface
     links: dict[str, Any] = {}
+    serving = "closed" if runtime.stopped else "listening"
     if runtime.modbus is not None:
         links["modbus"] = {
-            "state": "listening",
+            "state": serving,
             "address": f"{runtime.station.modbus.host}:{runtime.modbus_port}",
         }
-    if iface is not None:
+    if iface is not None and runtime.modbus is not None:  # no Modbus: no PLC to report on
         hs = iface.handshake.counters
         links["plc"] = {
             "state": iface.handshake.state.value,
@@ -44,7 +45,7 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
             "overruns": hs.overruns,
         }
     if runtime.opcua is not None:
-        links["opcua"] = {"state": "listening", "endpoint": runtime.opcua.url}
+        links["opcua"] = {"state": serving, "endpoint": runtime.opcua.url}
     if runtime.robot is not None:
         rc = runtime.robot.counters
         links["robot"] = {
@@ -67,7 +68,7 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
         ws = runtime.writer.stats
         links["store"] = {"written": ws.written, "spilled": ws.spilled, "dropped": ws.dropped}
     if runtime.api is not None:
-        links["api"] = {"state": "listening", "url": runtime.api.url}
+        links["api"] = {"state": serving, "url": runtime.api.url}
     p50 = counts.latency_p50()
     return {
         "station_id": runtime.station.station_id,
