@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,37 @@ def test_render_catalog_caches_and_checks_ids() -> None:
     assert cat.label(2) == "dent" and cat.name(3) == "part_000003"
     with pytest.raises(ValueError, match="outside"):
         cat.image(4)
+
+
+def test_render_catalog_close_stops_the_read_ahead_thread() -> None:
+    """close() drops waiting read-ahead parts, waits for the render in progress, and stops the
+    thread (a station's stop: no thread may be inside OpenCV when the process exits)."""
+    rendered: list[int] = []
+    in_render = threading.Event()
+    release = threading.Event()
+
+    def render(pid: int) -> np.ndarray:
+        if pid == 2:
+            in_render.set()
+            assert release.wait(30)
+        rendered.append(pid)
+        return part_image(False, pid)
+
+    cat = RenderCatalog(["good"] * 10, render, read_ahead=3)
+    cat.image(1)  # schedules 2, 3, 4 for the read-ahead thread
+    assert in_render.wait(30)
+    thread, waiting = cat._ahead_thread, cat._ahead
+    assert thread is not None and thread.is_alive()
+    closer = threading.Thread(target=cat.close)
+    closer.start()
+    while not (waiting.queue and waiting.queue[-1] is None):  # 3 and 4 dropped, stop queued
+        assert closer.is_alive()
+        time.sleep(0.001)
+    release.set()
+    closer.join(30)
+    assert not closer.is_alive() and not thread.is_alive()
+    assert rendered == [1, 2]
+    cat.close()  # again: nothing to stop
+    cat.prefetch([5])
+    assert cat.image(5) is cat.image(5)  # still usable; read-ahead starts again on demand
+    cat.close()

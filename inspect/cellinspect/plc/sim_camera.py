@@ -128,7 +128,7 @@ class RenderCatalog:
         self._lock = threading.Lock()
         self._render_lock = threading.Lock()
         self.read_ahead = read_ahead
-        self._ahead: queue.Queue[int] = queue.Queue()
+        self._ahead: queue.Queue[int | None] = queue.Queue()  # None: that thread stops
         self._ahead_thread: threading.Thread | None = None
 
     def _check(self, part_id: int) -> int:
@@ -175,14 +175,37 @@ class RenderCatalog:
                 return
             if self._ahead_thread is None:
                 self._ahead_thread = threading.Thread(
-                    target=self._ahead_loop, name="camera-read-ahead", daemon=True
+                    target=self._ahead_loop,
+                    args=(self._ahead,),
+                    name="camera-read-ahead",
+                    daemon=True,
                 )
                 self._ahead_thread.start()
-        self._ahead.put(part_id)
+            self._ahead.put(part_id)
 
-    def _ahead_loop(self) -> None:
-        while True:
-            self._get(self._ahead.get())
+    def _ahead_loop(self, ahead: queue.Queue[int | None]) -> None:
+        while (part_id := ahead.get()) is not None:
+            self._get(part_id)
+
+    def close(self) -> None:
+        """Stop the read-ahead thread (after the render in progress); a later image() restarts it.
+
+        A process must not exit with that thread inside OpenCV: a daemon thread coming back
+        into Python during interpreter shutdown is unwound through OpenCV's C++ frames, which
+        aborts the process (exit by SIGABRT instead of 0).
+        """
+        with self._lock:
+            thread, self._ahead_thread = self._ahead_thread, None
+            ahead, self._ahead = self._ahead, queue.Queue()
+        if thread is None:
+            return
+        while True:  # parts still waiting are not rendered
+            try:
+                ahead.get_nowait()
+            except queue.Empty:
+                break
+        ahead.put(None)
+        thread.join(timeout=30)
 
     def prefetch(self, part_ids: Iterable[int]) -> None:
         """Render the given parts into the cache now (blocking)."""
@@ -211,6 +234,12 @@ class SimCamera:
         self._rng = random.Random(seed)
         self._frame_ids = itertools.count()
         self.dropped: list[int] = []
+
+    def close(self) -> None:
+        """Stop the catalogue's background renders, if it has any (the station's stop)."""
+        close = getattr(self.catalog, "close", None)
+        if close is not None:
+            close()
 
     def acquire(self, part_id: int, encoder: int, acquisition_id: int) -> SourceItem:
         frame_id = next(self._frame_ids)

@@ -528,8 +528,11 @@ class StationRuntime:
 
     def _close_camera(self) -> None:
         for camera in (self.camera, self._pending_camera):
-            if isinstance(camera, SourceCamera):
-                camera.close()
+            # SourceCamera (reader thread), SimCamera (read-ahead renders): no camera thread
+            # may still be inside OpenCV when the process exits.
+            close = getattr(camera, "close", None)
+            if close is not None:
+                close()
 
     def __enter__(self) -> StationRuntime:
         return self.start()
