@@ -344,8 +344,11 @@ def test_sigterm_mid_free_run_loses_nothing_judged(tmp_path: Path) -> None:
     assert status["links"]["store"]["spilled"] == status["links"]["store"]["dropped"] == 0
     assert status["source_ended"] is False
     assert status["verdicts"] == {v.value: _stored_verdicts(results)[v.value] for v in Verdict}
-    # Taken in order from the source: no part skipped in between.
+    # Taken in order from the source: no part skipped in between, and every frame the
+    # camera had already read when SIGTERM came (queued ahead) was judged too.
     assert [r.result.frame_id for r in results] == list(range(len(results)))
+    camera = status["links"]["camera"]
+    assert camera["frames_read"] + camera["failures_read"] == len(results)
     for stored in results:
         r = stored.result
         assert r.station_id == "long-run-cell" and r.site == "plant-t"

@@ -62,6 +62,8 @@ class SourceCamera:
         self._latest: SourceItem | None = None
         self._ended = False
         self._closing = False
+        self._keep_late = False  # stop_reading(): keep, rather than drop, a frame in hand
+        self._late: list[SourceItem] = []
         self.frames_read = 0
         self.failures_read = 0
         self.dropped = 0
@@ -80,6 +82,23 @@ class SourceCamera:
             self._cond.notify_all()
         self.source.close()
         self._thread.join(timeout=5)
+
+    def stop_reading(self) -> list[SourceItem]:
+        """Close the source and return every frame already read, oldest first, to be judged.
+
+        At a stop in free run these were already taken from the source (a hot-folder file, a
+        stream frame): judging them keeps the record complete instead of losing them. A frame
+        the reader held while the stop came is kept too.
+        """
+        with self._cond:
+            self._keep_late = True
+        self.close()
+        with self._cond:
+            items: list[SourceItem] = [*self._drops, *self._queue, *self._late]
+            self._drops.clear()
+            self._queue.clear()
+            self._late.clear()
+        return items
 
     @property
     def ended(self) -> bool:
@@ -116,11 +135,15 @@ class SourceCamera:
     def _offer(self, item: SourceItem) -> bool:
         with self._cond:
             if self._closing:
+                if self._keep_late:
+                    self._late.append(item)
                 return False
             if self.every_frame and not self.live:
                 while len(self._queue) >= self.queue_size and not self._closing:
                     self._cond.wait(0.1)
                 if self._closing:
+                    if self._keep_late:
+                        self._late.append(item)
                     return False
                 self._queue.append(item)
             elif self.every_frame:  # live, free run: drop the oldest, kept as a failure

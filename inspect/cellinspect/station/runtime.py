@@ -427,16 +427,10 @@ class StationRuntime:
                     time.sleep(0.002)
 
     def _free_run_loop(self) -> None:
-        camera = self.camera
-        assert isinstance(camera, SourceCamera), "free run needs a source camera"
         previous: Future[InspectedFrame] | None = None
-        while not self.stop_requested.is_set():
-            item = camera.next_item(0.2)
-            if item is None:
-                if camera.ended:
-                    self._source_done(camera)
-                    break
-                continue
+
+        def judge(item: SourceItem) -> None:
+            nonlocal previous
             if previous is not None:
                 _wait_quietly(previous)
             part_id = item.part_id if item.part_id is not None else next(self._part_ids)
@@ -444,6 +438,24 @@ class StationRuntime:
                 previous = self._submit(part_id, item.encoder or 0, item, "free_run", 3600.0)
             except StationBusyError:
                 self._judge_unsubmitted(item, "the station stayed busy for an hour")
+
+        while not self.stop_requested.is_set():
+            camera = self.camera  # a recipe with its own source may have replaced it
+            assert isinstance(camera, SourceCamera), "free run needs a source camera"
+            item = camera.next_item(0.2)
+            if item is None:
+                if camera.ended:
+                    self._source_done(camera)
+                    break
+                continue
+            judge(item)
+        if isinstance(self.camera, SourceCamera):
+            # Frames already read (a hot-folder file, a streamed frame) are judged, not lost.
+            left = self.camera.stop_reading()
+            if left:
+                log.info("stop: judging %d frame(s) already read from the source", len(left))
+            for item in left:
+                judge(item)
         if previous is not None:
             _wait_quietly(previous)
 

@@ -64,6 +64,11 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
             "state": state.value if isinstance(state, SourceState) else "ready",
             "last_error": getattr(camera, "last_error", None),
         }
+        read = getattr(camera, "frames_read", None)
+        if isinstance(read, int):  # a source camera: what it took from the source
+            links["camera"]["frames_read"] = read
+            links["camera"]["failures_read"] = getattr(camera, "failures_read", 0)
+            links["camera"]["dropped"] = getattr(camera, "dropped", 0)
     if runtime.writer is not None:
         ws = runtime.writer.stats
         links["store"] = {"written": ws.written, "spilled": ws.spilled, "dropped": ws.dropped}
