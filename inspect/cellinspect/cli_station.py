@@ -7,6 +7,7 @@ then stops in order so that nothing judged is lost: see StationRuntime.stop().
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -42,6 +43,10 @@ def run(
     from cellinspect.station.runtime import StationRuntime
     from cellinspect.station.status import StatusReporter, configure_logging
 
+    # OpenCV's FFmpeg backend prints its own lines ("[tcp @ 0x...] Connection refused") to
+    # stderr, which would break one-JSON-object-per-line; the stream source already records
+    # every failed attempt as a fail-safe result with the reason, so FFmpeg stays quiet.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise fail(f"--log-level: unknown level {log_level!r}")

@@ -204,6 +204,7 @@ def test_stream_outage_is_recorded_and_the_station_reconnects(
             "4 more judged parts from the reopened stream",
         )
         assert proc.stop(signal.SIGTERM, timeout=60) == 0, proc.log_text()
+        assert proc.other_lines == [], "stderr must be JSON lines only"
 
     results = _stored(tmp_path, proc, server.url)
     # Good frames, then one unbroken run of fail-safe results, then good frames again.
@@ -239,6 +240,7 @@ def test_a_stream_that_is_not_up_yet_is_fail_safe_until_it_comes(
             "3 judged parts once the stream is up",
         )
         assert proc.stop(signal.SIGTERM, timeout=60) == 0, proc.log_text()
+        assert proc.other_lines == [], "stderr must be JSON lines only"
 
     results = _stored(tmp_path, proc, server.url)
     flags = _flags(results)
