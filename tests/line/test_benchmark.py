@@ -9,7 +9,7 @@ import pytest
 
 from cellinspect.entities import ImageU8, InspectedFrame
 from cellinspect.line.benchmark import RateStep, find_max_rate, search_rate
-from cellinspect.line.cell import LineConfig
+from cellinspect.line.config import LineConfig
 from cellinspect.plc.sim_camera import FolderCatalog
 from tests.fakes import BlobInspector, write_samples
 

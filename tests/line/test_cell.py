@@ -18,7 +18,8 @@ from rich.console import Console
 
 from cellinspect.entities import ImageU8, InspectedFrame
 from cellinspect.line.audit import LineReport
-from cellinspect.line.cell import LineConfig, LineProgress, run_cell
+from cellinspect.line.cell import LineProgress, run_cell
+from cellinspect.line.config import LineConfig
 from cellinspect.line.console import progress_text, report_table
 from cellinspect.plc.conveyor import place_parts
 from cellinspect.plc.registers import ResultCode

@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cellinspect.line.cell import LineConfig, run_cell
+from cellinspect.line.cell import run_cell
 from cellinspect.line.command import run_line
+from cellinspect.line.config import LineConfig
 from cellinspect.plc.sim_camera import FolderCatalog
 
 ROOT = Path(__file__).resolve().parents[2]

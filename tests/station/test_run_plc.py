@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from cellinspect.entities import Verdict
-from cellinspect.line.cell import LineConfig, rendered_catalog
+from cellinspect.line.cell import rendered_catalog
+from cellinspect.line.config import LineConfig
 from cellinspect.plc.conveyor import place_parts
 from cellinspect.plc.modbus_adapter import ModbusClient
 from cellinspect.plc.registers import (

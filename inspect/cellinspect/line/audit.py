@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cellinspect.line.config import LineConfig
 from cellinspect.plc.registers import ResultCode
 from cellinspect.plc.sim_plc import PartLog, PlcCounters, SimPlc
 from cellinspect.plc.station_interface import StationInterface, StationRecord
 
 if TYPE_CHECKING:
-    from cellinspect.line.cell import LineConfig
     from cellinspect.station.robot_link import RobotCounters
 
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cellinspect.line.audit import LineReport
-from cellinspect.line.cell import LineConfig, run_cell
+from cellinspect.line.cell import run_cell
+from cellinspect.line.config import LineConfig
 from cellinspect.plc.sim_camera import PartCatalog
 from cellinspect.runtime.protocols import ImageInspector
 

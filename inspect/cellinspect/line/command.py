@@ -11,13 +11,13 @@ from cellinspect.entities import InspectedFrame
 from cellinspect.line.audit import LineReport
 from cellinspect.line.benchmark import BenchmarkReport, RateStep, find_max_rate
 from cellinspect.line.cell import (
-    LineConfig,
     LineProgress,
     line_station,
     rendered_catalog,
     run_cell,
     sim_station_file,
 )
+from cellinspect.line.config import LineConfig
 from cellinspect.plc.conveyor import place_parts
 from cellinspect.plc.robot import HomographyPlane, PickTarget, PlaneMapping, SimRobot
 from cellinspect.plc.sim_plc import LinkFault, PlcConfig, PlcCounters, SimPlc
