@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cellinspect.cli_support import (
+from cellinspect.cli.support import (
     CrossFitOpt,
     EmaDecayOpt,
     PoolingOpt,

@@ -11,8 +11,8 @@ import cv2
 from typer.testing import CliRunner
 
 from cellinspect.calibration.camera_file import load_camera_calibration
-from cellinspect.calibration.cli import app
 from cellinspect.calibration.plane import load_plane_calibration
+from cellinspect.cli.calibrate import app
 from cellinspect.datagen.flange import make_spec, render_part
 
 from .conftest import SHIPPED, imread

@@ -1,6 +1,6 @@
 """Commands of the running cell: the simulated line, the PLC simulator, the API, the export.
 
-Registered on the main app by `cellinspect.cli`; kept apart so the batch-inspection commands
+Registered on the main app by `cli/root.py`; kept apart so the batch-inspection commands
 do not import the web and PLC stacks.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cellinspect.cli_support import console, fail, user_errors
+from cellinspect.cli.support import console, fail, user_errors
 from cellinspect.export.dataset import ManifestFormat
 
 if TYPE_CHECKING:

@@ -1,7 +1,6 @@
 """`cellinspect train`, `cellinspect evaluate` (with split, plots) and the shared report table.
 
-Mounted by cli.register-style `register(app)`; `evaluate` replaces the older command of the
-same name in cli.py (same arguments, plus --split/--subset/--plots).
+Registered on the main app by `cli/root.py` through `register(app)`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cellinspect.cli_support import (
+from cellinspect.cli.support import (
     BagsOpt,
     CrossFitOpt,
     DetectorOpt,

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from cellinspect.cli_support import console, err_console, fail, user_errors
+from cellinspect.cli.support import console, err_console, fail, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _farewell(runtime: object) -> None:
 
 def validate_station(path: Path) -> None:
     """`cellinspect validate STATION.yaml`: the file, every recipe in its catalog, their models."""
-    from cellinspect.cli import recipe_file_problems
+    from cellinspect.cli.root import recipe_file_problems
     from cellinspect.station.catalog import RecipeCatalog
     from cellinspect.station.config import StationInvalidError, load_station
 

@@ -1,8 +1,8 @@
 """`cellinspect calibrate ...`: camera, plane and hand-eye calibration, and the renders behind
 the shipped calibration files.
 
-Mounted by the main CLI (app.add_typer(calibration_app, name="calibrate")); runs on its own as
-``python -m cellinspect.calibration.cli``. User errors print one line and exit 1.
+Mounted by the main CLI (`cli/root.py`: app.add_typer(app, name="calibrate")); without the
+installed script, ``python -m cellinspect calibrate ...``. User errors print one line and exit 1.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from cellinspect.calibration.render import (
     conveyor_pose,
     render_board,
 )
-from cellinspect.cli_support import console, err_console, user_errors
+from cellinspect.cli.support import console, err_console, user_errors
 from cellinspect.errors import CalibrationError
 from cellinspect.sources.decode import IMAGE_SUFFIXES
 
@@ -353,10 +353,6 @@ def render_handeye_cmd(
     console.print(f"wrote {views} pictures, {csv_path} and {out_dir / 'truth.yaml'}")
 
 
-if __name__ == "__main__":
-    app()
-
-
 @app.command("thresholds")
 def thresholds_cmd(
     model: Annotated[Path, typer.Argument(help="model.onnx (manifest beside it).")],
@@ -384,7 +380,7 @@ def thresholds_cmd(
     ] = None,
 ) -> None:
     """Set review_at/fail_at from labelled data for a target escape rate (conformal)."""
-    from cellinspect.cli_train import reader_for
+    from cellinspect.cli.train import reader_for
     from cellinspect.entities import Task
     from cellinspect.training.dataset import load_labelled
     from cellinspect.training.scores import load_runner, score_dataset

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from cellinspect import __version__
-from cellinspect.cli_support import (
+from cellinspect.cli.support import (
     DEFAULT_RECIPE,
     BagsOpt,
     CrossFitOpt,
@@ -50,11 +50,11 @@ app = typer.Typer(
 
 def _mount_sub_apps() -> None:
     """Sub-command groups and commands that live with their own package."""
-    from cellinspect.calibration.cli import app as calibrate_app
-    from cellinspect.cli_cell import register
+    from cellinspect.cli.calibrate import app as calibrate_app
+    from cellinspect.cli.cell import register
+    from cellinspect.cli.station import register as register_station
+    from cellinspect.cli.train import register as register_train
     from cellinspect.cli_elpv import register as register_elpv
-    from cellinspect.cli_station import register as register_station
-    from cellinspect.cli_train import register as register_train
 
     app.add_typer(calibrate_app, name="calibrate")
     register(app)
@@ -88,7 +88,7 @@ def validate(
     from cellinspect.station.config import is_station_file
 
     if is_station_file(recipe):
-        from cellinspect.cli_station import validate_station
+        from cellinspect.cli.station import validate_station
 
         validate_station(recipe)
         return
