@@ -52,7 +52,7 @@ from cellinspect.calibration.render import (
     conveyor_pose,
     render_board,
 )
-from cellinspect.cli.support import console, err_console, user_errors
+from cellinspect.cli.support import console, err_console, reader_for, user_errors
 from cellinspect.errors import CalibrationError
 from cellinspect.sources.decode import IMAGE_SUFFIXES
 
@@ -380,7 +380,6 @@ def thresholds_cmd(
     ] = None,
 ) -> None:
     """Set review_at/fail_at from labelled data for a target escape rate (conformal)."""
-    from cellinspect.cli.train import reader_for
     from cellinspect.entities import Task
     from cellinspect.training.dataset import load_labelled
     from cellinspect.training.scores import load_runner, score_dataset

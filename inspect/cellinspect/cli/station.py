@@ -1,4 +1,4 @@
-"""`cellinspect run STATION.yaml`: the station as a long-running process, and station validation.
+"""`cellinspect run STATION.yaml`: the station as a long-running process.
 
 Runs until SIGINT or SIGTERM (or, with --until-source-ends, until a finite source is done),
 then stops in order so that nothing judged is lost: see StationRuntime.stop().
@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from cellinspect.cli.support import console, err_console, fail, user_errors
+from cellinspect.cli.support import fail, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -134,36 +134,6 @@ def _farewell(runtime: object) -> None:
     )
 
 
-def validate_station(path: Path) -> None:
-    """`cellinspect validate STATION.yaml`: the file, every recipe in its catalog, their models."""
-    from cellinspect.cli.root import recipe_file_problems
-    from cellinspect.station.catalog import RecipeCatalog
-    from cellinspect.station.config import StationInvalidError, load_station
-
-    try:
-        station = load_station(path)
-    except StationInvalidError as err:
-        for line in err.problems:
-            err_console.print(line, highlight=False, soft_wrap=True, markup=False)
-        raise typer.Exit(code=1) from err
-    with user_errors():
-        catalog = RecipeCatalog.load(station.recipes, str(path))
-    problems = [
-        f"{path}: recipes.{number} ({entry.path}): {line}"
-        for number, entry in catalog.entries.items()
-        for line in recipe_file_problems(entry.recipe)
-    ]
-    if problems:
-        for line in problems:
-            err_console.print(line, highlight=False, soft_wrap=True, markup=False)
-        raise typer.Exit(code=1)
-    console.print(
-        f"{path}: valid station '{station.station_id}': recipes "
-        f"{sorted(station.recipes)} (active {station.active_recipe}), "
-        f"trigger {station.trigger.mode.value}",
-        highlight=False,
-    )
-
-
 def register(app: typer.Typer) -> None:
+    """Add `run` to the main app."""
     app.command("run")(run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.progress import (
 )
 
 from cellinspect.errors import CellInspectError
+
+if TYPE_CHECKING:
+    from cellinspect.training.dataset import RoiReader
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -124,3 +127,11 @@ def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
         progress.update(tasks[name], completed=done, total=total)
 
     return stage
+
+
+def reader_for(recipe: Path | None, roi: str | None) -> RoiReader:
+    """Images prepared as `recipe` does (its preprocessing, ROI `roi`); as they are without one."""
+    from cellinspect.config import load_recipe
+    from cellinspect.training.dataset import RoiReader
+
+    return RoiReader(load_recipe(recipe) if recipe else None, roi)

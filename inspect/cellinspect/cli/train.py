@@ -24,12 +24,12 @@ from cellinspect.cli.support import (
     console,
     err_console,
     progress_bar,
+    reader_for,
     stage_progress,
     user_errors,
 )
 
 if TYPE_CHECKING:
-    from cellinspect.training.dataset import RoiReader
     from cellinspect.training.evaluate import EvaluationReport
 
 BACKBONE = Path("models/efficientnet-lite0/1/model.onnx")
@@ -40,13 +40,6 @@ RoiOpt = Annotated[str | None, typer.Option("--roi", help="ROI of the recipe.")]
 SplitOpt = Annotated[
     Path | None, typer.Option("--split", help="split.json recorded beside a model.")
 ]
-
-
-def reader_for(recipe: Path | None, roi: str | None) -> RoiReader:
-    from cellinspect.config import load_recipe
-    from cellinspect.training.dataset import RoiReader
-
-    return RoiReader(load_recipe(recipe) if recipe else None, roi)
 
 
 def report_table(rep: EvaluationReport) -> Table:

@@ -1,0 +1,325 @@
+"""Models without a training run: fit a detector or a head, convert, quantise, list, rebuild.
+
+`fit-anomaly`, `fit-classifier`, `convert-backbone`, `quantize`, `quantize-model`, `models` and
+`build-default-models`; `train`, `evaluate` and `ensemble` are in `cli/train.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cellinspect.cli.support import (
+    DEFAULT_RECIPE,
+    BagsOpt,
+    CrossFitOpt,
+    DetectorOpt,
+    GroupsOpt,
+    PositionNormOpt,
+    RecipeOpt,
+    TopKOpt,
+    console,
+    err_console,
+    fail,
+    progress_bar,
+    reader_for,
+    stage_progress,
+    user_errors,
+)
+from cellinspect.errors import CellInspectError
+
+
+def fit_anomaly_cmd(
+    good: Annotated[Path, typer.Option("--good", help="Folder of good images only.")],
+    out: Annotated[Path, typer.Option("--out", help="models/<name>/<version> folder.")],
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", "-r", help="Cut images as this recipe does (recommended)."),
+    ] = None,
+    roi: Annotated[str | None, typer.Option(help="ROI of the recipe to fit for.")] = None,
+    backbone: Annotated[Path, typer.Option(help="Backbone features model.")] = Path(
+        "models/efficientnet-lite0/1/model.onnx"
+    ),
+    name: Annotated[str | None, typer.Option(help="Model name (default: folder name).")] = None,
+    coreset: Annotated[int, typer.Option(min=1, help="Memory bank size (patches).")] = 2000,
+    projection_dim: Annotated[int, typer.Option(min=0, help="0: no projection.")] = 96,
+    seed: Annotated[int, typer.Option()] = 0,
+    position_norm: PositionNormOpt = False,
+    bags: BagsOpt = 1,
+    detector: DetectorOpt = "patchcore",
+    groups: GroupsOpt = 1,
+    top_k: TopKOpt = 1,
+    cross_fit: CrossFitOpt = None,
+) -> None:
+    """Teach an anomaly detector from a folder of good parts (no torch needed)."""
+    from cellinspect.training.anomaly_params import AnomalyFitParams
+    from cellinspect.training.dataset import good_images
+    from cellinspect.training.fit_anomaly import fit_anomaly
+
+    with user_errors():
+        reader = reader_for(recipe, roi)
+        dataset = good_images(good)
+        params = AnomalyFitParams(
+            coreset_size=coreset,
+            projection_dim=projection_dim or None,
+            seed=seed,
+            position_norm=position_norm,
+            bags=bags,
+            detector=detector,
+            groups=groups,
+            top_k=top_k,
+            cross_fit=cross_fit,
+        )
+        with progress_bar() as progress:
+            rep = fit_anomaly(
+                dataset,
+                reader,
+                backbone,
+                out,
+                name or out.parent.name,
+                out.name,
+                params,
+                stage_progress(progress),
+            )
+    for path, reason in rep.skipped:
+        err_console.print(f"skipped {path}: {reason}", highlight=False)
+    console.print(
+        f"wrote {rep.model_path}: {rep.images_used} good images ({rep.bank_images} bank, "
+        f"{rep.holdout_images} held out), {rep.summary}"
+    )
+
+
+def fit_classifier_cmd(
+    dataset_dir: Annotated[Path, typer.Argument(help="Class folders or labels.csv folder.")],
+    out: Annotated[Path, typer.Option("--out", help="models/<name>/<version> folder.")],
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r")] = None,
+    roi: Annotated[str | None, typer.Option()] = None,
+    backbone: Annotated[Path, typer.Option()] = Path("models/efficientnet-lite0/1/model.onnx"),
+    name: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Fit a defect classifier head on backbone features (no torch needed)."""
+    from cellinspect.training.dataset import load_dataset
+    from cellinspect.training.fit_classifier import fit_classifier
+
+    with user_errors():
+        reader = reader_for(recipe, roi)
+        dataset = load_dataset(dataset_dir)
+        with progress_bar() as progress:
+            rep = fit_classifier(
+                dataset,
+                reader,
+                backbone,
+                out,
+                name or out.parent.name,
+                out.name,
+                stage=stage_progress(progress),
+            )
+    console.print(
+        f"wrote {rep.model_path}: classes {list(rep.labels)}, counts {rep.counts}, "
+        f"train accuracy {rep.train_accuracy:.3f}"
+    )
+
+
+def convert_backbone_cmd(
+    out: Annotated[Path, typer.Option("--out")] = Path("models/efficientnet-lite0/1"),
+    size: Annotated[int, typer.Option(help="Input size in pixels.")] = 224,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+) -> None:
+    """One-time conversion of the pretrained EfficientNet-Lite0 to ONNX (needs torch)."""
+    try:
+        from cellinspect.training.convert_backbone import convert_backbone
+    except ImportError as err:
+        raise fail(f"{err}; install the conversion extra: pip install -e '.[convert]'") from err
+    with user_errors():
+        path = convert_backbone(
+            out, image_size=size, opset=opset, progress=lambda msg: console.print(msg)
+        )
+    console.print(f"wrote {path}")
+
+
+def quantize(
+    model: Annotated[Path, typer.Option("--model", help="Folder of the FP32 features model.")],
+    images: Annotated[Path, typer.Option("--images", help="Calibration images (folder).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the INT8 model.")],
+    min_cosine: Annotated[float, typer.Option(help="Refuse below this fidelity.")] = 0.97,
+    held_out_every: Annotated[int, typer.Option(min=2, help="Hold out every Nth image.")] = 4,
+    keep_projections_fp32: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Static INT8 (QDQ) quantisation of a features model, checked against FP32."""
+    from cellinspect.training.feed import list_images
+    from cellinspect.training.quantize import quantize_features
+
+    with user_errors():
+        path = quantize_features(
+            model,
+            out,
+            list_images(images),
+            min_cosine=min_cosine,
+            held_out_every=held_out_every,
+            keep_projections_fp32=keep_projections_fp32,
+            progress=lambda msg: console.print(msg),
+        )
+    console.print(f"wrote {path}")
+
+
+def quantize_model_cmd(
+    model: Annotated[Path, typer.Argument(help="Deployed model.onnx (manifest beside it).")],
+    calibration: Annotated[
+        Path, typer.Option("--calibration", help="Images to calibrate on (dataset folder).")
+    ],
+    evaluation: Annotated[
+        Path, typer.Option("--evaluate", help="Labelled set to evaluate FP32 and INT8 on.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the INT8 copy.")],
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="Cut images as this recipe does (the one the model was fitted "
+            "through; its manifest's 'preprocess' must match).",
+        ),
+    ] = None,
+    roi: Annotated[str | None, typer.Option(help="ROI of the recipe.")] = None,
+    max_loss: Annotated[
+        float, typer.Option(min=0.0, help="Refuse a copy that loses more AUROC/accuracy.")
+    ] = 0.01,
+) -> None:
+    """INT8 copy of a deployed model, evaluated before and after on the same images."""
+    from cellinspect.training.dataset import load_dataset
+    from cellinspect.training.quantize_model import quantize_model
+
+    with user_errors():
+        reader = reader_for(recipe, roi)
+        with progress_bar() as progress:
+            rep = quantize_model(
+                model,
+                out,
+                load_dataset(calibration),
+                load_dataset(evaluation),
+                reader,
+                max_loss=max_loss,
+                stage=stage_progress(progress),
+            )
+    table = Table(title=f"{model} FP32 vs {rep.model_path} INT8 on {rep.int8.images} images")
+    for col in ("", "FP32", "INT8"):
+        table.add_column(col, justify="right")
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    table.add_row("AUROC", fmt(rep.fp32.auroc), fmt(rep.int8.auroc))
+    if (
+        rep.auroc_change_ci95 is not None
+        and rep.fp32.auroc is not None
+        and rep.int8.auroc is not None
+    ):
+        low, high = rep.auroc_change_ci95
+        table.add_row(
+            "AUROC change, 95 % paired interval",
+            "",
+            f"{rep.int8.auroc - rep.fp32.auroc:+.4f} ({low:+.4f} to {high:+.4f})",
+        )
+    table.add_row("accuracy", fmt(rep.fp32.accuracy), fmt(rep.int8.accuracy))
+    table.add_row(
+        "escape rate", fmt(rep.fp32.escape_rate_at_review), fmt(rep.int8.escape_rate_at_review)
+    )
+    table.add_row(
+        "good sent to review/fail",
+        fmt(rep.fp32.good_flagged_rate_at_review),
+        fmt(rep.int8.good_flagged_rate_at_review),
+    )
+    table.add_row("session.run ms (median)", f"{rep.fp32_ms:.2f}", f"{rep.int8_ms:.2f}")
+    console.print(table)
+
+
+def models(
+    root: Annotated[Path, typer.Argument(help="Folder holding <name>/<version>/.")] = Path(
+        "models"
+    ),
+) -> None:
+    """List the model versions under models/ with task, hash and recorded metrics."""
+    from cellinspect.inference.manifest import MANIFEST_NAME, load_manifest, sha256_file
+
+    table = Table(title=f"models in {root}")
+    for col in ("name", "version", "task", "sha256", "matches", "parent", "metrics"):
+        table.add_column(col)
+    found = sorted(root.glob(f"*/*/{MANIFEST_NAME}"))
+    if not found:
+        raise fail(f"{root}: no models (expected {root}/<name>/<version>/{MANIFEST_NAME})")
+    for manifest_path in found:
+        model_path = manifest_path.with_name("model.onnx")
+        try:
+            manifest = load_manifest(model_path)
+        except CellInspectError as err:
+            table.add_row(
+                manifest_path.parent.parent.name,
+                manifest_path.parent.name,
+                "?",
+                "",
+                "no",
+                "",
+                str(err).splitlines()[0],
+            )
+            continue
+        metrics = manifest.provenance.get("metrics", {})
+        shown = {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in metrics.items()
+            if isinstance(v, int | float)
+        }
+        table.add_row(
+            manifest.name,
+            manifest.version,
+            manifest.task.value,
+            manifest.sha256[:12],
+            "yes" if sha256_file(model_path) == manifest.sha256 else "NO",
+            str(manifest.provenance.get("parent_version", "")),
+            json.dumps(shown),
+        )
+    console.print(table)
+
+
+def build_default_models_cmd(
+    recipe: RecipeOpt = DEFAULT_RECIPE,
+    models_dir: Annotated[Path, typer.Option(help="Where models/<name>/1 go.")] = Path("models"),
+    work_dir: Annotated[
+        Path, typer.Option(help="Scratch folder for the rendered training/validation parts.")
+    ] = Path("runs/default-models"),
+    backbone: Annotated[Path, typer.Option()] = Path("models/efficientnet-lite0/1/model.onnx"),
+    train_count: Annotated[int, typer.Option(min=20)] = 600,
+    val_count: Annotated[int, typer.Option(min=20)] = 300,
+) -> None:
+    """Rebuild the shipped flange models from rendered parts, with validation figures."""
+    from cellinspect.config import load_recipe
+    from cellinspect.training.defaults import DefaultModelsPlan, build_default_models
+
+    with user_errors():
+        loaded = load_recipe(recipe)
+        plan = DefaultModelsPlan(train_count=train_count, val_count=val_count)
+        with progress_bar() as progress:
+            rep = build_default_models(
+                loaded, models_dir, work_dir, backbone, plan, stage_progress(progress)
+            )
+    console.print(f"anomaly detector: {rep.anomaly_path}")
+    console.print(
+        f"  validation AUROC {rep.anomaly_eval.auroc:.4f} on {rep.anomaly_eval.images} unseen "
+        f"parts; thresholds review_at {rep.review_at}, fail_at {rep.fail_at}"
+    )
+    console.print(f"classifier: {rep.classifier_path}")
+    console.print(f"  validation accuracy {rep.classifier_eval.accuracy:.4f}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model commands to the main app."""
+    app.command("fit-anomaly")(fit_anomaly_cmd)
+    app.command("fit-classifier")(fit_classifier_cmd)
+    app.command("convert-backbone")(convert_backbone_cmd)
+    app.command("quantize")(quantize)
+    app.command("quantize-model")(quantize_model_cmd)
+    app.command("models")(models)
+    app.command("build-default-models")(build_default_models_cmd)
