@@ -15,6 +15,7 @@ from cellinspect.api.events import EventBroker
 from cellinspect.api.limits import BodySizeLimitMiddleware
 from cellinspect.api.metrics import ApiMetrics, MetricsMiddleware
 from cellinspect.api.routers import (
+    api_docs,
     events,
     export,
     health,
@@ -102,6 +103,9 @@ def create_app(
         version=cellinspect.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc come from api_docs: FastAPI's own load their assets from CDNs.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     install_error_handlers(app)
@@ -115,8 +119,10 @@ def create_app(
         events,
         health,
         review_page,
+        api_docs,
     ):
         app.include_router(module.router)
+    app.mount(api_docs.DOCS_ASSETS, api_docs.docs_assets(), name="docs-assets")  # before /static
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.add_middleware(
