@@ -14,7 +14,6 @@ import typer
 from cellinspect import __version__
 from cellinspect.cli import calibrate, cell, inspection, modelling, station, train, validate
 from cellinspect.cli.support import console
-from cellinspect.cli_elpv import register as register_elpv
 
 app = typer.Typer(
     name="cellinspect",
@@ -48,7 +47,6 @@ modelling.register(app)
 cell.register(app)
 station.register(app)
 train.register(app)
-register_elpv(app)
 app.add_typer(calibrate.app, name="calibrate")
 
 

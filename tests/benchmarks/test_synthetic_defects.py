@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.elpv.synthetic_defects import KINDS, defect_mask, draw_defect
 from cellinspect.training.dataset import LabelledImage
-from cellinspect.training.synthetic_defects import KINDS, defect_mask, draw_defect
 
 
 def _cell(shape: tuple[int, ...]) -> np.ndarray:
@@ -49,7 +49,7 @@ def test_mask_lies_in_unit_range(kinds: int) -> None:
 
 @pytest.mark.torch
 def test_only_items_under_the_drawn_label_get_a_defect() -> None:
-    synthetic = pytest.importorskip("cellinspect.training.elpv_synthetic")
+    synthetic = pytest.importorskip("benchmarks.elpv.synthetic")
     cell = _cell((64, 64, 3))
     rng = np.random.default_rng(0)
     good = synthetic.draw_on_defective(LabelledImage(Path(__file__), "good"), cell, rng)

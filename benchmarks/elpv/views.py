@@ -1,7 +1,7 @@
 """Wrap any classifier graph in dihedral test-time views, averaging its probabilities.
 
 A fine-tuned classifier ends in a softmax; the wrapper feeds it the stacked views that
-elpv_graph builds (flips, quarter turns) and returns the mean probability per image, so the
+graph.py builds (flips, quarter turns) and returns the mean probability per image, so the
 station still makes one session.run per batch.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks.elpv.graph import _view_nodes
 from cellinspect.errors import ModelError
-from cellinspect.training.elpv_graph import _view_nodes
 
 VIEWS_INPUT = "tta_views"
 

@@ -1,7 +1,11 @@
-"""The `eval-elpv` command: the shipped methods measured on real solar-cell images."""
+"""`python -m benchmarks.elpv eval-elpv`: the shipped methods measured on real solar-cell images.
+
+Formerly `cellinspect eval-elpv`; the command, its options and its help are the same.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +23,23 @@ from cellinspect.cli.support import (
     stage_progress,
     user_errors,
 )
+
+app = typer.Typer(
+    help="Benchmarks of the shipped methods on the elpv solar cells (not part of cellinspect).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main_callback(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -88,6 +109,7 @@ def _table(report: dict[str, Any]) -> Table:
     return table
 
 
+@app.command("eval-elpv")
 def eval_elpv(
     out: Annotated[Path, typer.Option(help="Folder for split, models and report.")] = Path(
         "runs/elpv"
@@ -183,9 +205,8 @@ def eval_elpv(
     ] = None,
 ) -> None:
     """Reproduce accuracy, AUROC and latency on the elpv solar cells (needs the eval extra)."""
-    from cellinspect.config import StretchOp
-    from cellinspect.training.elpv_classify import ClassifyParams
-    from cellinspect.training.elpv_eval import (
+    from benchmarks.elpv.classify import ClassifyParams
+    from benchmarks.elpv.evaluate import (
         ANOMALY_METHODS,
         CLASSIFICATION_METHODS,
         DEFAULT_ANOMALY_BACKBONE,
@@ -194,6 +215,7 @@ def eval_elpv(
         default_anomaly_params,
         run_elpv_eval,
     )
+    from cellinspect.config import StretchOp
 
     fitting = seed if fit_seed is None else fit_seed
     with user_errors():
@@ -208,7 +230,7 @@ def eval_elpv(
         finetune = None
         if method == "finetune":
             try:
-                from cellinspect.training.elpv_finetune import ElpvFinetuneParams
+                from benchmarks.elpv.finetune import ElpvFinetuneParams
             except ImportError as err:
                 raise typer.BadParameter(
                     f"--method finetune needs torch ({err}): pip install -e '.[train]'"
@@ -230,7 +252,7 @@ def eval_elpv(
         synthetic = None
         if method == "synthetic":
             try:
-                from cellinspect.training.elpv_synthetic import SyntheticParams
+                from benchmarks.elpv.synthetic import SyntheticParams
             except ImportError as err:
                 raise typer.BadParameter(
                     f"--method synthetic needs torch ({err}): pip install -e '.[train]'"
@@ -278,6 +300,6 @@ def eval_elpv(
     console.print(f"report: {out / 'report.json'}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add `eval-elpv` to the main app."""
-    app.command("eval-elpv")(eval_elpv)
+def main() -> None:
+    """`python -m benchmarks.elpv`."""
+    app()

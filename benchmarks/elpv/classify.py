@@ -17,6 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from benchmarks.elpv.graph import (
+    VIEWS_OUTPUT,
+    build_tta_classifier_graph,
+    build_view_feature_graph,
+)
 from cellinspect.config import ClassThreshold
 from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
@@ -26,11 +31,6 @@ from cellinspect.inference.manifest import (
 )
 from cellinspect.inference.preprocess_contract import preprocess_record
 from cellinspect.preprocess.model_input import prepare_batch
-from cellinspect.training.elpv_graph import (
-    VIEWS_OUTPUT,
-    build_tta_classifier_graph,
-    build_view_feature_graph,
-)
 from cellinspect.training.fit_anomaly import backbone_provenance
 from cellinspect.training.fit_classifier import classifier_manifest, fit_logistic_head
 

@@ -1,4 +1,7 @@
-"""The elpv split (unit tests on synthetic labels) and a small real run of eval-elpv."""
+"""The elpv split (unit tests on synthetic labels) and small real runs of eval-elpv.
+
+`python -m benchmarks.elpv eval-elpv` from the repository root; not part of cellinspect.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +18,14 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cellinspect.cli_elpv import _table, register
-from cellinspect.training.elpv import (
+from benchmarks.elpv.cli import _table, app
+from benchmarks.elpv.data import (
     ElpvError,
     ElpvItem,
     parse_labels,
     stratified_split,
 )
-from cellinspect.training.elpv_eval import ElpvEvalParams
+from benchmarks.elpv.evaluate import ElpvEvalParams
 
 HAS_ELPV = importlib.util.find_spec("elpv_dataset") is not None
 needs_elpv = pytest.mark.skipif(
@@ -44,17 +47,6 @@ def _items(n: int, seed: int = 1) -> list[ElpvItem]:
         ElpvItem(f"images/cell{i:04d}.png", float(p), str(t))
         for i, (p, t) in enumerate(zip(probs, types, strict=True))
     ]
-
-
-def _elpv_app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")
-    def noop() -> None:  # a second command keeps typer from flattening the app
-        """Nothing."""
-
-    return app
 
 
 def _strata(items: tuple[ElpvItem, ...]) -> Counter[tuple[str, str]]:
@@ -130,7 +122,7 @@ def test_parse_labels_reads_the_package_format() -> None:
 def test_missing_package_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
-    from cellinspect.training import elpv
+    from benchmarks.elpv import data
 
     real_import = builtins.__import__
 
@@ -141,7 +133,7 @@ def test_missing_package_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ElpvError, match=r"pip install -e '\.\[eval\]'"):
-        elpv.data_root()
+        data.data_root()
 
 
 @needs_elpv
@@ -151,7 +143,6 @@ def test_eval_elpv_small_run_stays_above_floors(tmp_path: Path) -> None:
     missing = [str(p) for p in BACKBONES if not p.is_file()]
     if missing:
         pytest.skip(f"{missing} not found (run from the repository root)")
-    app = _elpv_app()
     out = tmp_path / "elpv"
     result = CliRunner().invoke(
         app,
@@ -206,7 +197,7 @@ def test_eval_elpv_gaussian_groups_split_mono_from_poly_without_labels(tmp_path:
     """800 cells: enough functional ones for two texture groups of 20+ held-out cells each."""
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--task", "anomaly", "--limit", "800"]
-    result = CliRunner().invoke(_elpv_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     ano = json.loads((out / "report.json").read_text())["anomaly"]
     assert ano["parameters"]["groups"] == 2
@@ -229,7 +220,7 @@ def test_eval_elpv_gaussian_groups_split_mono_from_poly_without_labels(tmp_path:
 def test_eval_elpv_patchcore_small_run_averages_three_bags(tmp_path: Path) -> None:
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "patchcore", "--limit", "400"]
-    result = CliRunner().invoke(_elpv_app(), [*args, "--coreset", "500"])
+    result = CliRunner().invoke(app, [*args, "--coreset", "500"])
     assert result.exit_code == 0, result.output
     ano = json.loads((out / "report.json").read_text())["anomaly"]
     assert ano["method"] == "patchcore" and ano["auroc"] > 0.7
@@ -242,7 +233,6 @@ def test_eval_elpv_patchcore_small_run_averages_three_bags(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("task", ["nonsense", ""])
 def test_eval_elpv_rejects_unknown_task(tmp_path: Path, task: str) -> None:
-    app = _elpv_app()
     result = CliRunner().invoke(app, ["eval-elpv", "--out", str(tmp_path), "--task", task])
     assert result.exit_code != 0
     assert not (tmp_path / "report.json").exists()
@@ -260,7 +250,6 @@ def _needs_torch_and_backbone() -> None:
 def test_eval_elpv_finetune_small_run_writes_checked_view_model(tmp_path: Path) -> None:
     """One epoch on a 120-image subset: the pipeline, not the accuracy (that needs the full run)."""
     _needs_torch_and_backbone()
-    app = _elpv_app()
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "finetune", "--limit", "120"]
     variant = ["--schedule", "cosine", "--image-size", "160", "--soft-labels", "--no-balance"]
@@ -306,7 +295,7 @@ def test_eval_elpv_finetune_fits_are_scored_alone_and_merged(tmp_path: Path) -> 
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "finetune", "--limit", "120"]
     args += ["--epochs", "1", "--image-size", "96", "--fits", "2", "--fit-seed", "4"]
-    result = CliRunner().invoke(_elpv_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     wide = Console(width=200, record=True)
@@ -334,7 +323,6 @@ def test_eval_elpv_finetune_fits_are_scored_alone_and_merged(tmp_path: Path) -> 
 def test_eval_elpv_synthetic_small_run_is_taught_on_functional_cells_only(tmp_path: Path) -> None:
     """One epoch on a 120-image subset: the drawn-defect detector's pipeline, end to end."""
     _needs_torch_and_backbone()
-    app = _elpv_app()
     out = tmp_path / "elpv"
     args = ["eval-elpv", "--out", str(out), "--method", "synthetic", "--limit", "120"]
     result = CliRunner().invoke(app, [*args, "--epochs", "1", "--image-size", "128"])
@@ -374,8 +362,8 @@ def test_finetune_rejects_bad_parameters_before_training(
     tmp_path: Path, bad: dict[str, int], message: str
 ) -> None:
     pytest.importorskip("torch")
+    from benchmarks.elpv.finetune import ElpvFinetuneParams
     from cellinspect.errors import ModelError
-    from cellinspect.training.elpv_finetune import ElpvFinetuneParams
 
     params = ElpvEvalParams(
         out=tmp_path,
@@ -388,8 +376,8 @@ def test_finetune_rejects_bad_parameters_before_training(
 
 
 def test_anomaly_parameters_must_match_the_method(tmp_path: Path) -> None:
+    from benchmarks.elpv.evaluate import ElpvEvalParams, default_anomaly_params
     from cellinspect.errors import ModelError
-    from cellinspect.training.elpv_eval import ElpvEvalParams, default_anomaly_params
 
     params = ElpvEvalParams(
         out=tmp_path,
@@ -403,7 +391,7 @@ def test_anomaly_parameters_must_match_the_method(tmp_path: Path) -> None:
 
 def test_eval_elpv_refuses_cross_fitting_for_patchcore(tmp_path: Path) -> None:
     args = ["eval-elpv", "--out", str(tmp_path), "--method", "patchcore", "--cross-fit"]
-    result = CliRunner().invoke(_elpv_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
     assert "cross-fitting is for the gaussian detector" in result.output
     assert not (tmp_path / "report.json").exists()
@@ -411,7 +399,7 @@ def test_eval_elpv_refuses_cross_fitting_for_patchcore(tmp_path: Path) -> None:
 
 def test_eval_elpv_refuses_bags_for_the_gaussian_detector(tmp_path: Path) -> None:
     args = ["eval-elpv", "--out", str(tmp_path), "--task", "anomaly", "--bags", "2"]
-    result = CliRunner().invoke(_elpv_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
     assert "bags are for the patchcore detector" in result.output
     assert not (tmp_path / "report.json").exists()
@@ -419,7 +407,7 @@ def test_eval_elpv_refuses_bags_for_the_gaussian_detector(tmp_path: Path) -> Non
 
 def _parameters_of(monkeypatch: pytest.MonkeyPatch, out: Path, *flags: str) -> ElpvEvalParams:
     """What `eval-elpv --out OUT FLAGS` hands run_elpv_eval, without running it."""
-    import cellinspect.training.elpv_eval as elpv_eval
+    import benchmarks.elpv.evaluate as elpv_eval
 
     seen: list[ElpvEvalParams] = []
 
@@ -428,7 +416,7 @@ def _parameters_of(monkeypatch: pytest.MonkeyPatch, out: Path, *flags: str) -> E
         raise typer.Exit(0)
 
     monkeypatch.setattr(elpv_eval, "run_elpv_eval", capture)
-    result = CliRunner().invoke(_elpv_app(), ["eval-elpv", "--out", str(out), *flags])
+    result = CliRunner().invoke(app, ["eval-elpv", "--out", str(out), *flags])
     assert result.exit_code == 0, result.output
     return seen[0]
 

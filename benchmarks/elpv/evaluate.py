@@ -22,15 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-from cellinspect.config import PreprocessOp, StretchOp
-from cellinspect.entities import ImageU8
-from cellinspect.errors import ModelError
-from cellinspect.inference.manifest import load_manifest, sha256_file
-from cellinspect.inference.runner import ModelRunner, SessionOptions
-from cellinspect.preprocess.model_input import prepare_batch
-from cellinspect.training.anomaly_params import AnomalyFitParams
-from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader
-from cellinspect.training.elpv import (
+from benchmarks.elpv.classify import ClassifyParams, fit_elpv_classifier, session
+from benchmarks.elpv.data import (
     LICENCE,
     ElpvItem,
     Split,
@@ -39,14 +32,21 @@ from cellinspect.training.elpv import (
     read_images,
     stratified_split,
 )
-from cellinspect.training.elpv_classify import ClassifyParams, fit_elpv_classifier, session
-from cellinspect.training.elpv_graph import VIEW_COUNTS
+from benchmarks.elpv.graph import VIEW_COUNTS
+from cellinspect.config import PreprocessOp, StretchOp
+from cellinspect.entities import ImageU8
+from cellinspect.errors import ModelError
+from cellinspect.inference.manifest import load_manifest, sha256_file
+from cellinspect.inference.runner import ModelRunner, SessionOptions
+from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.training.anomaly_params import AnomalyFitParams
+from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader
 from cellinspect.training.fit_anomaly import fit_anomaly
 from cellinspect.training.intervals import accuracy_interval, auroc_interval
 
 if TYPE_CHECKING:
-    from cellinspect.training.elpv_finetune import ElpvFinetuneParams
-    from cellinspect.training.elpv_synthetic import SyntheticParams
+    from benchmarks.elpv.finetune import ElpvFinetuneParams
+    from benchmarks.elpv.synthetic import SyntheticParams
     from cellinspect.training.finetune import FinetuneReport
 
 Say = Callable[[str], None]
@@ -338,7 +338,7 @@ def _run_finetune(
     provenance: dict[str, Any],
     stage: Stage,
 ) -> dict[str, Any]:
-    from cellinspect.training.elpv_finetune import ElpvFinetuneParams, finetune_elpv_classifier
+    from benchmarks.elpv.finetune import ElpvFinetuneParams, finetune_elpv_classifier
 
     tune = params.finetune or ElpvFinetuneParams(seed=params.seed)
     if tune.fits > 1:
@@ -373,7 +373,7 @@ def _run_finetune_fits(
     One seed moves elpv test accuracy by 3 points, so each member's own figure is reported
     beside the merged model's: the spread says how far to trust any single one.
     """
-    from cellinspect.training.elpv_finetune import finetune_elpv_classifier
+    from benchmarks.elpv.finetune import finetune_elpv_classifier
     from cellinspect.training.ensemble import ensemble_classifiers
 
     start = time.perf_counter()
@@ -483,7 +483,7 @@ def _run_synthetic(
     provenance: dict[str, Any],
     stage: Stage,
 ) -> dict[str, Any]:
-    from cellinspect.training.elpv_synthetic import SyntheticParams, fit_elpv_synthetic
+    from benchmarks.elpv.synthetic import SyntheticParams, fit_elpv_synthetic
 
     start = time.perf_counter()
     tune = params.synthetic or SyntheticParams(seed=params.seed)
@@ -522,7 +522,7 @@ def run_elpv_eval(
     test = read_images(root, split.test)
     provenance = _data_provenance(split, split_hash)
     report: dict[str, Any] = {
-        "command": "cellinspect eval-elpv",
+        "command": "python -m benchmarks.elpv eval-elpv",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "split": {
             "file": "split.csv",

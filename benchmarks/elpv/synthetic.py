@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.elpv.data import ElpvItem, Split
+from benchmarks.elpv.finetune import dihedral_augment
+from benchmarks.elpv.synthetic_defects import KIND_WEIGHTS, KINDS, draw_defect
 from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import load_manifest, write_manifest
 from cellinspect.training import finetune
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader, Stage
-from cellinspect.training.elpv import ElpvItem, Split
-from cellinspect.training.elpv_finetune import dihedral_augment
-from cellinspect.training.synthetic_defects import KIND_WEIGHTS, KINDS, draw_defect
 
 DRAWN_LABEL = "defective"
 

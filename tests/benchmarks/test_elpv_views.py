@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks.elpv.views import wrap_classifier_views
 from cellinspect.errors import ModelError
-from cellinspect.training.elpv_views import wrap_classifier_views
 
 
 def _tiny_classifier(path: Path, output: str = "probabilities", opset: int = 17) -> Path:

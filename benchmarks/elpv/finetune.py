@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
+from benchmarks.elpv.data import Split, stratified_split
+from benchmarks.elpv.views import wrap_classifier_views
 from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import InputSpec, load_manifest, write_manifest
 from cellinspect.training import finetune
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader, Stage
-from cellinspect.training.elpv import Split, stratified_split
-from cellinspect.training.elpv_views import wrap_classifier_views
 
 
 @dataclass(frozen=True, slots=True)
