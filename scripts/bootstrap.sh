@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for cellinspect: a virtual environment in .venv with the package.
 #   bash scripts/bootstrap.sh          runtime only (inspect, serve, line, fit-anomaly, ...)
-#   bash scripts/bootstrap.sh --dev    + test/lint tools, torch (CPU) for conversion/training
+#   bash scripts/bootstrap.sh --dev    + test/lint/docs tools, torch (CPU) for conversion/training
 #                                      tests, and the Debian packages the tests drive
 #                                      (chromium, ffmpeg, systemd-analyze)
 set -euo pipefail
@@ -23,7 +23,7 @@ fi
 if [ "$dev" = 1 ]; then
   # torch==2.13.0 is pinned in the extras: that exact version is the CPU build here, while a
   # looser requirement would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet -e '.[dev,convert,train,eval]'
+  .venv/bin/python -m pip install --quiet -e '.[dev,convert,train,eval,docs]'
   # Debian packages the tests drive for real: chromium (review page), ffmpeg (video files and
   # an MJPEG-over-HTTP camera stream), systemd-analyze (the deploy unit).
   need=()
