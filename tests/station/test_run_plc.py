@@ -26,7 +26,6 @@ from typing import Any
 import yaml
 
 from cellinspect.entities import Verdict
-from cellinspect.line.cell import rendered_catalog
 from cellinspect.line.config import LineConfig
 from cellinspect.plc.conveyor import place_parts
 from cellinspect.plc.modbus_adapter import ModbusClient
@@ -43,6 +42,7 @@ from cellinspect.plc.registers import (
     pack_u32,
     unpack_u32,
 )
+from cellinspect.plc.sim_camera import rendered_catalog
 from cellinspect.plc.sim_plc import PlcConfig, SimPlc
 from cellinspect.storage.records import StoredResult
 from tests.conftest import ROOT

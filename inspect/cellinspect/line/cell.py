@@ -16,13 +16,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cellinspect.entities import ImageU8, InspectedFrame
+from cellinspect.entities import InspectedFrame
 from cellinspect.line.audit import LineReport, build_report
 from cellinspect.line.config import LineConfig
 from cellinspect.plc.conveyor import place_parts
 from cellinspect.plc.registers import Reg, Status
 from cellinspect.plc.robot import PickTarget, PlaneMapping
-from cellinspect.plc.sim_camera import FolderCatalog, PartCatalog, RenderCatalog, SimCamera
+from cellinspect.plc.sim_camera import (
+    FolderCatalog,
+    PartCatalog,
+    RenderCatalog,
+    SimCamera,
+    rendered_catalog,
+)
 from cellinspect.plc.sim_plc import PlcConfig, PlcCounters, SimPlc
 from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.station.config import StationFile, TriggerMode, load_station
@@ -40,26 +46,6 @@ class LineProgress:
     plc: PlcCounters
     station_busy: bool
     inspected: int = field(default=0)
-
-
-def rendered_catalog(
-    count: int, seed: int, defect_rate: float, cache_size: int = 64, read_ahead: int = 4
-) -> RenderCatalog:
-    """Unique synthetic flanges, rendered on demand (datagen), labels from the plan."""
-    from cellinspect.datagen.flange import plan_parts, render_part
-
-    specs = plan_parts(count, seed, defect_rate)
-
-    def render(part_id: int) -> ImageU8:
-        return render_part(specs[part_id - 1])
-
-    return RenderCatalog(
-        [s.label for s in specs],
-        render,
-        cache_size=cache_size,
-        read_ahead=read_ahead,
-        names=[f"part_{s.index:05d}_{s.label}.png" for s in specs],
-    )
 
 
 def make_catalog(config: LineConfig) -> PartCatalog:

@@ -13,13 +13,13 @@ from cellinspect.line.benchmark import BenchmarkReport, RateStep, find_max_rate
 from cellinspect.line.cell import (
     LineProgress,
     line_station,
-    rendered_catalog,
     run_cell,
     sim_station_file,
 )
 from cellinspect.line.config import LineConfig
 from cellinspect.plc.conveyor import place_parts
 from cellinspect.plc.robot import HomographyPlane, PickTarget, PlaneMapping, SimRobot
+from cellinspect.plc.sim_camera import rendered_catalog
 from cellinspect.plc.sim_plc import LinkFault, PlcConfig, PlcCounters, SimPlc
 from cellinspect.station.config import StationFile, TriggerMode, load_station
 from cellinspect.station.runtime import StationRuntime

@@ -274,3 +274,23 @@ class SimCamera:
             part_id=part_id,
             encoder=encoder,
         )
+
+
+def rendered_catalog(
+    count: int, seed: int, defect_rate: float, cache_size: int = 64, read_ahead: int = 4
+) -> RenderCatalog:
+    """Unique synthetic flanges, rendered on demand (datagen), labels from the plan."""
+    from cellinspect.datagen.flange import plan_parts, render_part
+
+    specs = plan_parts(count, seed, defect_rate)
+
+    def render(part_id: int) -> ImageU8:
+        return render_part(specs[part_id - 1])
+
+    return RenderCatalog(
+        [s.label for s in specs],
+        render,
+        cache_size=cache_size,
+        read_ahead=read_ahead,
+        names=[f"part_{s.index:05d}_{s.label}.png" for s in specs],
+    )

@@ -32,7 +32,7 @@ from cellinspect.plc.handshake import TriggerJob
 from cellinspect.plc.register_image import RegisterImage
 from cellinspect.plc.registers import ErrorCode
 from cellinspect.plc.robot import PickTarget, PlaneMapping
-from cellinspect.plc.sim_camera import TriggeredCamera
+from cellinspect.plc.sim_camera import SimCamera, TriggeredCamera, rendered_catalog
 from cellinspect.plc.station_interface import (
     StationBusyError,
     StationConfig,
@@ -297,9 +297,6 @@ class StationRuntime:
         if isinstance(cfg, SyntheticSource) and self.mode is not TriggerMode.FREE_RUN:
             # Triggered synthetic parts: the part id the PLC latched picks the part, so a
             # simulated PLC with the same plan knows the truth (cellinspect plc-sim).
-            from cellinspect.line.cell import rendered_catalog
-            from cellinspect.plc.sim_camera import SimCamera
-
             return SimCamera(rendered_catalog(cfg.count, cfg.seed, cfg.defect_rate))
         live = cfg.type in LIVE_SOURCE_TYPES
         return SourceCamera(
