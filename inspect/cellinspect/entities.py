@@ -84,6 +84,20 @@ class FrameFailure:
     part_id: int | None = None
     encoder: int | None = None
 
+    @classmethod
+    def instead_of(cls, item: Frame | FrameFailure, reason: str) -> FrameFailure:
+        """The failure that stands for `item` (dropped, not inspected): same ids and times."""
+        return cls(
+            frame_id=item.frame_id,
+            source=item.source,
+            reason=reason,
+            captured_mono=item.captured_mono,
+            captured_wall=item.captured_wall,
+            path=item.path,
+            part_id=item.part_id,
+            encoder=item.encoder,
+        )
+
 
 SourceItem = Frame | FrameFailure
 

@@ -160,13 +160,4 @@ def run_pipeline(
 
 def _as_drop(item: Frame | FrameFailure) -> FrameFailure:
     """A dropped frame becomes a FrameFailure so it still yields a (fail-safe) result."""
-    return FrameFailure(
-        frame_id=item.frame_id,
-        source=item.source,
-        reason="dropped: station queue full",
-        captured_mono=item.captured_mono,
-        captured_wall=item.captured_wall,
-        path=item.path,
-        part_id=item.part_id,
-        encoder=item.encoder,
-    )
+    return FrameFailure.instead_of(item, "dropped: station queue full")

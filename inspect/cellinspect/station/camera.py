@@ -34,6 +34,7 @@ from cellinspect.sources.base import FrameSource, SourceState
 log = logging.getLogger(__name__)
 
 LIVE_SOURCE_TYPES = frozenset({"camera", "stream"})
+_DROPPED = "dropped: the station fell behind the free-running camera"
 
 
 class SourceCamera:
@@ -148,7 +149,7 @@ class SourceCamera:
                 self._queue.append(item)
             elif self.every_frame:  # live, free run: drop the oldest, kept as a failure
                 if len(self._queue) >= self.queue_size:
-                    self._drops.append(_as_drop(self._queue.popleft()))
+                    self._drops.append(FrameFailure.instead_of(self._queue.popleft(), _DROPPED))
                     self.dropped += 1
                 self._queue.append(item)
             else:
@@ -223,16 +224,3 @@ class SourceCamera:
         if state is not SourceState.OPEN or extra:
             why += f" (source {state.value}" + (f": {extra}" if extra else "") + ")"
         return why
-
-
-def _as_drop(item: SourceItem) -> FrameFailure:
-    return FrameFailure(
-        frame_id=item.frame_id,
-        source=item.source,
-        reason="dropped: the station fell behind the free-running camera",
-        captured_mono=item.captured_mono,
-        captured_wall=item.captured_wall,
-        path=item.path,
-        part_id=item.part_id,
-        encoder=item.encoder,
-    )

@@ -465,13 +465,7 @@ class StationRuntime:
 
     def _judge_unsubmitted(self, item: SourceItem, why: str) -> None:
         """A frame the station could not take still becomes a (fail-safe) stored result."""
-        failure = FrameFailure(
-            frame_id=item.frame_id,
-            source=item.source,
-            reason=f"not inspected: {why}",
-            path=item.path,
-            part_id=item.part_id,
-        )
+        failure = FrameFailure.instead_of(item, f"not inspected: {why}")
         iface = self.interface
         self._on_result(iface.stamp(iface.fail_safe_result(failure, failure.reason)))
 
