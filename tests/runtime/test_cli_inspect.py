@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -72,3 +73,30 @@ def test_bench_reports_overhead_against_bare_session_run(
     assert report["bare_session_run_ms"]["p50"] > 0
     assert report["end_to_end_over_bare"] >= 1.0
     assert report["peak_rss_mb"] > 0
+
+
+def test_bench_finds_images_in_class_folders(station: dict[str, Path], tmp_path: Path) -> None:
+    dataset, out = tmp_path / "dataset", tmp_path / "bench.json"
+    for label, names in (("good", ("a_good.png", "e_good.png")), ("scratch", ("b_scratch.png",))):
+        (dataset / label).mkdir(parents=True)
+        for name in names:
+            shutil.copy(station["images"] / name, dataset / label / name)
+    (dataset / "labels.csv").write_text("file,label\n")  # a sidecar, not an image
+    result = CliRunner().invoke(
+        app,
+        ["bench", str(dataset), "-r", str(station["recipe"]), "--repeats", "1", "--json", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "bench: 3 images x 1 passes" in result.output
+    report = json.loads(out.read_text())
+    assert report["images"] == 3 and report["stages_ms"]["total"]["p50"] > 0
+
+
+def test_bench_without_images_names_the_folder(station: dict[str, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "no_images"
+    (empty / "good").mkdir(parents=True)
+    (empty / "labels.csv").write_text("file,label\n")
+    result = CliRunner().invoke(app, ["bench", str(empty), "--recipe", str(station["recipe"])])
+    assert result.exit_code == 1
+    assert "no images" in result.output and str(empty) in result.output.replace("\n", "")
+    assert "nan" not in result.output.lower()

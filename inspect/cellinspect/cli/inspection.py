@@ -116,7 +116,10 @@ def inspect(
 
 
 def bench(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Image files and/or folders (sub-folders too, e.g. class folders)."),
+    ],
     recipe: RecipeOpt = DEFAULT_RECIPE,
     repeats: Annotated[int, typer.Option(min=1, help="Passes over the images.")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report.")] = None,

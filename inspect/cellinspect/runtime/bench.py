@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from cellinspect.entities import Frame
+from cellinspect.errors import SourceError
 from cellinspect.inference.runner import ModelRunner, Tensor
 from cellinspect.runtime.inspector import Inspector
 from cellinspect.runtime.pipeline import run_pipeline
 from cellinspect.sources.decode import decode_image_file
 from cellinspect.sources.listing import list_folder
 from cellinspect.sources.registry import source_for_paths
+from cellinspect.sources.video import is_video_path
 
 Progress = Callable[[int, int], None]
 
@@ -136,8 +138,19 @@ def run_bench(
 
 
 def _expand(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, folders expanded in the order the folder source uses."""
+    """Files as given, folders expanded (sub-folders too, so class folders count) in the order
+    the folder source uses. A path that is missing, or that holds no images, is a SourceError."""
     files: list[Path] = []
     for path in paths:
-        files.extend(list_folder(path) if path.is_dir() else [path])
+        if path.is_dir():
+            found = [p for p in list_folder(path, recursive=True) if not is_video_path(p)]
+            if not found:
+                raise SourceError(f"no images in {path} (sub-folders searched too)")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise SourceError(f"path not found: {path}")
+    if not files:
+        raise SourceError("no images to benchmark: name image files or folders")
     return files
