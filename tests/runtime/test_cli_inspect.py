@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cellinspect.cli import app
+from tests.conftest import ROOT
 
 
 def test_inspect_writes_results_and_summary(station: dict[str, Path], tmp_path: Path) -> None:
@@ -100,3 +101,30 @@ def test_bench_without_images_names_the_folder(station: dict[str, Path], tmp_pat
     assert result.exit_code == 1
     assert "no images" in result.output and str(empty) in result.output.replace("\n", "")
     assert "nan" not in result.output.lower()
+
+
+def _reasons_column(output: str) -> str:
+    """The text of the last column of the 'Parts not passed' table, cells joined by spaces."""
+    table = output.split("Parts not passed", 1)[1].split("Inspection summary", 1)[0]
+    cells = [line.split("│")[-2] for line in table.splitlines() if line.count("│") >= 4]
+    return " ".join(" ".join(cells).replace("•", " ").split())
+
+
+def test_inspect_lists_every_reason_of_a_part_in_full() -> None:
+    labels = (ROOT / "sample_images" / "labels.csv").read_text().splitlines()
+    missing = [line.split(",")[0] for line in labels if ",missing_hole," in line]
+    assert missing
+    part = ROOT / "sample_images" / missing[0]
+    args = ["inspect", str(part), "--recipe", str(ROOT / "recipes" / "flange-measure.yaml")]
+    wide = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert wide.exit_code == 0, wide.output
+    assert "FAIL" in wide.output.split("Parts not passed", 1)[1]
+    # the measurement reason that decided it, and the anomaly score, not just the first one
+    assert "measure: hole_count 5, expected 6" in wide.output
+    assert "flange-anomaly: anomaly score" in wide.output
+    narrow = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.output.splitlines()) <= 80
+    reasons = _reasons_column(narrow.output)
+    assert "measure: hole_count 5, expected 6" in reasons
+    assert "flange-anomaly: anomaly score" in reasons and ">= review threshold" in reasons

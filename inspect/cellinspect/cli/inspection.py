@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cellinspect.cli.support import DEFAULT_RECIPE, RecipeOpt, console, progress_bar, user_errors
 
 if TYPE_CHECKING:
+    from cellinspect.entities import InspectedFrame, InspectionResult
     from cellinspect.runtime.pipeline import PipelineStats
 
 
@@ -32,6 +35,39 @@ def _summary_table(stats: PipelineStats, peak_mb: float) -> Table:
     table.add_row("latency p50", "-" if p50 is None else f"{p50:.1f} ms")
     table.add_row("latency p99", "-" if p99 is None else f"{p99:.1f} ms")
     table.add_row("peak memory", f"{peak_mb:.0f} MB")
+    return table
+
+
+VERDICT_STYLE = {"pass": "green", "review": "yellow", "fail": "bold red"}
+
+
+def _reasons(result: InspectionResult) -> Table:
+    """Every reason (the error first), one bullet each, wrapped with a hanging indent."""
+    lines = [f"error: {result.error}"] if result.error else []
+    lines += [r for r in result.reasons if r != result.error]
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for line in lines or ["-"]:
+        grid.add_row("•", Text(line))
+    return grid
+
+
+def flagged_table(flagged: Sequence[InspectedFrame]) -> Table:
+    """Parts not passed: file, verdict (with class and score) and all their reasons; it stays
+    readable at 80 columns because long names and reasons wrap inside their cells."""
+    table = Table(title="Parts not passed", show_lines=True)
+    table.add_column("file", overflow="fold", max_width=22)
+    table.add_column("verdict", overflow="fold", max_width=18)
+    table.add_column("reasons", ratio=1)
+    for item in flagged:
+        r = item.result
+        verdict = Text(r.verdict.value.upper(), style=VERDICT_STYLE.get(r.verdict.value, ""))
+        for extra in (r.defect_class, None if r.score is None else f"score {r.score:.3g}"):
+            if extra:
+                verdict.append(f"\n{extra}")
+        name = Path(r.path).name if r.path else str(r.frame_id)
+        table.add_row(Text(name), verdict, _reasons(r))
     return table
 
 
@@ -56,7 +92,7 @@ def inspect(
 ) -> None:
     """Inspect images with a recipe: progress, summary table, result files."""
     from cellinspect.config import load_recipe
-    from cellinspect.entities import InspectedFrame, Verdict
+    from cellinspect.entities import Verdict
     from cellinspect.runtime.bench import peak_rss_mb
     from cellinspect.runtime.inspector import Inspector
     from cellinspect.runtime.outputs import ResultFiles
@@ -97,19 +133,7 @@ def inspect(
                 stop.set()
                 raise
     if flagged and show > 0:
-        table = Table(title="Parts not passed")
-        for col in ("file", "verdict", "class", "score", "reason"):
-            table.add_column(col)
-        for item in flagged[:show]:
-            r = item.result
-            table.add_row(
-                Path(r.path).name if r.path else str(r.frame_id),
-                r.verdict.value,
-                r.defect_class or "",
-                "" if r.score is None else f"{r.score:.2f}",
-                (r.error or (r.reasons[0] if r.reasons else ""))[:90],
-            )
-        console.print(table)
+        console.print(flagged_table(flagged[:show]))
     console.print(_summary_table(stats, peak_rss_mb()))
     if files.overlays_written:
         console.print(f"overlays: {files.overlays_written} written to {overlays_dir}")
