@@ -7,9 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 from typer.testing import CliRunner
 
 from cellinspect.cli import app
+from cellinspect.entities import Frame, Verdict
+from cellinspect.runtime.inspector import Inspector
+from cellinspect.runtime.outputs import VERDICT_BGR, banner_height, banner_text
 from tests.conftest import ROOT
 
 
@@ -128,3 +133,37 @@ def test_inspect_lists_every_reason_of_a_part_in_full() -> None:
     reasons = _reasons_column(narrow.output)
     assert "measure: hole_count 5, expected 6" in reasons
     assert "flange-anomaly: anomaly score" in reasons and ">= review threshold" in reasons
+
+
+def test_overlays_carry_a_banner_in_the_verdict_colour_with_the_score(
+    station: dict[str, Path], tmp_path: Path
+) -> None:
+    overlays, jsonl = tmp_path / "ov", tmp_path / "r.jsonl"
+    args = ["inspect", str(station["images"]), "-r", str(station["recipe"])]
+    args += ["--overlays", str(overlays), "--overlays-for-pass", "--jsonl", str(jsonl)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["path"]).stem: r for r in map(json.loads, jsonl.read_text().splitlines())}
+    bh = banner_height(64)
+    seen = set()
+    for png in overlays.iterdir():
+        stem = png.name.rsplit("_", 2)[0]
+        verdict = Verdict(rows[stem]["verdict"])
+        image = np.asarray(cv2.imread(str(png)), np.uint8)
+        assert image.shape == (64 + bh, 64, 3)  # the banner sits above the whole picture
+        banner = image[:bh].reshape(-1, 3)
+        colours, counts = np.unique(banner, axis=0, return_counts=True)
+        assert tuple(colours[counts.argmax()]) == VERDICT_BGR[verdict]
+        assert (banner != VERDICT_BGR[verdict]).any(axis=1).sum() > 10  # the text is drawn
+        seen.add(verdict)
+    assert seen == {Verdict.PASS, Verdict.FAIL}
+    assert VERDICT_BGR[Verdict.PASS] != VERDICT_BGR[Verdict.FAIL] != VERDICT_BGR[Verdict.REVIEW]
+
+
+def test_banner_text_names_verdict_score_and_class(station: dict[str, Path]) -> None:
+    inspector = Inspector.from_recipe(station["recipe"])
+    image = np.asarray(cv2.imread(str(station["images"] / "b_scratch.png")), np.uint8)
+    result = inspector.inspect(Frame(image=image, frame_id=0, source="test")).result
+    assert result.score is not None and result.verdict is Verdict.FAIL
+    text = banner_text(result)
+    assert text.startswith("FAIL") and f"score {result.score:.4g}" in text

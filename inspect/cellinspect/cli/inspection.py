@@ -81,7 +81,11 @@ def inspect(
     ] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
     overlays: Annotated[
-        Path | None, typer.Option("--overlays", help="Write heatmap overlays here.")
+        Path | None,
+        typer.Option(
+            "--overlays",
+            help="Write heatmap overlays here, under a banner with verdict, score and class.",
+        ),
     ] = None,
     overlays_for_pass: Annotated[
         bool, typer.Option("--overlays-for-pass", help="Also write overlays of PASS parts.")

@@ -1,4 +1,8 @@
-"""Result files of the `inspect` command: JSON Lines, CSV and heatmap overlays."""
+"""Result files of the `inspect` command: JSON Lines, CSV and heatmap overlays.
+
+An overlay file is the heatmap picture under a banner in the verdict's colour that names the
+verdict, the deciding score and the defect class, so a folder of overlays reads on its own.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from types import TracebackType
 from typing import IO, Any
 
 import cv2
+import numpy as np
 
-from cellinspect.entities import InspectedFrame, Verdict
+from cellinspect.entities import ImageU8, InspectedFrame, InspectionResult, Verdict
 
 CSV_COLUMNS = (
     "result_id",
@@ -30,6 +35,63 @@ CSV_COLUMNS = (
     "calibration_id",
     "models",
 )
+
+
+# Banner colours (BGR) and the text colour that reads on each.
+VERDICT_BGR = {
+    Verdict.PASS: (60, 160, 60),
+    Verdict.REVIEW: (0, 170, 250),
+    Verdict.FAIL: (40, 40, 210),
+}
+_TEXT_BGR = {
+    Verdict.PASS: (255, 255, 255),
+    Verdict.REVIEW: (0, 0, 0),
+    Verdict.FAIL: (255, 255, 255),
+}
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def banner_text(result: InspectionResult) -> str:
+    """'FAIL  score 1.116  out_of_tolerance': verdict, deciding score, class (or 'error')."""
+    parts = [result.verdict.value.upper()]
+    if result.score is not None:
+        parts.append(f"score {result.score:.4g}")
+    if result.error:
+        parts.append("error")
+    elif result.defect_class:
+        parts.append(result.defect_class)
+    return "  ".join(parts)
+
+
+def banner_height(width: int) -> int:
+    return max(16, min(48, width // 12))
+
+
+def with_banner(picture: ImageU8, result: InspectionResult) -> ImageU8:
+    """`picture` under a banner in the verdict's colour carrying `banner_text(result)`."""
+    image = cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR) if picture.ndim == 2 else picture
+    w = image.shape[1]
+    bh = banner_height(w)
+    banner = np.empty((bh, w, 3), np.uint8)
+    banner[:] = VERDICT_BGR[result.verdict]
+    text = banner_text(result)
+    scale = bh / 40.0
+    (tw, th), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    if tw > w - 8:  # shrink to fit narrow pictures (not below a legible minimum)
+        scale = max(0.3, scale * (w - 8) / tw)
+        (tw, th), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    thickness = 2 if scale >= 0.9 else 1
+    cv2.putText(
+        banner,
+        text,
+        (4, (bh + th) // 2),
+        _FONT,
+        scale,
+        _TEXT_BGR[result.verdict],
+        thickness,
+        cv2.LINE_AA,
+    )
+    return np.vstack([banner, image[..., :3]])
 
 
 def csv_row(inspected: InspectedFrame) -> dict[str, Any]:
@@ -101,7 +163,7 @@ class ResultFiles:
             return
         stem = Path(result.path).stem if result.path else f"frame{result.frame_id:06d}"
         name = f"{stem}_{result.verdict.value}_{result.result_id[:8]}.png"
-        cv2.imwrite(str(self.overlays_dir / name), picture)
+        cv2.imwrite(str(self.overlays_dir / name), with_banner(picture, result))
         self.overlays_written += 1
 
     def close(self) -> None:
