@@ -20,6 +20,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from cellinspect.config import format_validation_error
 from cellinspect.errors import ConfigError
@@ -50,8 +52,14 @@ class StationSettings(BaseSettings):
 
     api_token: SecretStr | None = Field(
         default=None,
-        description="Token every state-changing API request must carry "
-        "(Authorization: Bearer <token> or X-API-Token). None: such requests are refused.",
+        description="A single admin token (Authorization: Bearer <token> or X-API-Token), "
+        "kept for existing installations; prefer per-user tokens from `cellinspect users add`. "
+        "With no token and no users the API serves read-only.",
+    )
+    users_file: Path | None = Field(
+        default=None,
+        description="Users with roles and token hashes, managed by `cellinspect users` "
+        "(None: data_dir/users.yaml).",
     )
     host: str = Field(default="127.0.0.1", description="Address the API binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the API binds.")
@@ -94,6 +102,12 @@ class StationSettings(BaseSettings):
         gt=0,
         description="Largest accepted image area, checked from the header before decoding.",
     )
+    max_concurrent_uploads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Uploads decoded or inspected at once; more get 503 with Retry-After.",
+    )
     writer_queue_size: int = Field(
         default=1024, ge=1, description="Results waiting for the database at most."
     )
@@ -132,6 +146,15 @@ class StationSettings(BaseSettings):
         return self.db_url or f"sqlite:///{(self.data_dir / 'results.db').as_posix()}"
 
     @property
+    def display_db_url(self) -> str:
+        """The database URL with any password masked, for messages and logs."""
+        return mask_db_url(self.resolved_db_url)
+
+    @property
+    def resolved_users_file(self) -> Path:
+        return self.users_file or self.data_dir / "users.yaml"
+
+    @property
     def resolved_image_dir(self) -> Path:
         return self.image_dir or self.data_dir / "images"
 
@@ -153,6 +176,14 @@ class StationSettings(BaseSettings):
 
     def token_value(self) -> str | None:
         return None if self.api_token is None else self.api_token.get_secret_value()
+
+
+def mask_db_url(url: str) -> str:
+    """A SQLAlchemy URL with its password shown as ***; an unparsable one is not shown."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<db_url not shown: not a SQLAlchemy URL>"
 
 
 class _FileSource(InitSettingsSource):

@@ -15,7 +15,7 @@ from cellinspect.storage.records import ReviewInput, ReviewLabel
 from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.synthetic import synthetic_frame, synthetic_result
 
-from .helpers import SEED, TOKEN, RuleInspector
+from .helpers import AUTH, SEED, TOKEN, RuleInspector, write_users_file
 
 with warnings.catch_warnings():
     # Starlette 1.x suggests httpx2 for its test client; httpx works the same here.
@@ -28,6 +28,7 @@ def settings(tmp_path: Path) -> StationSettings:
     return StationSettings(
         data_dir=tmp_path / "data",
         api_token=TOKEN,
+        users_file=write_users_file(tmp_path / "users.yaml"),
         pass_sample_rate=0.0,
         disk_budget_mb=None,
         max_upload_mb=0.25,
@@ -59,6 +60,7 @@ def inspector() -> RuleInspector:
 def client(
     settings: StationSettings, store: SqlResultStore, inspector: RuleInspector
 ) -> Iterator[TestClient]:
+    """A client that sends the admin token unless a test says otherwise (reads need one)."""
     app = create_app(settings, store, inspector)
-    with TestClient(app) as c:
+    with TestClient(app, headers=AUTH) as c:
         yield c

@@ -1,13 +1,16 @@
-"""Helpers for API tests: a rule-based inspector, the seed table, image bytes, the token."""
+"""Helpers for API tests: a rule-based inspector, the seed table, image bytes, tokens, users."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import yaml
 
 from cellinspect.entities import (
     ImageU8,
@@ -17,12 +20,53 @@ from cellinspect.entities import (
     RoiDecision,
     Verdict,
 )
+from cellinspect.users import Role, UserEntry, UsersFile, hash_secret
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
-TOKEN = "test-token-123"
+TOKEN = "test-token-123"  # the settings' legacy api_token: an admin named "api-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# name: (role, token id); tokens are made up here so tests can name them, hashed like real ones.
+USERS = {
+    "vic": ("viewer", "000000000001"),
+    "otto": ("operator", "000000000002"),
+    "ann": ("qa", "000000000003"),
+    "bob": ("qa", "000000000004"),
+    "ada": ("admin", "000000000005"),
+}
+
+
+def token_of(name: str) -> str:
+    return f"ci_{USERS[name][1]}_{(name * 43)[:43]}"
+
+
+def auth_as(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_of(name)}"}
+
+
+@functools.cache
+def _users_yaml() -> str:
+    entries = [
+        UserEntry(
+            name=name,
+            role=Role(role),
+            token_id=token_id,
+            token_hash=hash_secret(token_of(name).split("_", 2)[2]),
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        for name, (role, token_id) in USERS.items()
+    ]
+    return yaml.safe_dump(UsersFile(users=entries).model_dump(mode="json"))
+
+
+def write_users_file(path: Path) -> Path:
+    """The test users (hashed once per session) in a users file at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_users_yaml(), encoding="utf-8")
+    return path
+
+
 V = Verdict
 
 # index, verdict, model class, model version, part id
@@ -104,3 +148,6 @@ def grey(value: int, size: int = 32) -> ImageU8:
 def flush(client: TestClient) -> None:
     """Wait until the app's writer has committed what it was given."""
     assert client.app.state.services.writer.flush(10.0)  # type: ignore[attr-defined]
+
+
+NO_AUTH = {"Authorization": ""}  # overrides the client fixture default: no token at all

@@ -8,11 +8,11 @@ from fastapi.testclient import TestClient
 
 from cellinspect.settings import StationSettings
 
-from .helpers import AUTH
+from .helpers import AUTH, NO_AUTH
 
 
 def test_export_writes_reviewed_results(client: TestClient, settings: StationSettings) -> None:
-    client.put("/results/r000003/review", json={"label": "good", "reviewer": "qa"}, headers=AUTH)
+    client.put("/results/r000003/review", json={"label": "good"}, headers=AUTH)
     response = client.post("/exports", json={"manifest_format": "csv"}, headers=AUTH)
     assert response.status_code == 201, response.text
     body = response.json()
@@ -37,7 +37,7 @@ def test_export_with_confident_unreviewed(client: TestClient) -> None:
 
 
 def test_export_needs_the_token_and_checks_the_body(client: TestClient) -> None:
-    assert client.post("/exports").status_code == 401
+    assert client.post("/exports", headers=NO_AUTH).status_code == 401
     bad = client.post("/exports", json={"include_unreviewed_above": 2}, headers=AUTH)
     assert bad.status_code == 422
     sneaky = client.post("/exports", json={"out_dir": "/etc"}, headers=AUTH)

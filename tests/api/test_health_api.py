@@ -48,7 +48,7 @@ def test_health_degraded_when_the_database_is_gone(
 def test_metrics_in_prometheus_format(client: TestClient) -> None:
     client.get("/results")
     client.get("/results/r000001")
-    client.put("/results/r000002/review", json={"label": "good", "reviewer": "a"}, headers=AUTH)
+    client.put("/results/r000002/review", json={"label": "good"}, headers=AUTH)
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

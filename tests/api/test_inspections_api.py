@@ -17,7 +17,7 @@ from cellinspect.api import create_app
 from cellinspect.settings import StationSettings
 from cellinspect.storage.sql_store import SqlResultStore
 
-from .helpers import AUTH, RuleInspector, flush, grey, png_bytes
+from .helpers import AUTH, NO_AUTH, RuleInspector, flush, grey, png_bytes
 
 
 def post(
@@ -136,7 +136,9 @@ def test_pixel_bombs_are_refused_from_the_header(
 
 def test_upload_without_token_is_401(client: TestClient) -> None:
     response = client.post(
-        "/inspections", files={"file": ("a.png", png_bytes(grey(1)), "image/png")}
+        "/inspections",
+        files={"file": ("a.png", png_bytes(grey(1)), "image/png")},
+        headers=NO_AUTH,
     )
     assert response.status_code == 401
 

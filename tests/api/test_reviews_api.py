@@ -1,4 +1,4 @@
-"""PUT /results/{id}/review: token required, label rules, audit trail, stale revisions."""
+"""PUT /results/{id}/review: token required, reviewer from the token, label rules, audit trail."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ from cellinspect.api import create_app
 from cellinspect.settings import StationSettings
 from cellinspect.storage.sql_store import SqlResultStore
 
-from .helpers import AUTH, TOKEN
+from .helpers import AUTH, NO_AUTH, TOKEN, auth_as
 
-GOOD = {"label": "good", "reviewer": "ann"}
+GOOD = {"label": "good"}
+ANN = auth_as("ann")
 
 
 @pytest.mark.parametrize(
     ("headers", "status", "message"),
     [
-        ({}, 401, "missing API token"),
+        (NO_AUTH, 401, "missing API token"),
         ({"Authorization": "Bearer wrong"}, 401, "invalid API token"),
-        ({"X-API-Token": "wrong"}, 401, "invalid API token"),
+        ({**NO_AUTH, "X-API-Token": "wrong"}, 401, "invalid API token"),
         ({"Authorization": f"Basic {TOKEN}"}, 401, "missing API token"),
         ({"Authorization": "Bearer "}, 401, "missing API token"),
     ],
@@ -36,14 +37,35 @@ def test_changes_need_the_token(
     assert store.get("r000005").review is None
 
 
-@pytest.mark.parametrize("headers", [AUTH, {"X-API-Token": TOKEN}])
-def test_either_header_carries_the_token(
-    client: TestClient, store: SqlResultStore, headers: dict[str, str]
+@pytest.mark.parametrize(
+    ("headers", "reviewer"),
+    [
+        (ANN, "ann"),
+        ({**NO_AUTH, "X-API-Token": ANN["Authorization"].removeprefix("Bearer ")}, "ann"),
+        (AUTH, "api-token"),  # the legacy single token: an admin named api-token
+        ({**NO_AUTH, "X-API-Token": TOKEN}, "api-token"),
+    ],
+)
+def test_either_header_carries_the_token_and_names_the_reviewer(
+    client: TestClient, store: SqlResultStore, headers: dict[str, str], reviewer: str
 ) -> None:
     response = client.put("/results/r000005/review", json=GOOD, headers=headers)
     assert response.status_code == 200, response.text
+    assert response.json()["reviewer"] == reviewer
     review = store.get("r000005").review
-    assert review is not None and review.reviewer == "ann"
+    assert review is not None and review.reviewer == reviewer
+
+
+def test_a_reviewer_field_naming_someone_else_is_refused(
+    client: TestClient, store: SqlResultStore
+) -> None:
+    """One QA user cannot label as another: the token decides who reviewed."""
+    response = client.put("/results/r000005/review", json={**GOOD, "reviewer": "bob"}, headers=ANN)
+    assert response.status_code == 422
+    assert "signed-in user ('ann'" in response.json()["message"]
+    assert store.get("r000005").review is None
+    same = client.put("/results/r000005/review", json={**GOOD, "reviewer": "ann"}, headers=ANN)
+    assert same.status_code == 200  # older clients that name their own user keep working
 
 
 def test_a_station_without_token_refuses_every_change(tmp_path: Any, store: SqlResultStore) -> None:
@@ -51,20 +73,22 @@ def test_a_station_without_token_refuses_every_change(tmp_path: Any, store: SqlR
     with TestClient(create_app(settings, store)) as c:
         response = c.put("/results/r000005/review", json=GOOD, headers=AUTH)
         assert response.status_code == 403
-        assert "CELLINSPECT_API_TOKEN" in response.json()["message"]
+        message = response.json()["message"]
+        assert "read-only" in message and "cellinspect users add" in message
         assert c.post("/exports", headers=AUTH).status_code == 403
+        assert c.get("/results").status_code == 200  # reads stay open: nothing to sign in with
 
 
 def test_every_change_is_in_the_audit_trail(client: TestClient) -> None:
     first = client.put(
         "/results/r000005/review",
-        json={"label": "good", "reviewer": "ann", "comment": "burr, not a dent"},
-        headers=AUTH,
+        json={"label": "good", "comment": "burr, not a dent"},
+        headers=ANN,
     )
     second = client.put(
         "/results/r000005/review",
-        json={"label": "defect", "defect_class": "dent", "reviewer": "bob"},
-        headers=AUTH,
+        json={"label": "defect", "defect_class": "dent"},
+        headers=auth_as("bob"),
     )
     assert (first.json()["revision"], second.json()["revision"]) == (1, 2)
     trail = client.get("/results/r000005/audit").json()
@@ -88,8 +112,8 @@ def test_every_change_is_in_the_audit_trail(client: TestClient) -> None:
         ({"label": "defect", "reviewer": "ann"}, "needs a defect_class"),
         ({"label": "good", "reviewer": "ann", "defect_class": "dent"}, "takes no defect_class"),
         ({"label": "maybe", "reviewer": "ann"}, "body.label"),
-        ({"label": "good", "reviewer": ""}, "body.reviewer"),
-        ({"label": "good", "reviewer": "   "}, "reviewer must not be blank"),
+        ({"label": "good", "reviewer": ""}, "reviewer is the signed-in user"),
+        ({"label": "good", "reviewer": "   "}, "reviewer is the signed-in user"),
         ({"label": "good", "reviewer": "a" * 129}, "body.reviewer"),
         ({"label": "good", "reviewer": "ann", "comment": "x" * 2001}, "body.comment"),
         ({"label": "good", "reviewer": "ann", "extra": 1}, "body.extra"),
@@ -98,7 +122,7 @@ def test_every_change_is_in_the_audit_trail(client: TestClient) -> None:
     ],
 )
 def test_invalid_reviews_are_422(client: TestClient, body: dict[str, Any], message: str) -> None:
-    response = client.put("/results/r000005/review", json=body, headers=AUTH)
+    response = client.put("/results/r000005/review", json=body, headers=ANN)
     assert response.status_code == 422
     assert message in response.json()["message"]
 
@@ -113,7 +137,7 @@ def test_non_json_body_is_422(client: TestClient) -> None:
 
 
 def test_unknown_result_is_404(client: TestClient) -> None:
-    response = client.put("/results/nope/review", json=GOOD, headers=AUTH)
+    response = client.put("/results/nope/review", json=GOOD, headers=ANN)
     assert response.status_code == 404
 
 

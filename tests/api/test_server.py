@@ -21,7 +21,7 @@ from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.synthetic import synthetic_frame, synthetic_result
 from cellinspect.storage.writer import AsyncResultWriter
 
-from .helpers import AUTH
+from .helpers import AUTH, auth_as
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_is_loopback(host: str, loopback: bool) -> None:
     [
         ("127.0.0.1", None, False, None),
         ("0.0.0.0", "t", False, "only loopback addresses"),
-        ("0.0.0.0", None, True, "without an API token"),
+        ("0.0.0.0", None, True, "without API credentials"),
         ("0.0.0.0", "t", True, None),
     ],
 )
@@ -95,7 +95,7 @@ def test_serve_without_inspector_module_names_the_recipe(
         serve(StationSettings(data_dir=tmp_path), tmp_path / "recipe.yaml", port=0)
 
 
-def test_serve_generates_a_token_that_works(
+def test_serve_without_credentials_is_read_only_and_invents_no_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served: dict[str, Any] = {}
@@ -107,14 +107,32 @@ def test_serve_generates_a_token_that_works(
     said: list[str] = []
     serve(StationSettings(data_dir=tmp_path / "d"), port=8123, announce=said.append)
     assert (served["host"], served["port"]) == ("127.0.0.1", 8123)
-    token = said[0].split("with the token ")[1].split()[0]
-    assert len(token) >= 24
-    assert "http://127.0.0.1:8123/review" in said[1]
+    assert "READ-ONLY" in said[0] and "cellinspect users add" in said[0]
+    assert not any("token " in line.lower() and "ci_" in line for line in said)
+    assert "http://127.0.0.1:8123/review" in said[-1]
+    assert served["app"].state.services.settings.api_token is None
     with TestClient(served["app"]) as c:
-        body = {"label": "good", "reviewer": "qa"}
-        assert c.put("/results/x/review", json=body).status_code == 401
-        ok = c.put("/results/x/review", json=body, headers={"X-API-Token": token})
-        assert ok.status_code == 404  # authorised; the result does not exist
+        assert c.get("/results").status_code == 200
+        body = {"label": "good"}
+        assert c.put("/results/x/review", json=body).status_code == 403
+        refused = c.put("/results/x/review", json=body, headers={"X-API-Token": "guess"})
+        assert refused.status_code == 403
+
+
+def test_serve_masks_the_database_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cellinspect.api.server.uvicorn.run", lambda app, **kw: None)
+    monkeypatch.setattr("cellinspect.api.server.open_store", lambda settings: _NoStore())
+    said: list[str] = []
+    url = "postgresql+psycopg://station:hunter2@db.example:5432/results"
+    serve(StationSettings(data_dir=tmp_path, db_url=url), port=8123, announce=said.append)
+    text = "\n".join(said)
+    assert "hunter2" not in text
+    assert "postgresql+psycopg://station:***@db.example:5432/results" in text
+
+
+class _NoStore:
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -150,7 +168,9 @@ def test_live_events_carry_new_results_and_reviews(
     connected = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{url}/events", params={"max_events": 2}, timeout=10) as r:
+        with httpx.stream(
+            "GET", f"{url}/events", params={"max_events": 2}, headers=AUTH, timeout=10
+        ) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             kind = ""
             for line in r.iter_lines():
@@ -168,8 +188,8 @@ def test_live_events_carry_new_results_and_reviews(
     assert writer.flush(5)
     response = httpx.put(
         f"{url}/results/r000042/review",
-        json={"label": "defect", "defect_class": "dent", "reviewer": "qa"},
-        headers=AUTH,
+        json={"label": "defect", "defect_class": "dent"},
+        headers=auth_as("ann"),
         timeout=5,
     )
     assert response.status_code == 200
@@ -182,7 +202,7 @@ def test_live_events_carry_new_results_and_reviews(
         "id": "r000042",
         "label": "defect",
         "defect_class": "dent",
-        "reviewer": "qa",
+        "reviewer": "ann",
         "revision": 1,
     }
 
@@ -196,7 +216,7 @@ def test_stopping_the_server_ends_open_event_streams(
 
     def listen() -> None:
         try:
-            with httpx.stream("GET", f"{server.url}/events", timeout=10) as r:
+            with httpx.stream("GET", f"{server.url}/events", headers=AUTH, timeout=10) as r:
                 for line in r.iter_lines():
                     if line.startswith(": connected"):
                         opened.set()

@@ -31,9 +31,7 @@ def test_stats_of_the_seed(client: TestClient) -> None:
 
 def test_overruled_reviews_lower_the_agreement(client: TestClient) -> None:
     for rid in ("r000003", "r000005"):
-        response = client.put(
-            f"/results/{rid}/review", json={"label": "good", "reviewer": "qa"}, headers=AUTH
-        )
+        response = client.put(f"/results/{rid}/review", json={"label": "good"}, headers=AUTH)
         assert response.status_code == 200
     review = client.get("/stats").json()["review"]
     assert (review["agreed"], review["overruled"], review["false_rejects"]) == (1, 2, 2)

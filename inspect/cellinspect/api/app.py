@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 import cellinspect
 from cellinspect.api.errors import install_error_handlers
 from cellinspect.api.events import EventBroker
-from cellinspect.api.limits import BodySizeLimitMiddleware
+from cellinspect.api.limits import BodySizeLimitMiddleware, ConcurrencySlots, QueryTokenGuard
 from cellinspect.api.metrics import ApiMetrics, MetricsMiddleware
 from cellinspect.api.routers import (
     api_docs,
@@ -33,6 +33,7 @@ from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import retention_from
 from cellinspect.storage.protocols import ResultStore
 from cellinspect.storage.writer import AsyncResultWriter
+from cellinspect.users import Authenticator
 
 # Room for the multipart envelope around an upload of max_upload_bytes.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -40,10 +41,14 @@ MULTIPART_OVERHEAD = 64 * 1024
 DESCRIPTION = """
 Results, images and QA reviews of a cellinspect station.
 
-Reading is open to anyone who can reach the server (it binds 127.0.0.1 by default); every
-request that changes state needs the station's API token, as `Authorization: Bearer <token>`
-or `X-API-Token: <token>`. Errors are JSON: `{"error": ..., "message": ..., "details": [...]}`.
-The review page for QA is at [/review](/review).
+Every route but /health and /metrics needs an API token once the station has users (made by
+`cellinspect users add NAME --role ROLE`) or the single admin token CELLINSPECT_API_TOKEN;
+send it as `Authorization: Bearer <token>` or `X-API-Token: <token>`, never in the URL (400).
+Roles: viewer reads; operator also triggers, selects recipes and uploads images; qa also labels
+results (as the token's user) and exports; admin does everything. A station with no
+credentials serves reads to anyone on its (by default loopback) address and refuses changes.
+Errors are JSON: `{"error": ..., "message": ..., "details": [...]}`. The review page for QA is
+at [/review](/review).
 """
 
 
@@ -83,6 +88,8 @@ def create_app(
         events=broker,
         metrics=ApiMetrics(lambda: services.writer.stats),
         retention=retention_from(settings),
+        auth=Authenticator(settings.resolved_users_file, settings.token_value()),
+        upload_slots=ConcurrencySlots(settings.max_concurrent_uploads),
         station=station,
     )
 
@@ -128,4 +135,5 @@ def create_app(
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD
     )
+    app.add_middleware(QueryTokenGuard)  # outermost: before metrics, limits and routes
     return app

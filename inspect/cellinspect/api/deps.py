@@ -1,21 +1,29 @@
-"""Dependency aliases for routes: services, the store, the settings and the token check."""
+"""Dependency aliases for routes: services, the store, the settings, who calls and may they.
+
+Every route but /health, /metrics and the pages needs a token once the station has any
+credential (a user in the users file or the legacy api_token); the token's role decides what
+it may do (see cellinspect.users). A station with no credential serves reads to anyone and
+refuses every change with 403.
+"""
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from cellinspect.api.schemas import ErrorOut
 from cellinspect.api.services import ApiServices
 from cellinspect.settings import StationSettings
 from cellinspect.storage.protocols import ResultStore
+from cellinspect.users import ROLE_PERMISSIONS, Identity, Permission, Role
 
-_bearer = HTTPBearer(auto_error=False, description="Station API token as a bearer token.")
-_api_key = APIKeyHeader(
-    name="X-API-Token", auto_error=False, description="Station API token in a header."
+_bearer = HTTPBearer(
+    auto_error=False, description="API token (from `cellinspect users add`) as a bearer token."
 )
+_api_key = APIKeyHeader(name="X-API-Token", auto_error=False, description="API token in a header.")
 
 
 def get_services(request: Request) -> ApiServices:
@@ -38,19 +46,15 @@ StoreDep = Annotated[ResultStore, Depends(get_store)]
 SettingsDep = Annotated[StationSettings, Depends(get_settings)]
 
 
-def require_token(
-    settings: SettingsDep,
+def get_identity(
+    services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     api_key: Annotated[str | None, Security(_api_key)],
-) -> None:
-    """Every state-changing route depends on this: 401 without a valid token."""
-    expected = settings.token_value()
-    if expected is None:
-        raise HTTPException(
-            403,
-            "this station has no API token configured, so changes are refused; "
-            "set CELLINSPECT_API_TOKEN (or api_token in the settings file)",
-        )
+) -> Identity | None:
+    """The caller from its token; None (anonymous) only on a station with no credentials."""
+    auth = services.auth
+    if not auth.configured:
+        return None
     given = bearer.credentials if bearer is not None else api_key
     if not given:
         raise HTTPException(
@@ -58,8 +62,51 @@ def require_token(
             "missing API token: send 'Authorization: Bearer <token>' or 'X-API-Token: <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+    identity = auth.authenticate(given)
+    if identity is None:
         raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
+    return identity
 
 
-TokenDep = Depends(require_token)
+def _roles_with(permission: Permission) -> str:
+    return ", ".join(r.value for r, allowed in ROLE_PERMISSIONS.items() if permission in allowed)
+
+
+def require(permission: Permission) -> Callable[[Identity | None], Identity]:
+    """A dependency: the caller, if its role has `permission` (401/403 otherwise)."""
+
+    def check(identity: Annotated[Identity | None, Depends(get_identity)]) -> Identity:
+        if identity is None:
+            if permission is Permission.READ:
+                return ANONYMOUS
+            raise HTTPException(
+                403,
+                "this station has no API credentials configured, so it serves read-only; add "
+                "a user with 'cellinspect users add NAME --role ROLE' (or set "
+                "CELLINSPECT_API_TOKEN) and restart",
+            )
+        if not identity.may(permission):
+            raise HTTPException(
+                403,
+                f"user {identity.name!r} has role {identity.role.value}, which may not "
+                f"{permission.value}; roles that may: {_roles_with(permission)}",
+            )
+        return identity
+
+    return check
+
+
+ANONYMOUS = Identity("anonymous", Role.VIEWER)
+require_read = require(Permission.READ)
+require_operate = require(Permission.OPERATE)
+require_review = require(Permission.REVIEW)
+require_export = require(Permission.EXPORT)
+
+ReadDep = Depends(require_read)
+OperateDep = Depends(require_operate)
+ExportDep = Depends(require_export)
+ReviewerDep = Annotated[Identity, Depends(require_review)]
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No token, or not a valid one."},
+    403: {"model": ErrorOut, "description": "The token's role may not do this."},
+}

@@ -7,6 +7,7 @@ stay free of HTTP concerns; `HTTPException` is raised only in routes.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cellinspect.api.limits import BodyTooLargeError
 from cellinspect.export.dataset import ExportError
+from cellinspect.settings import StationSettings
 from cellinspect.storage.errors import (
     ResultNotFoundError,
     ReviewConflictError,
@@ -26,6 +28,37 @@ from cellinspect.storage.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+
+def mask_secrets(message: str) -> str:
+    """Any URL password in a message becomes ***."""
+    return _URL_PASSWORD.sub(r"\1***@", message)
+
+
+def scrub(request: Request, message: str) -> str:
+    """A message fit for a client: no URL passwords, no server folders (named instead)."""
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return mask_secrets(message)
+    return scrub_with(services.settings, message)
+
+
+def scrub_with(settings: StationSettings, message: str) -> str:
+    """`scrub` for a station's settings."""
+    message = mask_secrets(message)
+    folders = [
+        (settings.resolved_export_dir, "<export dir>"),
+        (settings.resolved_image_dir, "<image dir>"),
+        (settings.resolved_spill_file, "<spill file>"),
+        (settings.data_dir, "<data dir>"),
+    ]
+    for folder, name in folders:
+        for form in {str(folder.resolve()), str(folder)}:
+            if form and form != ".":
+                message = message.replace(form, name)
+    return message
 
 
 def slug(status: int) -> str:
@@ -61,33 +94,33 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, f"invalid request: {summary}", details)
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, BodyTooLargeError):
         return error_response(413, "request body exceeds the upload limit")
     message = exc.detail if isinstance(exc.detail, str) else slug(exc.status_code)
-    return error_response(exc.status_code, message, headers=exc.headers)
+    return error_response(exc.status_code, scrub(request, message), headers=exc.headers)
 
 
-async def _not_found(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(404, str(exc))
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, scrub(request, str(exc)))
 
 
-async def _review_invalid(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(422, str(exc))
+async def _review_invalid(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(422, scrub(request, str(exc)))
 
 
-async def _conflict(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(409, str(exc))
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, scrub(request, str(exc)))
 
 
-async def _export(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(409, str(exc))
+async def _export(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, scrub(request, str(exc)))
 
 
 async def _store(_: Request, exc: Exception) -> JSONResponse:
-    log.error("store error: %s", exc)
-    return error_response(503, f"result store unavailable: {exc}")
+    log.error("store error: %s", mask_secrets(str(exc)))
+    return error_response(503, "result store unavailable; the station log has the details")
 
 
 async def _too_large(_: Request, exc: Exception) -> JSONResponse:

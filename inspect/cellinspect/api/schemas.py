@@ -40,6 +40,15 @@ def utc_datetime(value: datetime) -> datetime:
         raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from err
 
 
+def display_name(path: str | None) -> str | None:
+    """A file name kept only as a label: no folders (no server paths), no control characters."""
+    if not path:
+        return None
+    base = path.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable())[:200]
+    return cleaned or None
+
+
 Text = Annotated[str, AfterValidator(clean_text)]
 UtcDatetime = Annotated[datetime, AfterValidator(utc_datetime)]
 
@@ -115,7 +124,7 @@ class ResultOut(_Out):
     station_id: str | None = Field(description="The station that judged the part (None: unknown).")
     line: str | None = Field(description="The production line of that station, if known.")
     site: str | None = Field(description="The site (plant) of that station, if known.")
-    path: str | None
+    path: str | None = Field(description="The image's file name (no folders), if it had one.")
     recipe_name: str
     recipe_sha256: str
     error: str | None
@@ -149,7 +158,7 @@ class ResultOut(_Out):
             station_id=r.station_id,
             line=r.line,
             site=r.site,
-            path=r.path,
+            path=display_name(r.path),
             recipe_name=r.recipe_name,
             recipe_sha256=r.recipe_sha256,
             error=r.error,
@@ -194,8 +203,10 @@ class ReviewIn(_In):
     defect_class: Annotated[Text, Field(min_length=1, max_length=128)] | None = Field(
         default=None, description="Class of a confirmed defect."
     )
-    reviewer: Annotated[Text, Field(min_length=1, max_length=128)] = Field(
-        description="Who labels (name or badge id)."
+    reviewer: Annotated[Text, Field(max_length=128)] | None = Field(
+        default=None,
+        description="Not needed: the reviewer is the user of the token. If given, it must be "
+        "that user's name (422 otherwise).",
     )
     comment: Annotated[Text, Field(max_length=2000)] = Field(default="", description="Free text.")
     expected_revision: int | None = Field(
@@ -207,8 +218,6 @@ class ReviewIn(_In):
 
     @model_validator(mode="after")
     def _label_fits_class(self) -> ReviewIn:
-        if not self.reviewer.strip():
-            raise ValueError("reviewer must not be blank")
         if self.label is ReviewLabel.DEFECT and not self.defect_class:
             raise ValueError("label 'defect' needs a defect_class")
         if self.label is ReviewLabel.GOOD and self.defect_class:

@@ -1,14 +1,14 @@
 """Running the API: `serve()` for `cellinspect serve`, `ApiServerThread` for a station or tests.
 
 The server binds 127.0.0.1 unless told otherwise; binding any other address needs both
-`allow_remote=True` and a configured API token, because reads need no token.
+`allow_remote=True` and a configured credential (users or the api_token), because a station
+without one serves reads to anyone. No token is ever made up or printed here.
 """
 
 from __future__ import annotations
 
 import importlib
 import ipaddress
-import secrets
 import sys
 import threading
 import time
@@ -18,13 +18,13 @@ from typing import cast
 
 import uvicorn
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from cellinspect.api.app import create_app
 from cellinspect.errors import ConfigError
 from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import open_store
+from cellinspect.users import Authenticator
 
 GRACEFUL_SHUTDOWN_S = 3
 
@@ -47,11 +47,38 @@ def check_bind(host: str, settings: StationSettings, allow_remote: bool) -> None
             f"refusing to bind {host!r}: only loopback addresses are allowed by default; "
             "pass allow_remote (--allow-remote) to serve other machines"
         )
-    if settings.token_value() is None:
+    if not has_credentials(settings):
         raise ConfigError(
-            f"refusing to bind {host!r} without an API token: set CELLINSPECT_API_TOKEN "
-            "(or api_token in the settings file) first"
+            f"refusing to bind {host!r} without API credentials: add users with "
+            "'cellinspect users add NAME --role ROLE' (or set CELLINSPECT_API_TOKEN) first"
         )
+
+
+def has_credentials(settings: StationSettings) -> bool:
+    """A legacy token or a users file with users (a broken one counts: it stays closed)."""
+    try:
+        return Authenticator(settings.resolved_users_file, settings.token_value()).configured
+    except ConfigError:
+        return True
+
+
+def access_summary(settings: StationSettings) -> str:
+    """One line on who may do what, without any secret."""
+    try:
+        users = Authenticator(settings.resolved_users_file, None).user_count
+    except ConfigError as err:
+        return f"users file unusable, user tokens refused: {err}"
+    parts = []
+    if users:
+        parts.append(f"{users} user(s) from {settings.resolved_users_file.name}")
+    if settings.token_value() is not None:
+        parts.append("the admin token CELLINSPECT_API_TOKEN")
+    if not parts:
+        return (
+            "no API credentials configured: serving READ-ONLY (changes are refused); add users "
+            "with 'cellinspect users add NAME --role ROLE'"
+        )
+    return "API access with tokens: " + " and ".join(parts)
 
 
 def load_inspector(recipe_path: Path) -> ImageInspector:
@@ -85,13 +112,8 @@ def serve(
     host = host or settings.host
     port = settings.port if port is None else port
     check_bind(host, settings, allow_remote)
-    if settings.token_value() is None:
-        token = secrets.token_urlsafe(24)
-        settings = settings.model_copy(update={"api_token": SecretStr(token)})
-        announce(
-            f"no API token configured; this run accepts changes with the token {token} "
-            "(set CELLINSPECT_API_TOKEN to choose a lasting one)"
-        )
+    announce(access_summary(settings))
+    announce(f"results in {settings.display_db_url}")
     inspector = None if recipe_path is None else load_inspector(recipe_path)
     store = open_store(settings)
     try:

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cellinspect.api.events import EventBroker
+from cellinspect.api.limits import ConcurrencySlots
 from cellinspect.api.metrics import ApiMetrics
 from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.settings import StationSettings
 from cellinspect.storage.protocols import ResultStore
 from cellinspect.storage.retention import RetentionPolicy
 from cellinspect.storage.writer import AsyncResultWriter
+from cellinspect.users import Authenticator
 
 
 class StationControl(Protocol):
@@ -37,6 +39,8 @@ class ApiServices:
     events: EventBroker
     metrics: ApiMetrics
     retention: RetentionPolicy
+    auth: Authenticator
+    upload_slots: ConcurrencySlots
     # One inspection at a time: an inspector owns its onnxruntime sessions.
     inspect_lock: threading.Lock = field(default_factory=threading.Lock)
     station: StationControl | None = None

@@ -1,9 +1,10 @@
 """Checks on an uploaded image before it reaches the inspector.
 
-Order: declared media type, size, then the header read by Pillow (format allow-list and
-pixel count, so a small file that would inflate to gigabytes is refused before decoding),
-then the full decode. Decoding uses `cellinspect.sources.decode.decode_image_bytes` when that
-module is present, else OpenCV's imdecode.
+Order: declared media type, size, then the header read by Pillow (format allow-list, pixel
+count, and what decoding would cost in memory from width, height, channels and bit depth, so a
+small file that would inflate to gigabytes is refused before decoding), then the full decode.
+Decoding uses `cellinspect.sources.decode.decode_image_bytes` when that module is present, else
+OpenCV's imdecode.
 """
 
 from __future__ import annotations
@@ -61,10 +62,55 @@ class UploadRejectedError(CellInspectError):
         self.status = status
 
 
+# Decoding budget per pixel of the recipe's frame: 4 channels of 16 bits, so any image of the
+# expected size decodes, in any accepted format.
+BYTES_PER_FRAME_PIXEL = 8
+# Without a frame size from the recipe: an 8-bit BGR image of max_pixels.
+BYTES_PER_MAX_PIXEL = 3
+
+
 @dataclass(frozen=True, slots=True)
 class UploadLimits:
     max_bytes: int
     max_pixels: int
+    frame_size: tuple[int, int] | None = None  # (width, height) the recipe expects
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        if self.frame_size is not None:
+            width, height = self.frame_size
+            return width * height * BYTES_PER_FRAME_PIXEL
+        return self.max_pixels * BYTES_PER_MAX_PIXEL
+
+    def describe_decoded_limit(self) -> str:
+        mb = self.max_decoded_bytes / 1e6
+        if self.frame_size is not None:
+            width, height = self.frame_size
+            return f"{mb:.1f} MB (a 16-bit RGBA frame of the recipe's {width}x{height})"
+        return f"{mb:.1f} MB (an 8-bit colour image of max_image_pixels {self.max_pixels})"
+
+
+def _sample_bytes(img: Image.Image, fmt: str, data: bytes) -> int:
+    """Bytes per sample from the header: 16-bit PNG and TIFF load as 8-bit modes in Pillow."""
+    depth = 8
+    if fmt == "PNG" and len(data) >= 26:
+        depth = data[24]  # IHDR: 8 signature + 4 length + 4 type + 4 width + 4 height
+    elif fmt == "TIFF":
+        tags = getattr(img, "tag_v2", None)
+        bits: object = tags.get(258, 8) if tags is not None else 8
+        values = bits if isinstance(bits, tuple) else (bits,)
+        depth = max((v for v in values if isinstance(v, int)), default=8)
+    if img.mode in ("I", "F"):
+        depth = max(depth, 32)
+    elif img.mode.startswith("I;16"):
+        depth = max(depth, 16)
+    return max(1, (depth + 7) // 8)
+
+
+def _decoded_bytes(img: Image.Image, fmt: str, data: bytes, width: int, height: int) -> int:
+    """What a decode holds at least: every band at its bit depth, and never under 8-bit BGR."""
+    bands = max(3, len(img.getbands()))
+    return width * height * bands * _sample_bytes(img, fmt, data)
 
 
 def check_media_type(content_type: str | None, what: str) -> None:
@@ -89,8 +135,9 @@ def check_header(data: bytes, limits: UploadLimits, what: str) -> tuple[str, int
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data)) as img:  # reads the header only
                 fmt, (width, height) = str(img.format), img.size
+                decoded = _decoded_bytes(img, fmt, data, width, height)
     except Image.DecompressionBombError as err:
         raise UploadRejectedError(413, f"{what}: image has too many pixels ({err})") from err
     except UnidentifiedImageError as err:
@@ -115,6 +162,12 @@ def check_header(data: bytes, limits: UploadLimits, what: str) -> tuple[str, int
             413,
             f"{what}: image is {width}x{height} = {width * height} pixels, "
             f"over the limit of {limits.max_pixels}",
+        )
+    if decoded > limits.max_decoded_bytes:
+        raise UploadRejectedError(
+            413,
+            f"{what}: a {width}x{height} {fmt} needs about {decoded / 1e6:.1f} MB to decode, "
+            f"over the limit of {limits.describe_decoded_limit()}",
         )
     return fmt, width, height
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from cellinspect import __version__
-from cellinspect.cli import calibrate, cell, inspection, modelling, station, train, validate
+from cellinspect.cli import calibrate, cell, inspection, modelling, station, train, users, validate
 from cellinspect.cli.support import console
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ cell.register(app)
 station.register(app)
 train.register(app)
 app.add_typer(calibrate.app, name="calibrate")
+app.add_typer(users.app, name="users")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,6 +92,14 @@ BagsOpt = Annotated[
 ]
 
 
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+
+def mask_url_passwords(message: str) -> str:
+    """Any password inside a URL (a database URL in an error, say) becomes ***."""
+    return _URL_PASSWORD.sub(r"\1***@", message)
+
+
 def fail(message: str) -> typer.Exit:
     """Print one clear error line; raise the returned Exit (code 1)."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -103,7 +112,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except CellInspectError as err:
-        raise fail(str(err)) from err
+        raise fail(mask_url_passwords(str(err))) from err
 
 
 def progress_bar() -> Progress:

@@ -175,6 +175,11 @@ class Inspector:
     def recipe_name(self) -> str:
         return self.recipe.name
 
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(width, height) of the frames the recipe's source delivers, when it says."""
+        return _source_frame_size(self.recipe)
+
     # ------------------------------------------------------------------ public entry points
 
     def inspect(self, item: SourceItem) -> InspectedFrame:

@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from cellinspect.api.deps import ServicesDep
+from cellinspect.api.deps import AUTH_RESPONSES, ReadDep, ServicesDep
 from cellinspect.api.events import Event, EventBroker
 
-router = APIRouter(tags=["live"])
+router = APIRouter(tags=["live"], dependencies=[ReadDep], responses=AUTH_RESPONSES)
 
 KEEPALIVE_S = 15.0
 

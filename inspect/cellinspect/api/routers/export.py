@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from cellinspect.api.deps import ServicesDep, TokenDep
+from cellinspect.api.deps import AUTH_RESPONSES, ExportDep, ServicesDep
 from cellinspect.api.schemas import ErrorOut, ExportIn, ExportOut
 from cellinspect.export.dataset import export_dataset
 
@@ -23,8 +23,8 @@ router = APIRouter(tags=["export"])
     "/exports",
     status_code=201,
     response_model=ExportOut,
-    dependencies=[TokenDep],
-    responses={401: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    dependencies=[ExportDep],
+    responses={**AUTH_RESPONSES, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     summary="Export reviewed results as a class-folder dataset with a manifest",
 )
 async def create_export(services: ServicesDep, body: ExportIn | None = None) -> ExportOut:

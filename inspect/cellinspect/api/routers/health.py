@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 import cellinspect
 from cellinspect.api.deps import ServicesDep
+from cellinspect.api.errors import scrub_with
 from cellinspect.api.schemas import HealthOut, WriterOut
 from cellinspect.storage.errors import StoreError
 
@@ -21,7 +22,7 @@ async def health(services: ServicesDep) -> JSONResponse:
         await run_in_threadpool(services.store.ping)
         database = "ok"
     except StoreError as err:
-        database = str(err)
+        database = scrub_with(services.settings, str(err))
     w = services.writer
     stats = w.stats
     writer = WriterOut(

@@ -1,4 +1,9 @@
-"""POST /inspections: run the loaded recipe on an uploaded image and return the verdict."""
+"""POST /inspections: run the loaded recipe on an uploaded image and return the verdict.
+
+Memory is bounded twice: each upload's decode by the frame size the recipe expects (checked
+from the image header before decoding, see api/uploads.py), and the uploads in flight by
+`max_concurrent_uploads` (more get 503 with Retry-After at once, without waiting).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from cellinspect.api.deps import ServicesDep, TokenDep
-from cellinspect.api.schemas import ErrorOut, InspectionOut, ResultOut
+from cellinspect.api.deps import AUTH_RESPONSES, OperateDep, ServicesDep
+from cellinspect.api.schemas import ErrorOut, InspectionOut, ResultOut, display_name
 from cellinspect.api.services import ApiServices
 from cellinspect.api.uploads import (
     UploadLimits,
@@ -17,11 +22,21 @@ from cellinspect.api.uploads import (
     decode_upload,
 )
 from cellinspect.entities import ImageU8, InspectedFrame
+from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.storage.records import ImageKind
 
 router = APIRouter(tags=["inspections"])
 
 _INT64 = 2**63 - 1
+RETRY_AFTER_S = 1
+
+
+def _frame_size(inspector: ImageInspector) -> tuple[int, int] | None:
+    """The recipe's frame size, from inspectors that know it (the recipe Inspector does)."""
+    size = getattr(inspector, "frame_size", None)
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return size[0], size[1]
+    return None
 
 
 def _inspect(
@@ -42,9 +57,9 @@ def _inspect(
     "/inspections",
     status_code=201,
     response_model=InspectionOut,
-    dependencies=[TokenDep],
+    dependencies=[OperateDep],
     responses={
-        401: {"model": ErrorOut},
+        **AUTH_RESPONSES,
         413: {"model": ErrorOut},
         415: {"model": ErrorOut},
         422: {"model": ErrorOut},
@@ -64,7 +79,32 @@ async def create_inspection(
 ) -> InspectionOut:
     if services.inspector is None:
         raise HTTPException(503, "no recipe is loaded on this server; start it with --recipe")
-    limits = UploadLimits(services.settings.max_upload_bytes, services.settings.max_image_pixels)
+    slots = services.upload_slots
+    if not slots.try_acquire():
+        raise HTTPException(
+            503,
+            f"{slots.size} upload(s) are being inspected already (max_concurrent_uploads); "
+            f"retry in {RETRY_AFTER_S} s",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    try:
+        return await _inspect_upload(services, services.inspector, file, part_id, encoder)
+    finally:
+        slots.release()
+
+
+async def _inspect_upload(
+    services: ApiServices,
+    inspector: ImageInspector,
+    file: UploadFile,
+    part_id: int | None,
+    encoder: int | None,
+) -> InspectionOut:
+    limits = UploadLimits(
+        services.settings.max_upload_bytes,
+        services.settings.max_image_pixels,
+        frame_size=_frame_size(inspector),
+    )
     what = "upload"
     try:
         check_media_type(file.content_type, what)
@@ -76,7 +116,7 @@ async def create_inspection(
         image = await run_in_threadpool(decode_upload, data, limits, what)
     except UploadRejectedError as err:
         raise HTTPException(err.status, str(err)) from err
-    name = _display_name(file.filename)
+    name = display_name(file.filename)
     frame = await run_in_threadpool(_inspect, services, image, name, part_id, encoder)
     outcome = services.writer.submit(frame)
     services.metrics.inspections.labels(frame.result.verdict.value).inc()
@@ -87,12 +127,3 @@ async def create_inspection(
         if frame.overlay is not None:
             kinds.add(ImageKind.OVERLAY)
     return InspectionOut(result=ResultOut.of(frame.result, kinds=kinds), stored=outcome)
-
-
-def _display_name(filename: str | None) -> str | None:
-    """The client's file name, kept only as a label: no folders, no control characters."""
-    if not filename:
-        return None
-    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = "".join(ch for ch in base if ch.isprintable())[:200]
-    return cleaned or None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from cellinspect.api.deps import ServicesDep, StoreDep
+from cellinspect.api.deps import AUTH_RESPONSES, ReadDep, ServicesDep, StoreDep
 from cellinspect.api.schemas import (
     AuditEntryOut,
     AuditOut,
@@ -23,7 +23,7 @@ from cellinspect.entities import Verdict
 from cellinspect.storage.records import ImageKind, ResultFilter, ReviewLabel
 from cellinspect.storage.sql_store import MAX_PAGE
 
-router = APIRouter(tags=["results"])
+router = APIRouter(tags=["results"], dependencies=[ReadDep], responses=AUTH_RESPONSES)
 
 _INT64 = 2**63 - 1
 ResultId = Annotated[Text, Path(min_length=1, max_length=128, description="Result id.")]

@@ -1,13 +1,17 @@
-"""PUT /results/{id}/review: the QA label; each change is appended to the audit trail."""
+"""PUT /results/{id}/review: the QA label; each change is appended to the audit trail.
+
+The reviewer recorded is the user the token belongs to (role qa or admin); a `reviewer` field
+in the body is accepted only when it names that same user (older clients send one).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 
-from cellinspect.api.deps import ServicesDep, TokenDep
+from cellinspect.api.deps import AUTH_RESPONSES, ReviewerDep, ServicesDep
 from cellinspect.api.schemas import ErrorOut, ReviewIn, ReviewOut, Text
 from cellinspect.storage.records import ReviewInput
 
@@ -19,22 +23,29 @@ ResultId = Annotated[Text, Path(min_length=1, max_length=128, description="Resul
 @router.put(
     "/results/{result_id}/review",
     response_model=ReviewOut,
-    dependencies=[TokenDep],
     responses={
-        401: {"model": ErrorOut},
+        **AUTH_RESPONSES,
         404: {"model": ErrorOut},
         409: {"model": ErrorOut},
         422: {"model": ErrorOut},
     },
     summary="Label a result: confirmed defect (with class) or false reject",
 )
-async def put_review(services: ServicesDep, result_id: ResultId, body: ReviewIn) -> ReviewOut:
+async def put_review(
+    services: ServicesDep, reviewer: ReviewerDep, result_id: ResultId, body: ReviewIn
+) -> ReviewOut:
+    if body.reviewer is not None and body.reviewer.strip() != reviewer.name:
+        raise HTTPException(
+            422,
+            f"reviewer is the signed-in user ({reviewer.name!r}, from the token), not "
+            f"{body.reviewer.strip()!r}: leave the field out",
+        )
     review = await run_in_threadpool(
         services.store.set_review,
         result_id,
         ReviewInput(
             label=body.label,
-            reviewer=body.reviewer.strip(),
+            reviewer=reviewer.name,
             defect_class=body.defect_class,
             comment=body.comment,
             expected_revision=body.expected_revision,

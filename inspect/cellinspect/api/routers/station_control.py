@@ -2,7 +2,7 @@
 
 Only present with meaning under `cellinspect run` (a station runtime behind the API);
 `cellinspect serve` answers 404 here. Triggering and selecting a recipe change what the
-line does, so both need the API token; the status is open to read like the results.
+line does, so both need an operator (or admin) token; the status needs a reading one.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from cellinspect.api.deps import ServicesDep, TokenDep
-from cellinspect.api.schemas import ErrorOut
+from cellinspect.api.deps import AUTH_RESPONSES, OperateDep, ReadDep, ServicesDep
+from cellinspect.api.schemas import ErrorOut, display_name
 from cellinspect.api.services import StationControl
 
 router = APIRouter(tags=["station"])
@@ -47,7 +47,8 @@ def _station(services: ServicesDep) -> StationControl:
 
 @router.get(
     "/station",
-    responses={404: {"model": ErrorOut}},
+    dependencies=[ReadDep],
+    responses={**AUTH_RESPONSES, 404: {"model": ErrorOut}},
     summary="The station's status: recipe, trigger mode, counts, rate, latency, links",
 )
 async def station_status(services: ServicesDep) -> dict[str, Any]:
@@ -56,8 +57,8 @@ async def station_status(services: ServicesDep) -> dict[str, Any]:
 
 @router.post(
     "/station/trigger",
-    dependencies=[TokenDep],
-    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    dependencies=[OperateDep],
+    responses={**AUTH_RESPONSES, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
     summary="Inspect one part now (software trigger); returns the result as posted",
 )
 async def station_trigger(services: ServicesDep, body: TriggerIn) -> dict[str, Any]:
@@ -67,14 +68,15 @@ async def station_trigger(services: ServicesDep, body: TriggerIn) -> dict[str, A
     except RuntimeError as err:  # StationBusyError: not ready within the wait
         raise HTTPException(409, f"station not ready: {err}") from err
     result: dict[str, Any] = inspected.result.to_dict()
+    result["path"] = display_name(result.get("path"))  # a label, never a server path
     return result
 
 
 @router.post(
     "/station/recipe",
-    dependencies=[TokenDep],
+    dependencies=[OperateDep],
     response_model=RecipeSelectOut,
-    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    responses={**AUTH_RESPONSES, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
     summary="Select a recipe from the station's catalog (the PLC's command 1 rules)",
 )
 async def station_recipe(services: ServicesDep, body: RecipeSelectIn) -> RecipeSelectOut:

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
-from cellinspect.api.deps import StoreDep
+from cellinspect.api.deps import AUTH_RESPONSES, ReadDep, StoreDep
 from cellinspect.api.schemas import ErrorOut, StatsOut, UtcDatetime
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], dependencies=[ReadDep], responses=AUTH_RESPONSES)
 
 
 @router.get("/stats", response_model=StatsOut, responses={422: {"model": ErrorOut}})
