@@ -94,6 +94,13 @@ class StationSettings(BaseSettings):
         description="Image disk budget; the oldest images go first when it is exceeded "
         "(None: no limit).",
     )
+    disk_reserve_mb: float = Field(
+        default=256.0,
+        ge=0,
+        description="Free disk space images may never take: below it new images are not kept "
+        "(the result says why) and old ones go first, so results and the journal still fit "
+        "(0: no reserve).",
+    )
     max_upload_mb: float = Field(
         default=20.0, gt=0, description="Largest accepted upload (413 above)."
     )
@@ -173,6 +180,15 @@ class StationSettings(BaseSettings):
     @property
     def disk_budget_bytes(self) -> int | None:
         return None if self.disk_budget_mb is None else int(self.disk_budget_mb * 1024 * 1024)
+
+    @property
+    def disk_reserve_bytes(self) -> int:
+        return int(self.disk_reserve_mb * 1024 * 1024)
+
+    @property
+    def resolved_journal_dir(self) -> Path:
+        """The station's result journal (see storage/journal.py): always in data_dir."""
+        return self.data_dir / "journal"
 
     def token_value(self) -> str | None:
         return None if self.api_token is None else self.api_token.get_secret_value()

@@ -109,6 +109,10 @@ def test_settings_map_onto_the_policy(tmp_path: Path) -> None:
     from cellinspect.storage.factory import retention_from
 
     policy = retention_from(
-        StationSettings(data_dir=tmp_path, pass_sample_rate=0.25, disk_budget_mb=1.5)
+        StationSettings(
+            data_dir=tmp_path, pass_sample_rate=0.25, disk_budget_mb=1.5, disk_reserve_mb=2.0
+        )
     )
-    assert policy == RetentionPolicy(pass_sample_rate=0.25, disk_budget_bytes=1572864)
+    assert policy == RetentionPolicy(
+        pass_sample_rate=0.25, disk_budget_bytes=1572864, disk_reserve_bytes=2097152
+    )

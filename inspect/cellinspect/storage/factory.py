@@ -12,7 +12,9 @@ from cellinspect.storage.sql_store import SqlResultStore
 
 def retention_from(settings: StationSettings) -> RetentionPolicy:
     return RetentionPolicy(
-        pass_sample_rate=settings.pass_sample_rate, disk_budget_bytes=settings.disk_budget_bytes
+        pass_sample_rate=settings.pass_sample_rate,
+        disk_budget_bytes=settings.disk_budget_bytes,
+        disk_reserve_bytes=settings.disk_reserve_bytes,
     )
 
 

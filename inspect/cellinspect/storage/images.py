@@ -57,8 +57,11 @@ class ImageStore:
             f"{captured.strftime('%Y-%m-%d')}/{safe_name(result_id)}_{kind.value}{_EXT[self.fmt]}"
         )
         target = self.root / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=_EXT[self.fmt])
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=_EXT[self.fmt])
+        except OSError as err:
+            raise StoreError(f"{target}: cannot write image: {err}") from err
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

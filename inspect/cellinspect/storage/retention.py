@@ -33,12 +33,15 @@ class RetentionPolicy:
     pass_sample_rate: float = 0.05
     disk_budget_bytes: int | None = None
     low_water: float = 0.9
+    disk_reserve_bytes: int | None = None  # free space no image may take (results need it)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.pass_sample_rate <= 1.0:
             raise ValueError(f"pass_sample_rate must be in [0, 1], got {self.pass_sample_rate}")
         if self.disk_budget_bytes is not None and self.disk_budget_bytes <= 0:
             raise ValueError(f"disk_budget_bytes must be > 0, got {self.disk_budget_bytes}")
+        if self.disk_reserve_bytes is not None and self.disk_reserve_bytes < 0:
+            raise ValueError(f"disk_reserve_bytes must be >= 0, got {self.disk_reserve_bytes}")
         if not 0.0 < self.low_water <= 1.0:
             raise ValueError(f"low_water must be in (0, 1], got {self.low_water}")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -132,6 +134,7 @@ class SqlResultStore:
         self._write = sessionmaker(write_engine(engine), expire_on_commit=False)
         self._budget_lock = threading.Lock()
         self._image_bytes: int | None = None
+        self._short_of_room = False  # an image was refused for the reserve: free some room
 
     # ------------------------------------------------------------------ writing
 
@@ -161,7 +164,7 @@ class SqlResultStore:
         except BaseException:
             self._discard(written)
             raise
-        if written:
+        if written or self._short_of_room:
             self._account_images(sum(i.size_bytes for i in written))
         return new_ids
 
@@ -197,13 +200,26 @@ class SqlResultStore:
         )
         row.models = [_model_row(m) for m in result.models]
         if self.retention.keeps_images(result):
+            not_kept: list[str] = []
             for kind, picture in (
                 (ImageKind.IMAGE, frame.image),
                 (ImageKind.OVERLAY, frame.overlay),
             ):
                 if picture is None:
                     continue
-                img = self.images.write(result.result_id, result.captured_wall, kind, picture)
+                why = self._no_room_for_images()
+                if why is None:
+                    try:
+                        img = self.images.write(
+                            result.result_id, result.captured_wall, kind, picture
+                        )
+                    except StoreError as err:
+                        why = str(err)
+                if why is not None:
+                    # The result and its metadata always win over its pictures.
+                    not_kept.append(f"{kind.value} not kept: {why}")
+                    log.warning("result %s: %s not kept (%s)", result.result_id, kind.value, why)
+                    continue
                 written.append(img)
                 row.images.append(
                     ImageRow(
@@ -215,18 +231,57 @@ class SqlResultStore:
                         created_at=stored_at,
                     )
                 )
+            if not_kept:
+                noted = dataclasses.replace(result, reasons=(*result.reasons, *not_kept))
+                row.result_json = result_to_json(noted)
         return row
 
+    def _no_room_for_images(self) -> str | None:
+        """Why no image may be written now (free space under the reserve), or None."""
+        reserve = self.retention.disk_reserve_bytes
+        if not reserve:
+            return None
+        free = self._free_bytes()
+        if free is None or free >= reserve:
+            return None
+        self._short_of_room = True
+        return (
+            f"{free / 1e6:.0f} MB free on the disk of {self.images.root}, under the "
+            f"{reserve / 1e6:.0f} MB reserve kept for results"
+        )
+
+    def _free_bytes(self) -> int | None:
+        """Free bytes on the image folder's disk (None: cannot tell, logged)."""
+        where = self.images.root
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            return shutil.disk_usage(where).free
+        except OSError as err:
+            log.warning("cannot read the free space of %s (%s)", where, err)
+            return None
+
     def _account_images(self, added: int) -> None:
+        """Keep the images under the budget and, with a reserve, the disk's free space above it.
+
+        When free space falls under the reserve, the effective budget shrinks by the shortfall,
+        so old images go (PASS first) and the room is left to results and the journal.
+        """
         with self._budget_lock:
             if self._image_bytes is None:
                 with self._read() as session:
                     self._image_bytes = total_image_bytes(session)
             else:
                 self._image_bytes += added
-            self._image_bytes = enforce_budget(
-                self._write, self.images, self.retention, self._image_bytes
-            )
+            policy = self.retention
+            reserve = policy.disk_reserve_bytes
+            free = self._free_bytes() if reserve else None
+            if reserve and free is not None and free < reserve:
+                room = max(self._image_bytes - (reserve - free), 1)
+                budget = min(policy.disk_budget_bytes or room, room)
+                policy = dataclasses.replace(policy, disk_budget_bytes=budget)
+            self._image_bytes = enforce_budget(self._write, self.images, policy, self._image_bytes)
+            self._short_of_room = False
 
     def image_bytes(self) -> int:
         """Bytes of kept image files as recorded in the database."""

@@ -8,6 +8,10 @@ Full-queue policy (explicit, counted, never silent):
 3. No spill file configured: the result is dropped, logged and counted as `dropped`.
 A batch the database refuses twice is spilled the same way (counted in `failed_batches`).
 `close()` stops taking new results, commits everything queued, then returns.
+
+With a result journal attached (a station's store), a result the journal already holds is
+never spilled or dropped: it is `deferred` to the journal, which the writer replays into the
+store once a commit goes through again, at `close()` and at the next start.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from cellinspect.entities import InspectedFrame, InspectionResult
 from cellinspect.errors import CellInspectError
 from cellinspect.storage.codec import result_from_dict
 from cellinspect.storage.errors import StoreError
+from cellinspect.storage.journal import ResultJournal, replay_journal
 from cellinspect.storage.protocols import ResultStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class SubmitOutcome(enum.StrEnum):
     QUEUED = "queued"
     SPILLED = "spilled"
     DROPPED = "dropped"
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,8 @@ class WriterStats:
     batches: int
     queue_depth: int
     queue_size: int
+    deferred: int = 0
+    journal_pending: int = 0
 
 
 class _Stop:
@@ -89,6 +97,8 @@ class AsyncResultWriter:
         self._listeners: list[Listener] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._journal: ResultJournal | None = None
+        self._catch_up = threading.Event()
         self._n = dict.fromkeys(
             (
                 "submitted",
@@ -101,16 +111,24 @@ class AsyncResultWriter:
                 "failed_batches",
                 "replayed",
                 "batches",
+                "deferred",
             ),
             0,
         )
 
     # ------------------------------------------------------------------ lifecycle
 
+    def attach_journal(self, journal: ResultJournal) -> None:
+        """Feed the store from `journal` too: replayed at start, committed ids reported back."""
+        if self._thread is not None:
+            raise StoreError("attach the journal before the writer starts")
+        self._journal = journal
+
     def start(self) -> None:
-        """Replay a spill file left from before, then start the writing thread."""
+        """Replay the journal and a spill file left from before, then start the thread."""
         if self._thread is not None:
             return
+        self._replay_journal("start")
         if self._spill_path is not None and self._spill_path.exists():
             try:
                 self._count("replayed", replay_spill(self._store, self._spill_path))
@@ -130,6 +148,25 @@ class AsyncResultWriter:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("result writer did not finish within %.1f s; queued results remain", timeout)
+            return
+        self._replay_journal("stop")
+
+    def _replay_journal(self, when: str) -> bool:
+        """Store what only the journal holds; False (and the journal kept) when that fails."""
+        if self._journal is None or self._journal.pending == 0:
+            return True
+        try:
+            self._count("replayed", replay_journal(self._store, self._journal))
+        except CellInspectError as err:
+            log.error(
+                "journal: %d result(s) cannot be stored at %s (%s); they stay in %s",
+                self._journal.pending,
+                when,
+                err,
+                self._journal.folder,
+            )
+            return False
+        return True
 
     def __enter__(self) -> AsyncResultWriter:
         self.start()
@@ -186,6 +223,8 @@ class AsyncResultWriter:
             batches=n["batches"],
             queue_depth=self._queue.qsize(),
             queue_size=self._queue.maxsize,
+            deferred=n["deferred"],
+            journal_pending=0 if self._journal is None else self._journal.pending,
         )
 
     @property
@@ -224,6 +263,10 @@ class AsyncResultWriter:
             self._count("written", len(new_ids))
             self._count("duplicates", len(batch) - len(new_ids))
             self._count("batches", 1)
+            if self._journal is not None:
+                self._journal.committed(f.result.result_id for f in batch)
+                if self._catch_up.is_set() and self._replay_journal("catch-up"):
+                    self._catch_up.clear()
         self._count("finished", len(batch))
         if new_ids:
             by_id = {f.result.result_id: f.result for f in batch}
@@ -245,6 +288,17 @@ class AsyncResultWriter:
                 log.exception("result listener %r failed", listener)
 
     def _overflow(self, results: list[InspectionResult], reason: str) -> SubmitOutcome:
+        journal = self._journal
+        if journal is not None and all(journal.holds(r.result_id) for r in results):
+            self._count("deferred", len(results))
+            self._catch_up.set()
+            log.warning(
+                "result writer: %s; %d result(s) left to the journal, stored once a commit "
+                "goes through",
+                reason,
+                len(results),
+            )
+            return SubmitOutcome.DEFERRED
         if self._spill_path is None:
             self._count("dropped", len(results))
             log.error(
