@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cellinspect.cli.support import (
     DEFAULT_RECIPE,
@@ -31,6 +31,9 @@ from cellinspect.cli.support import (
     user_errors,
 )
 from cellinspect.errors import CellInspectError
+
+if TYPE_CHECKING:
+    from cellinspect.inference.manifest import Manifest
 
 
 def fit_anomaly_cmd(
@@ -237,51 +240,86 @@ def quantize_model_cmd(
     console.print(table)
 
 
-def models(
-    root: Annotated[Path, typer.Argument(help="Folder holding <name>/<version>/.")] = Path(
-        "models"
-    ),
-) -> None:
-    """List the model versions under models/ with task, hash and recorded metrics."""
+def lineage(manifest: Manifest) -> tuple[str, str]:
+    """(derived from, backbone) as the manifest records them, each 'name/version' or "".
+
+    A quantised or retrained copy names its parent version (of the same model unless it says
+    otherwise); a detector or head fitted on a backbone's features names that backbone, which
+    is a feature extractor it depends on, not an earlier version of it. Older manifests gave the
+    backbone as parent_version too: it is shown once, as the backbone.
+    """
+    prov = manifest.provenance
+    raw = prov.get("backbone")
+    backbone = f"{raw.get('name', '?')}/{raw.get('version', '?')}" if isinstance(raw, dict) else ""
+    parent = str(prov.get("parent_version") or "")
+    if parent and "/" not in parent:
+        parent = f"{manifest.name}/{parent}"
+    return ("" if parent == backbone else parent), backbone
+
+
+def _metrics_lines(manifest: Manifest) -> list[tuple[str, str]]:
+    metrics = manifest.provenance.get("metrics", {})
+    return [
+        (key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        for key, value in metrics.items()
+        if isinstance(value, int | float)
+    ]
+
+
+def models_tables(root: Path) -> list[Table]:
+    """The model versions under `root`, and their recorded metrics: both fit 80 columns
+    (long names wrap inside their cells, nothing is cut)."""
     from cellinspect.inference.manifest import MANIFEST_NAME, load_manifest, sha256_file
 
-    table = Table(title=f"models in {root}")
-    for col in ("name", "version", "task", "sha256", "matches", "parent", "metrics"):
-        table.add_column(col)
     found = sorted(root.glob(f"*/*/{MANIFEST_NAME}"))
     if not found:
         raise fail(f"{root}: no models (expected {root}/<name>/<version>/{MANIFEST_NAME})")
+    rows: list[tuple[str, str, Text, Text]] = []
+    metric_rows: list[tuple[str, str, str]] = []
     for manifest_path in found:
         model_path = manifest_path.with_name("model.onnx")
         try:
             manifest = load_manifest(model_path)
         except CellInspectError as err:
-            table.add_row(
-                manifest_path.parent.parent.name,
-                manifest_path.parent.name,
-                "?",
-                "",
-                "no",
-                "",
-                str(err).splitlines()[0],
-            )
+            shown = f"{manifest_path.parent.parent.name}/{manifest_path.parent.name}"
+            rows.append((shown, "?", Text(""), Text(str(err).splitlines()[0], style="red")))
             continue
-        metrics = manifest.provenance.get("metrics", {})
-        shown = {
-            k: round(v, 4) if isinstance(v, float) else v
-            for k, v in metrics.items()
-            if isinstance(v, int | float)
-        }
-        table.add_row(
-            manifest.name,
-            manifest.version,
-            manifest.task.value,
-            manifest.sha256[:12],
-            "yes" if sha256_file(model_path) == manifest.sha256 else "NO",
-            str(manifest.provenance.get("parent_version", "")),
-            json.dumps(shown),
-        )
-    console.print(table)
+        shown = f"{manifest.name}/{manifest.version}"
+        short = manifest.sha256[:8]
+        matches = sha256_file(model_path) == manifest.sha256
+        digest = Text(short) if matches else Text(f"{short}\nMISMATCH", style="bold red")
+        parent, backbone = lineage(manifest)
+        lines = [f"from:\n{parent}"] if parent else []
+        lines += [f"backbone:\n{backbone}"] if backbone else []
+        rows.append((shown, manifest.task.value, digest, Text("\n".join(lines) or "-")))
+        for i, (key, value) in enumerate(_metrics_lines(manifest)):
+            metric_rows.append((shown if i == 0 else "", key, value))
+    table = Table(title=f"models in {root}", show_lines=True)
+    table.add_column("model", overflow="fold")
+    table.add_column("task", overflow="fold")
+    table.add_column("sha256", no_wrap=True)
+    table.add_column("lineage", overflow="fold")
+    for name, task, digest, lineage_text in rows:
+        table.add_row(Text(name), task, digest, lineage_text)
+    if not metric_rows:
+        return [table]
+    metrics = Table(title="recorded metrics")
+    metrics.add_column("model", overflow="fold")
+    metrics.add_column("metric", overflow="fold")
+    metrics.add_column("value", justify="right", no_wrap=True)
+    for name, key, value in metric_rows:
+        metrics.add_row(Text(name), Text(key), value)
+    return [table, metrics]
+
+
+def models(
+    root: Annotated[Path, typer.Argument(help="Folder holding <name>/<version>/.")] = Path(
+        "models"
+    ),
+) -> None:
+    """List the model versions under models/: task, hash, lineage, recorded metrics."""
+    for table in models_tables(root):
+        console.print(table)
 
 
 def build_default_models_cmd(
