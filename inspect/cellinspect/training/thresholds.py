@@ -14,7 +14,8 @@ fail_at (the REVIEW/FAIL boundary) is chosen the same conformal way on the good 
 hard-fail rate of good parts (`target_false_fail`, default 1%): a part scoring above nearly
 every good part fails outright, anything between goes to a person. Both guarantees assume the
 calibration images are exchangeable with future parts (same line, same process), and hold for
-the score the decision rules use (see scores.py). Thresholds are rounded in the safe direction.
+the score the decision rules use (see scores.py). Thresholds are rounded in the safe direction
+to six decimals (1.102473, never 1.1024729999999998), so manifests and recipes read cleanly.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from scipy.stats import beta
 
 from cellinspect.errors import ModelError
 
-ROUND = 1e-6
+GRID = 1_000_000  # thresholds lie on a 1e-6 grid: at most six decimals, written as such
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +71,17 @@ def binomial_allowed(n: int, target: float, alpha: float) -> int:
     return best
 
 
-def _floor(x: float) -> float:
-    return math.floor(x / ROUND) * ROUND
+def _grid_at_or_below(x: float) -> float:
+    """The largest value on the 1e-6 grid that is <= x, as the double nearest that decimal
+    (k / 10**6 prints as 1.102473, where k * 1e-6 would give 1.1024729999999998)."""
+    k = math.floor(x * GRID)
+    return k / GRID if k / GRID <= x else (k - 1) / GRID
+
+
+def _grid_above(x: float) -> float:
+    """The smallest value on the 1e-6 grid that is > x (a part scoring x stays below it)."""
+    k = math.floor(x * GRID) + 1
+    return k / GRID if k / GRID > x else (k + 1) / GRID
 
 
 def _need_message(n: int, target: float, alpha: float | None) -> str:
@@ -115,10 +125,10 @@ def choose_thresholds(
     )
     if k < 0:
         raise ModelError(_need_message(n, target_escape, alpha))
-    review_at = _floor(float(bad[k]))
+    review_at = _grid_at_or_below(float(bad[k]))
     kg = crc_allowed(m, target_false_fail)
     # fail above the (kg+1)-th highest good score; with too few goods, above the highest one
-    fail_at = max(_floor(float(good[max(kg, 0)])) + ROUND, review_at)
+    fail_at = max(_grid_above(float(good[max(kg, 0)])), review_at)
     if upper is not None:
         fail_at = min(fail_at, upper)
         review_at = min(review_at, fail_at)
