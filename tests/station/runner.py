@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,14 @@ def write_station(path: Path, **fields: Any) -> Path:
 class StationProcess:
     """A `cellinspect run` child process with its stderr parsed into JSON log records."""
 
-    def __init__(self, station_file: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        station_file: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """`preexec_fn` runs in the child before exec (a resource limit, for example)."""
         self.station_file = station_file
         self.records: list[dict[str, Any]] = []
         self.other_lines: list[str] = []
@@ -60,6 +67,7 @@ class StationProcess:
             text=True,
             env=full_env,
             cwd=str(station_file.parent),
+            preexec_fn=preexec_fn,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

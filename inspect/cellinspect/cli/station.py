@@ -25,6 +25,10 @@ StationArg = Annotated[
 ]
 
 
+RESULTS_LOST_EXIT = 3
+"""Exit code of `cellinspect run` when judged results reached neither journal nor store."""
+
+
 def run(
     station_file: StationArg,
     until_source_ends: Annotated[
@@ -79,6 +83,10 @@ def run(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             _farewell(runtime)
+    if runtime.results_lost:
+        # A supervisor must see that results were lost, not a clean exit (docs/deploy.md).
+        log.error("station %s: %d result(s) lost", station.station_id, runtime.results_lost)
+        raise typer.Exit(RESULTS_LOST_EXIT)
 
 
 def _announce(runtime: object) -> None:

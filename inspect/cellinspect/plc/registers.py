@@ -122,6 +122,7 @@ class ErrorCode(enum.IntEnum):
     RECIPE_NOT_FOUND = 3
     COMMAND_REFUSED_BUSY = 4
     RECIPE_LOAD_FAILED = 5
+    RECORD_FAILED = 6  # the result journal cannot be written (disk full): no verdicts go out
 
 
 DEFECT_CODES: dict[str, int] = {

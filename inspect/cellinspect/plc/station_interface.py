@@ -8,11 +8,17 @@ results and pick targets to the store and the robot, so a slow consumer never de
 A verdict that is not ready by the deadline is posted as NO RESULT (code 4) at the deadline;
 the station stays BUSY until the inspector is free again, so a late inspection can never be
 mistaken for the next part's.
+
+Durability: with a `record` hook (the station's result journal), every result is recorded
+before the PLC, a future's caller or the dispatcher (store, robot, OPC UA) sees it. A result
+that cannot be recorded is posted nowhere: the station goes to its safe state with
+RECORD_FAILED, and later triggers are refused until the journal takes a probe line again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import queue
 import threading
@@ -59,6 +65,10 @@ RecipeHook = Callable[[int, ImageInspector, ImageInspector], None]
 
 class StationBusyError(RuntimeError):
     """A trigger or command from the station's side came while the station was not ready."""
+
+
+class RecordFailedError(StationBusyError):
+    """The part's result could not be recorded, so its verdict was not given out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +130,10 @@ class StationInterface:
         clock: Callable[[], float] = time.monotonic,
         on_outcome: OutcomeHook | None = None,
         on_recipe: RecipeHook | None = None,
+        record: Callable[[InspectedFrame], None] | None = None,
+        probe: Callable[[], None] | None = None,
     ) -> None:
+        """`record` makes a result durable (raises when it cannot); `probe` checks it could."""
         self.config = config or StationConfig()
         self.image = image
         self.camera = camera
@@ -132,6 +145,10 @@ class StationInterface:
         self.recipes = dict(recipes or {})
         self.on_outcome = on_outcome
         self.on_recipe = on_recipe
+        self.record = record
+        self.probe = probe
+        self.record_error: str | None = None  # set while results cannot be recorded
+        self.results_lost = 0  # judged, but neither recorded nor given out
         self._clock = clock
         self._preloaded: dict[int, SourceItem] = {}
         self._futures: dict[int, Future[InspectedFrame]] = {}
@@ -259,6 +276,8 @@ class StationInterface:
         deadline = job.accepted_mono + self.config.deadline_ms / 1000.0
         with self._pending_lock:
             preloaded = self._preloaded.pop(job.acquisition_id, None)
+        if self.record_error is not None and not self._can_record_again(job):
+            return  # no part is inspected while its result could not be recorded
         item = preloaded or self.camera.acquire(job.part_id, job.encoder, job.acquisition_id)
         if isinstance(item, FrameFailure):
             inspected = self._fail_safe(item, f"acquisition failed: {item.reason}")
@@ -273,9 +292,18 @@ class StationInterface:
         try:
             inspected = future.result(timeout=max(0.0, deadline - self._clock()))
         except FutureTimeout:
+            # The PLC gets NO RESULT now; what it acts on is recorded first, and the late
+            # verdict takes the same result id, so the store ends with one row either way.
+            placeholder = self._deadline_placeholder(job, item)
+            if not self._durable(job, placeholder):
+                self._wait_late(future)  # BUSY until the inspector is free, as on a late job
+                self._refuse(job)
+                return
             self._post_no_result(job)
             inspected = self._wait_late(future)
             late = self._late_result(inspected, self._clock() - job.accepted_mono)
+            late = self._with_id(late, placeholder.result.result_id)
+            self._durable(job, late, refuse=False)  # the placeholder stands if this fails
             self.handshake.complete_job(None, still_busy=False)
             self._record(
                 job,
@@ -304,8 +332,11 @@ class StationInterface:
         now = self._clock()
         inspected = self.stamp(inspected)
         if now > deadline:
-            self._post_no_result(job)
             late = self._late_result(inspected, now - job.accepted_mono)
+            if not self._durable(job, late):
+                self._refuse(job)
+                return
+            self._post_no_result(job)
             self.handshake.complete_job(None)
             self._record(
                 job, ResultCode.NO_RESULT, late.result.verdict, True, True, dropped, inspect_ms
@@ -331,12 +362,83 @@ class StationInterface:
             processing_ms=(now - job.accepted_mono) * 1000.0,
             score=result.score,
         )
+        if not self._durable(job, inspected):
+            self._refuse(job)
+            return
         delivered = self.handshake.complete_job(block)
         self._record(job, code, result.verdict, delivered, False, dropped, inspect_ms)
         self._resolve(job, inspected)
         self._emit(inspected, job)
         if target is not None:
             self._emit(target, job)
+
+    # ------------------------------------------------------------------ durability
+
+    def _durable(self, job: TriggerJob, inspected: InspectedFrame, refuse: bool = True) -> bool:
+        """Record the result before anyone acts on it; False (logged, counted) if it failed."""
+        if self.record is None:
+            return True
+        try:
+            self.record(inspected)
+        except Exception as err:
+            self.record_error = str(err)
+            result = inspected.result
+            if refuse:
+                self.results_lost += 1
+            log.error(
+                "station: part %d judged %s, but its result cannot be recorded (%s); %s: %s",
+                job.part_id,
+                result.verdict.value,
+                err,
+                "not given out" if refuse else "the recorded placeholder stands",
+                json.dumps(result.to_dict(), separators=(",", ":")),
+            )
+            self.handshake.enter_safe_state(ErrorCode.RECORD_FAILED)
+            return False
+        return True
+
+    def _refuse(self, job: TriggerJob) -> None:
+        """A part whose result was not recorded: nothing posted, BUSY released, caller told."""
+        self.handshake.enter_safe_state(ErrorCode.RECORD_FAILED)
+        self.handshake.complete_job(None, still_busy=False)
+        future = self._pop_future(job)
+        if future is not None and not future.done():
+            future.set_exception(
+                RecordFailedError(f"part {job.part_id}: result not recorded ({self.record_error})")
+            )
+
+    def _can_record_again(self, job: TriggerJob) -> bool:
+        """After a record failure: probe the journal before judging the next part."""
+        try:
+            if self.probe is not None:
+                self.probe()
+        except Exception as err:
+            self.record_error = str(err)
+            log.error(
+                "station: part %d not inspected: results still cannot be recorded (%s)",
+                job.part_id,
+                err,
+            )
+            self._refuse(job)
+            return False
+        log.warning("station: results can be recorded again")
+        self.record_error = None
+        return True
+
+    def _deadline_placeholder(self, job: TriggerJob, item: Frame) -> InspectedFrame:
+        """What the PLC acts on at a missed deadline, recorded before NO RESULT is posted."""
+        why = (
+            f"deadline {self.config.deadline_ms:.0f} ms missed; the PLC got NO RESULT "
+            "(the late verdict was not recorded)"
+        )
+        placeholder = self._fail_safe(item, why)
+        result = dataclasses.replace(placeholder.result, part_id=job.part_id, encoder=job.encoder)
+        return self.stamp(InspectedFrame(result=result))
+
+    @staticmethod
+    def _with_id(inspected: InspectedFrame, result_id: str) -> InspectedFrame:
+        result = dataclasses.replace(inspected.result, result_id=result_id)
+        return dataclasses.replace(inspected, result=result)
 
     def _post_no_result(self, job: TriggerJob) -> None:
         block = ResultBlock(

@@ -11,6 +11,10 @@ the station ids on the result and the hand-over to the store and the robot are o
 path. Stopping runs in order: no new triggers, in-flight parts finish and are posted,
 results are handed to the store, the robot gets its queued targets, the store is flushed,
 then the links close.
+
+With a store, every result is appended to the result journal in data_dir (fsynced) before
+any output sees its verdict; the writer feeds the database and replays the journal at start
+(storage/journal.py). A station without a store has no journal.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from cellinspect.plc.opcua_server import VisionOpcUaServer
     from cellinspect.runtime.inspector import Inspector
     from cellinspect.settings import StationSettings
+    from cellinspect.storage.journal import ResultJournal
     from cellinspect.storage.sql_store import SqlResultStore
     from cellinspect.storage.writer import AsyncResultWriter
 
@@ -162,6 +167,8 @@ class StationRuntime:
         self.settings: StationSettings | None = None
         self.store: SqlResultStore | None = None
         self.writer: AsyncResultWriter | None = None
+        self.journal: ResultJournal | None = None
+        self.unrecorded = 0  # results outside any job that the journal refused
         self.modbus: ModbusServer | None = None
         self.modbus_port: int | None = None
         self.opcua: VisionOpcUaServer | None = None
@@ -233,6 +240,8 @@ class StationRuntime:
             recipes={n: self._factory(n) for n in self.catalog.numbers},
             on_outcome=self._on_outcome,
             on_recipe=self._on_recipe,
+            record=self._record if self.journal is not None else None,
+            probe=self.journal.probe if self.journal is not None else None,
         )
         if st.modbus.enabled:
             self._start_modbus()
@@ -277,6 +286,7 @@ class StationRuntime:
         from cellinspect.api.app import make_writer
         from cellinspect.settings import load_settings
         from cellinspect.storage.factory import open_store
+        from cellinspect.storage.journal import ResultJournal
 
         store_cfg = self.station.store
         overrides: dict[str, Any] = {"data_dir": store_cfg.data_dir}
@@ -286,8 +296,11 @@ class StationRuntime:
         overrides["port"] = self.station.api.port
         self.settings = load_settings(store_cfg.settings, **overrides)
         self.store = open_store(self.settings)
+        self.journal = ResultJournal(self.settings.resolved_journal_dir)
+        self.journal.open()
         self.writer = make_writer(self.settings, self.store)
-        self.writer.start()
+        self.writer.attach_journal(self.journal)
+        self.writer.start()  # replays what the journal holds from before (a crash, a stall)
 
     def _open_camera(self, recipe_source: SourceConfig) -> TriggeredCamera:
         """The station's camera: its own `source:` if set, else the recipe's."""
@@ -467,9 +480,44 @@ class StationRuntime:
         """A frame the station could not take still becomes a (fail-safe) stored result."""
         failure = FrameFailure.instead_of(item, f"not inspected: {why}")
         iface = self.interface
-        self._on_result(iface.stamp(iface.fail_safe_result(failure, failure.reason)))
+        inspected = iface.stamp(iface.fail_safe_result(failure, failure.reason))
+        if self.journal is not None:
+            try:
+                self.journal.append(inspected.result)
+            except Exception as err:  # no output acts on it; the writer still tries the store
+                self.unrecorded += 1
+                log.error("station: result %s not journaled (%s)", inspected.result.result_id, err)
+        self._on_result(inspected)
 
     # ------------------------------------------------------------------ outputs
+
+    def _record(self, inspected: InspectedFrame) -> None:
+        """The job path's durability step: journaled and fsynced before any output."""
+        assert self.journal is not None
+        self.journal.append(inspected.result)
+
+    @property
+    def results_lost(self) -> int:
+        """Judged results that reached neither the journal nor the store (exit code 3)."""
+        lost = self.unrecorded
+        if self._interface is not None:
+            lost += self._interface.results_lost
+        if self.writer is not None:
+            lost += self.writer.stats.dropped
+        return lost
+
+    def alarms(self) -> list[str]:
+        """Conditions an operator must act on, for the status line and GET /station."""
+        out: list[str] = []
+        iface = self._interface
+        if iface is not None and iface.record_error is not None:
+            out.append(
+                f"RECORD_FAILED: results cannot be recorded, triggers refused "
+                f"({iface.record_error})"
+            )
+        if self.results_lost:
+            out.append(f"RESULTS_LOST: {self.results_lost} result(s) not recorded")
+        return out
 
     def _on_result(self, inspected: InspectedFrame) -> None:
         if self.writer is not None:
@@ -516,6 +564,7 @@ class StationRuntime:
             ("camera", self._close_camera),
             ("robot", self.robot.close if self.robot else None),
             ("store writer", self.writer.close if self.writer else None),
+            ("journal", self.journal.close if self.journal else None),
             ("OPC UA", self.opcua.stop if self.opcua else None),
             ("API", self.api.stop if self.api else None),
             ("Modbus", self.modbus.stop if self.modbus else None),

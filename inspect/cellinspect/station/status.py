@@ -72,6 +72,14 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
     if runtime.writer is not None:
         ws = runtime.writer.stats
         links["store"] = {"written": ws.written, "spilled": ws.spilled, "dropped": ws.dropped}
+    if runtime.journal is not None:
+        failing = iface is not None and iface.record_error is not None
+        links["journal"] = {
+            "state": "failed" if failing else "ok",
+            "appended": runtime.journal.appended,
+            "pending": runtime.journal.pending,
+            "failures": runtime.journal.failures,
+        }
     if runtime.api is not None:
         links["api"] = {"state": serving, "url": runtime.api.url}
     p50 = counts.latency_p50()
@@ -88,6 +96,8 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
         "rate_per_min": round(counts.rate_per_min(now), 1),
         "latency_p50_ms": None if p50 is None else round(p50, 1),
         "source_ended": runtime.source_ended.is_set(),
+        "results_lost": runtime.results_lost,
+        "alarms": runtime.alarms(),
         "links": links,
     }
 
@@ -106,6 +116,7 @@ def status_line(snap: dict[str, Any]) -> str:
         f"parts {snap['parts']} pass {v['pass']} fail {v['fail']} review {v['review']} | "
         f"{snap['rate_per_min']:.0f}/min p50 {'-' if p50 is None else f'{p50:.0f} ms'} | "
         f"{links}"
+        + "".join(f" | ALARM {alarm.split(':', 1)[0]}" for alarm in snap.get("alarms", ()))
     )
 
 
