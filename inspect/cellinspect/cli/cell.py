@@ -158,10 +158,11 @@ def plc_sim(
 ) -> None:
     """A simulated PLC with conveyor, photo-eye and reject gate, against a real station."""
     from cellinspect.line.command import run_plc_sim
+    from cellinspect.line.console import plc_counters_table
 
     with user_errors():
         counters = run_plc_sim(host, port, parts, rate, seed, defect_rate, scan_ms)
-    console.print(counters)
+    console.print(plc_counters_table(counters))
 
 
 def serve(

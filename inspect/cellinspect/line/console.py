@@ -1,4 +1,5 @@
-"""Rich output for `cellinspect line`: a live progress line and the final table."""
+"""Rich output for `cellinspect line` (a live progress line and the final table) and for
+`cellinspect plc-sim` (its counters as a table)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.text import Text
 
 from cellinspect.line.audit import LineReport
 from cellinspect.line.cell import LineProgress
+from cellinspect.plc.sim_plc import PlcCounters
 
 
 def _ms(value: float | None) -> str:
@@ -68,6 +70,45 @@ def report_table(report: LineReport) -> Table:
         else (f"{len(report.mismatches)} gate action(s) did not match the verdict")
     )
     table.add_row("audit", Text(verdict, style="green" if report.audit_ok else "bold red"))
+    return table
+
+
+def plc_counters_table(c: PlcCounters) -> Table:
+    """The end-of-run table of `plc-sim`: what the simulated PLC saw and did, against the
+    ground truth of the part plan; link and timing faults in red when there were any."""
+    table = Table(title="cellinspect plc-sim", show_header=True, header_style="bold")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows: list[tuple[str, str]] = [
+        ("parts at the gate / planned", f"{c.gated} / {c.parts_total}"),
+        ("parts seen by the photo-eye", str(c.seen)),
+        (
+            "results: pass / fail / review",
+            f"{c.results_pass} / {c.results_fail} / {c.results_review}",
+        ),
+        ("results in all", str(c.results)),
+        ("gate: passed / rejected", f"{c.passed} / {c.rejected}"),
+        ("correct rejects", str(c.correct_rejects)),
+        ("escapes (defective passed)", str(c.escapes)),
+        ("false rejects (good rejected)", str(c.false_rejects)),
+    ]
+    faults: list[tuple[str, int]] = [
+        ("no result (deadline)", c.no_results),
+        ("late results", c.late_results),
+        ("unmatched results", c.unmatched_results),
+        ("missed triggers", c.missed_triggers),
+        ("tracking errors", c.tracking_errors),
+        ("link errors", c.link_errors),
+        ("reconnects", c.reconnects),
+        ("station errors", c.station_errors),
+        ("buffer overruns", c.buffer_overruns),
+        ("scan overruns", c.scan_overruns),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    for name, count in faults:
+        table.add_row(name, Text(str(count), style="bold red" if count else ""))
+    table.add_row("PLC scans", str(c.scans))
     return table
 
 
