@@ -77,7 +77,12 @@ def inspect(
     ],
     recipe: RecipeOpt = DEFAULT_RECIPE,
     jsonl: Annotated[
-        Path | None, typer.Option("--jsonl", help="Append results as JSON Lines.")
+        Path | None,
+        typer.Option(
+            "--jsonl",
+            help="Append results as JSON Lines; files it already holds a result for "
+            "(same recipe) are skipped, so a run resumes.",
+        ),
     ] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
     overlays: Annotated[
@@ -99,8 +104,9 @@ def inspect(
     from cellinspect.entities import Verdict
     from cellinspect.runtime.bench import peak_rss_mb
     from cellinspect.runtime.inspector import Inspector
-    from cellinspect.runtime.outputs import ResultFiles
+    from cellinspect.runtime.outputs import ResultFiles, recorded_paths
     from cellinspect.runtime.pipeline import run_pipeline
+    from cellinspect.sources.files import FileListSource
     from cellinspect.sources.registry import source_for_paths
 
     with user_errors():
@@ -111,12 +117,22 @@ def inspect(
             recipe, make_overlays=overlays_dir is not None, recipe=loaded
         )
         source = source_for_paths(paths, pattern=pattern, recursive=recursive)
+        results_jsonl = jsonl or outputs.results_jsonl
+        if results_jsonl is not None and isinstance(source, FileListSource):
+            done = recorded_paths(results_jsonl, inspector.recipe_sha256)
+            todo = [p for p in source.paths if p.resolve() not in done]
+            if len(todo) < len(source.paths):
+                console.print(
+                    f"resuming {results_jsonl}: {len(source.paths) - len(todo)} file(s) "
+                    "already recorded there are skipped"
+                )
+                source = FileListSource(todo, name=source.name)
         total = len(getattr(source, "paths", ())) or None
         flagged: list[InspectedFrame] = []
         stop = threading.Event()
         with (
             ResultFiles(
-                jsonl or outputs.results_jsonl,
+                results_jsonl,
                 csv_out or outputs.results_csv,
                 overlays_dir,
                 overlays_for_pass or outputs.overlays_for_pass,

@@ -6,8 +6,10 @@ verdict, the deciding score and the defect class, so a folder of overlays reads 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -16,6 +18,44 @@ import cv2
 import numpy as np
 
 from cellinspect.entities import ImageU8, InspectedFrame, InspectionResult, Verdict
+from cellinspect.errors import CellInspectError
+
+
+class ResultFileError(CellInspectError):
+    """A result file cannot be written (disk full, no permission): named, never a traceback."""
+
+
+def recorded_paths(jsonl: Path, recipe_sha256: str) -> set[Path]:
+    """Image files a JSON Lines result file already holds a result for, under this recipe.
+
+    Why: `inspect --jsonl F` run again (after a crash or a full disk) resumes instead of
+    writing a second result for the same file. A torn last line (the run died mid-write) is
+    cut off, so the next result starts on a line of its own; its file is inspected again.
+    """
+    if not jsonl.is_file():
+        return set()
+    try:
+        raw = jsonl.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            cut = raw.rfind(b"\n") + 1
+            with jsonl.open("r+b") as fh:
+                fh.truncate(cut)
+            raw = raw[:cut]
+    except OSError as err:
+        raise ResultFileError(f"{jsonl}: cannot read the results to resume from: {err}") from err
+    done: set[Path] = set()
+    for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as err:
+            raise ResultFileError(f"{jsonl}:{number}: not a result line ({err})") from err
+        path = data.get("path") if isinstance(data, dict) else None
+        if path and data.get("recipe_sha256") == recipe_sha256:
+            done.add(Path(path).resolve())
+    return done
+
 
 CSV_COLUMNS = (
     "result_id",
@@ -132,25 +172,41 @@ class ResultFiles:
         self._jsonl: IO[str] | None = None
         self._csv_fh: IO[str] | None = None
         self._csv: csv.DictWriter[str] | None = None
-        if jsonl is not None:
-            jsonl.parent.mkdir(parents=True, exist_ok=True)
-            self._jsonl = jsonl.open("a", encoding="utf-8")
-        if csv_path is not None:
-            csv_path.parent.mkdir(parents=True, exist_ok=True)
-            self._csv_fh = csv_path.open("w", newline="", encoding="utf-8")
-            self._csv = csv.DictWriter(self._csv_fh, fieldnames=CSV_COLUMNS)
-            self._csv.writeheader()
-        if overlays_dir is not None:
-            overlays_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl_path = jsonl
+        self._csv_path = csv_path
+        with self._naming(jsonl):
+            if jsonl is not None:
+                jsonl.parent.mkdir(parents=True, exist_ok=True)
+                self._jsonl = jsonl.open("a", encoding="utf-8")
+        with self._naming(csv_path):
+            if csv_path is not None:
+                csv_path.parent.mkdir(parents=True, exist_ok=True)
+                self._csv_fh = csv_path.open("w", newline="", encoding="utf-8")
+                self._csv = csv.DictWriter(self._csv_fh, fieldnames=CSV_COLUMNS)
+                self._csv.writeheader()
+        with self._naming(overlays_dir):
+            if overlays_dir is not None:
+                overlays_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _naming(self, path: Path | None) -> Iterator[None]:
+        """An OSError (disk full, permissions) becomes a ResultFileError naming the file."""
+        try:
+            yield
+        except OSError as err:
+            raise ResultFileError(f"{path}: cannot write results: {err}") from err
 
     def write(self, inspected: InspectedFrame) -> None:
         if self._jsonl is not None:
-            self._jsonl.write(json.dumps(inspected.result.to_dict()) + "\n")
-            self._jsonl.flush()
+            with self._naming(self._jsonl_path):
+                self._jsonl.write(json.dumps(inspected.result.to_dict()) + "\n")
+                self._jsonl.flush()
         if self._csv is not None and self._csv_fh is not None:
-            self._csv.writerow(csv_row(inspected))
-            self._csv_fh.flush()
-        self._write_overlay(inspected)
+            with self._naming(self._csv_path):
+                self._csv.writerow(csv_row(inspected))
+                self._csv_fh.flush()
+        with self._naming(self.overlays_dir):
+            self._write_overlay(inspected)
 
     def _write_overlay(self, inspected: InspectedFrame) -> None:
         result = inspected.result
@@ -167,9 +223,12 @@ class ResultFiles:
         self.overlays_written += 1
 
     def close(self) -> None:
-        for fh in (self._jsonl, self._csv_fh):
-            if fh is not None:
-                fh.close()
+        for fh, path in ((self._jsonl, self._jsonl_path), (self._csv_fh, self._csv_path)):
+            if fh is not None and not fh.closed:
+                try:
+                    fh.close()
+                except OSError as err:  # buffered lines that no longer fit: say which file
+                    raise ResultFileError(f"{path}: cannot write results: {err}") from err
 
     def __enter__(self) -> ResultFiles:
         return self
