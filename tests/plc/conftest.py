@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cellinspect.entities import InspectedFrame
 from cellinspect.plc.modbus_adapter import ModbusServer
 from cellinspect.plc.register_image import RegisterImage
 from cellinspect.plc.sim_camera import FolderCatalog, SimCamera
@@ -47,12 +48,24 @@ def make_station(samples: Path) -> Iterator[MakeStation]:
         config: StationConfig | None = None,
         inspector: BlobInspector | None = None,
         drop_parts: tuple[int, ...] = (),
+        supervise_from_connect: bool = False,
+        on_result: Callable[[InspectedFrame], None] | None = None,
     ) -> Station:
+        """`supervise_from_connect` wires the server to the watchdog as `cellinspect run` does."""
         image = RegisterImage()
         insp = inspector or BlobInspector()
         camera = SimCamera(FolderCatalog(samples), drop_parts=drop_parts)
-        station = StationInterface(image, camera, insp, config or StationConfig())
-        server = ModbusServer(image, host="127.0.0.1", port=0)
+        station = StationInterface(
+            image, camera, insp, config or StationConfig(), on_result=on_result
+        )
+        server = ModbusServer(
+            image,
+            host="127.0.0.1",
+            port=0,
+            on_connect=(lambda _host: station.handshake.plc_connected())
+            if supervise_from_connect
+            else None,
+        )
         server.start()
         station.start()
         s = Station(image, station, server, insp, camera)

@@ -7,6 +7,7 @@ import pytest
 from cellinspect.plc.handshake import (
     BUFFER_CAPACITY,
     Handshake,
+    MissedTrigger,
     ResultBlock,
     StationState,
     TriggerJob,
@@ -42,12 +43,14 @@ class Rig:
         self.clock = Clock()
         self.jobs: list[TriggerJob] = []
         self.commands: list[tuple[int, int]] = []
+        self.missed: list[MissedTrigger] = []
         self.hs = Handshake(
             self.image,
             on_job=self.jobs.append,
             on_command=lambda c, a: self.commands.append((int(c), a)),
             heartbeat_timeout_s=timeout,
             clock=self.clock,
+            on_missed=self.missed.append,
         )
         self.hb = 0
 
@@ -264,11 +267,66 @@ def test_clear_error_needs_a_live_heartbeat() -> None:
     assert rig.image.get(Reg.ERROR_CODE) == ErrorCode.NONE
 
 
-def test_watchdog_is_not_armed_before_the_first_heartbeat() -> None:
+def test_watchdog_is_not_armed_before_a_connection_or_heartbeat() -> None:
     rig = Rig(timeout=1.0)
     rig.clock.now += 60.0
     rig.hs.tick()
     assert not rig.status & Status.ERROR
+    assert not rig.hs.supervised
+
+
+def test_a_connection_arms_the_watchdog_without_any_heartbeat() -> None:
+    rig = Rig(timeout=1.0)
+    rig.hs.plc_connected()
+    assert rig.hs.supervised
+    rig.clock.now += 0.6
+    rig.hs.plc_connected()  # a reconnect does not restart the clock
+    rig.clock.now += 0.6
+    rig.hs.tick()
+    assert rig.status & Status.ERROR
+    assert rig.image.get(Reg.ERROR_CODE) == ErrorCode.PLC_HEARTBEAT_LOST
+    assert rig.hs.refusal() == "station in error (PLC_HEARTBEAT_LOST)"
+
+
+def test_a_frozen_heartbeat_after_connecting_is_lost_too() -> None:
+    rig = Rig(timeout=1.0)
+    rig.hs.plc_connected()
+    for _ in range(4):  # the PLC writes HR7 every 0.5 s, always the same value
+        rig.clock.now += 0.5
+        rig.image.plc_write(Reg.PLC_HEARTBEAT, [0])
+        rig.hs.tick()
+    assert rig.status & Status.ERROR
+
+
+def test_without_a_timeout_a_connection_supervises_nothing() -> None:
+    rig = Rig(timeout=None)
+    rig.hs.plc_connected()
+    rig.clock.now += 600.0
+    rig.hs.tick()
+    assert not rig.status & Status.ERROR and not rig.hs.supervised
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (lambda r: None, "missed trigger: station busy"),
+        (
+            lambda r: r.hs.enter_safe_state(ErrorCode.PLC_HEARTBEAT_LOST),
+            "missed trigger: station in error (PLC_HEARTBEAT_LOST)",
+        ),
+        (lambda r: r.hs.stop_triggers(), "missed trigger: station stopping"),
+    ],
+)
+def test_a_missed_trigger_reports_part_encoder_and_reason(setup: object, reason: str) -> None:
+    rig = Rig()
+    rig.control(EN)
+    rig.trigger(1, 10)
+    rig.control(EN)
+    if "busy" not in reason:
+        rig.hs.complete_job(rig.block(1))
+        setup(rig)  # type: ignore[operator]
+    rig.trigger(7, 70)
+    assert [(m.part_id, m.encoder, m.reason) for m in rig.missed] == [(7, 70, reason)]
 
 
 def test_station_heartbeat_counts_ticks_and_wraps() -> None:

@@ -233,9 +233,11 @@ def test_deadline_overrun_posts_no_result_and_stays_busy(make_station: MakeStati
         assert regs[4] == 1
         rec = st.station.records[0]
         assert rec.late and rec.code is ResultCode.NO_RESULT
-        plc.wait_for(lambda r: len(results) == 1)
-        late = results[0].result  # type: ignore[attr-defined]
+        plc.wait_for(lambda r: len(results) == 2)  # part 1, late; part 3, missed
+        by_part = {x.result.part_id: x.result for x in results}  # type: ignore[attr-defined]
+        late = by_part[1]
         assert late.verdict.value == "fail" and "deadline" in (late.error or "")
+        assert by_part[3].error == "missed trigger: station busy"
     finally:
         plc.close()
 

@@ -8,17 +8,23 @@ result. The sequence, as in the factory protocols of smart cameras:
 
 1. PLC writes part id and encoder (HR3-6) and raises TRIGGER (HR0 bit 1).
 2. If TRIGGER_READY, the station latches them, bumps the acquisition id and sets TRIGGER_ACK
-   and BUSY; otherwise it sets MISSED_TRIGGER and bumps the missed-trigger counter (HR120).
+   and BUSY; otherwise it sets MISSED_TRIGGER, bumps the missed-trigger counter (HR120) and
+   reports the part id, encoder and why to `on_missed` (the station stores a fail-safe row).
 3. PLC drops TRIGGER; the station drops TRIGGER_ACK.
 4. The station posts the result block (HR105-117), bumps the inspection id, sets
    RESULTS_VALID and toggles INSPECTION_COMPLETED in one step, and drops BUSY.
 5. PLC reads and raises RESULTS_ACK; the station drops RESULTS_VALID. PLC drops RESULTS_ACK;
    the station posts the next buffered result, if any.
+
+The PLC heartbeat watchdog arms when the first Modbus client connects (:meth:`plc_connected`),
+or at the first HR7 write if nothing reported a connection: a PLC that connects and never
+writes a heartbeat is supervised like one whose heartbeat froze.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -40,6 +46,8 @@ from cellinspect.plc.registers import (
     pack_u32,
     unpack_u32,
 )
+
+log = logging.getLogger(__name__)
 
 BUFFER_CAPACITY = 8
 
@@ -64,6 +72,16 @@ class TriggerJob:
     encoder: int
     accepted_mono: float
     origin: str = "plc"  # plc | software | opcua | free_run: who asked for this job
+
+
+@dataclass(frozen=True, slots=True)
+class MissedTrigger:
+    """A PLC trigger the station could not take: what the PLC had latched, and why not."""
+
+    part_id: int
+    encoder: int
+    reason: str  # "missed trigger: station busy", ...
+    missed_mono: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +146,12 @@ class Handshake:
         heartbeat_timeout_s: float | None = 1.0,
         recipe_number: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        on_missed: Callable[[MissedTrigger], None] | None = None,
     ) -> None:
         self.image = image
         self._on_job = on_job
         self._on_command = on_command
+        self._on_missed = on_missed
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._clock = clock
         self.recipe_number = recipe_number
@@ -267,12 +287,23 @@ class Handshake:
             self._on_trigger()
 
     def _on_trigger(self) -> None:
+        regs = self.image.read(Reg.PART_ID, 4)
         if not self.trigger_ready:
             self._missed = True
             self._missed_count += 1
             self.counters.missed_triggers += 1
+            missed = MissedTrigger(
+                part_id=unpack_u32(regs[0:2]),
+                encoder=unpack_u32(regs[2:4]),
+                reason=f"missed trigger: {self._not_ready_reason()}",
+                missed_mono=self._clock(),
+            )
+            if self._on_missed is not None:
+                try:
+                    self._on_missed(missed)
+                except Exception:  # the PLC's write must still be answered
+                    log.exception("handshake: recording %s failed", missed)
             return
-        regs = self.image.read(Reg.PART_ID, 4)
         self._acq_id = (self._acq_id + 1) & U16_MAX
         job = TriggerJob(
             acquisition_id=self._acq_id,
@@ -285,6 +316,32 @@ class Handshake:
         self._trigger_ack = True
         self.counters.accepted_triggers += 1
         self._on_job(job)
+
+    def refusal(self) -> str | None:
+        """Why no trigger can be taken until something changes (error, stopping); else None.
+
+        Busy, a command or SET_OFFLINE pass by themselves; an error needs CLEAR_ERROR.
+        """
+        with self.image.lock:
+            if self._error_bit:
+                return f"station in error ({self._error.name})"
+            if not self._accepting:
+                return "station stopping"
+            return None
+
+    def _not_ready_reason(self) -> str:
+        """Why TRIGGER_READY is off, in the words a stored result carries."""
+        if self._error_bit:
+            return f"station in error ({self._error.name})"
+        if not self._online:
+            return "station offline (SET_OFFLINE)"
+        if not self._accepting:
+            return "station stopping"
+        if self._cmd_executing:
+            return "command executing"
+        if self._busy or self._trigger_ack:
+            return "station busy"
+        return "triggers not enabled (TRIGGER_ENABLE off)"
 
     def accept_station_trigger(self, part_id: int, encoder: int, origin: str) -> TriggerJob | None:
         """A trigger from the station's side (free run, API, OPC UA); None when not ready.
@@ -423,8 +480,24 @@ class Handshake:
 
     # ------------------------------------------------------------------ watchdog and errors
 
+    def plc_connected(self) -> None:
+        """A Modbus client connected: arm the watchdog, so a silent PLC is supervised too.
+
+        Only the first connection starts the clock; a reconnect does not reset it, so a
+        client that keeps reconnecting without a heartbeat still times out.
+        """
+        with self.image.lock:
+            if self._last_plc_heartbeat is None:
+                self._last_plc_heartbeat = self._clock()
+
+    @property
+    def supervised(self) -> bool:
+        """True once the watchdog is armed (a client connected or a heartbeat came)."""
+        with self.image.lock:
+            return self.heartbeat_timeout_s is not None and self._last_plc_heartbeat is not None
+
     def tick(self) -> None:
-        """Station heartbeat +1; PLC heartbeat watchdog (armed by the first heartbeat seen)."""
+        """Station heartbeat +1; PLC heartbeat watchdog (armed at the first connection)."""
         with self.image.lock:
             self._station_heartbeat = (self._station_heartbeat + 1) & U16_MAX
             if (

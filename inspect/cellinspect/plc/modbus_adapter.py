@@ -4,21 +4,30 @@ pymodbus is pinned to one minor series (3.16.x) because its server and datastore
 between minor releases; an upgrade touches this file only. The server keeps no registers of
 its own that matter: every request runs the device `action` hook, which serves reads from the
 :class:`RegisterImage` and routes writes through :meth:`RegisterImage.plc_write`.
+
+Modbus has no authentication, so the server guards what it can: at most `max_connections`
+clients at once, optionally only from `allowed_clients`, each refusal logged at a bounded
+rate. pymodbus appends its last 20 frames as hex (about 1.4 KB) to every error it logs, such
+as one per malformed frame; a filter on its logger drops that dump and bounds the rate, so a
+noisy or hostile client cannot fill the station's log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import cast
+from typing import Any, cast
 
 from pymodbus.client import ModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from cellinspect.plc.errors import PlcError, PlcLinkError
@@ -28,6 +37,188 @@ log = logging.getLogger(__name__)
 
 _WRITE_CODES = {6, 16, 23}
 _READ_HOLDING = 3
+DEFAULT_MAX_CONNECTIONS = 4
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RateLimit:
+    """At most `burst` events per `window_s`; the rest are counted, to be reported later."""
+
+    def __init__(
+        self, burst: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window_start = -float("inf")
+        self._in_window = 0
+        self.suppressed = 0  # since the last allowed event
+        self.suppressed_total = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """(allowed?, events suppressed since the last allowed one: 0 unless allowed)."""
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= self.window_s:
+                self._window_start, self._in_window = now, 0
+            if self._in_window >= self.burst:
+                self.suppressed += 1
+                self.suppressed_total += 1
+                return False, 0
+            self._in_window += 1
+            skipped, self.suppressed = self.suppressed, 0
+            return True, skipped
+
+
+_FRAME_DUMP = "\n>>>>> "
+
+
+class PymodbusLogFilter(logging.Filter):
+    """Bounds pymodbus's own log: no frame hex dump, warnings and errors at a limited rate.
+
+    pymodbus logs through one logger ("pymodbus.logging") and appends its last frames as hex
+    to each error; a client sending garbage would otherwise write ~1.4 KB per frame.
+    """
+
+    def __init__(self, limit: RateLimit | None = None) -> None:
+        super().__init__()
+        self.limit = limit or RateLimit(burst=5, window_s=60.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # debug output is only there when someone asked for it
+        ok, skipped = self.limit.allow()
+        if not ok:
+            return False
+        msg = record.getMessage().split(_FRAME_DUMP, 1)[0]
+        if skipped:
+            msg += f" ({skipped} similar pymodbus messages suppressed)"
+        record.msg, record.args = msg, None
+        return True
+
+
+PYMODBUS_LOG_FILTER = PymodbusLogFilter()
+logging.getLogger("pymodbus.logging").addFilter(PYMODBUS_LOG_FILTER)
+
+
+def parse_networks(specs: Iterable[str]) -> tuple[IpNetwork, ...]:
+    """IP addresses or networks ("10.0.0.5", "10.1.0.0/16", "fd00::/8"); ValueError if bad."""
+    return tuple(ipaddress.ip_network(spec.strip(), strict=False) for spec in specs)
+
+
+class ConnectionGuard:
+    """Who may hold a Modbus connection: a connection count limit and an optional allow-list."""
+
+    def __init__(
+        self,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        allowed: Iterable[str] = (),
+        limit: RateLimit | None = None,
+    ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        self.max_connections = max_connections
+        self.allowed = parse_networks(allowed)
+        self._limit = limit or RateLimit(burst=5, window_s=60.0)
+        self._admit_log = RateLimit(burst=10, window_s=60.0)
+        self._lock = threading.Lock()
+        self._active: set[object] = set()
+        self.refused = 0
+        self.accepted = 0
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def admit(self, conn: object, peer: str) -> str | None:
+        """Take `conn` from `peer` ("host" part of its address); a reason when refused."""
+        with self._lock:
+            reason = self._refusal(peer)
+            if reason is None:
+                self._active.add(conn)
+                self.accepted += 1
+                open_now = len(self._active)
+            else:
+                self.refused += 1
+        if reason is None:
+            if self._admit_log.allow()[0]:
+                log.info("modbus: client %s connected (%d open)", peer, open_now)
+            return None
+        ok, skipped = self._limit.allow()
+        if ok:
+            more = f" ({skipped} more refusals not logged)" if skipped else ""
+            log.warning("modbus: refused connection from %s: %s%s", peer, reason, more)
+        return reason
+
+    def release(self, conn: object) -> None:
+        with self._lock:
+            self._active.discard(conn)
+
+    def _refusal(self, peer: str) -> str | None:
+        if self.allowed:
+            try:
+                addr = ipaddress.ip_address(peer.split("%", 1)[0])
+            except ValueError:
+                return "address not understood"
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
+            if not any(addr in net for net in self.allowed):
+                return "not in modbus.allowed_clients"
+        if self.max_connections is not None and len(self._active) >= self.max_connections:
+            return f"{self.max_connections} connections already open (modbus.max_connections)"
+        return None
+
+
+class _GuardedHandler(ServerRequestHandler):
+    """One client connection; closed at once when the guard refuses it."""
+
+    def __init__(self, owner: _GuardedTcpServer) -> None:
+        super().__init__(  # type: ignore[no-untyped-call]
+            owner, owner.trace_packet, owner.trace_pdu, owner.trace_connect
+        )
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peername: Any = transport.get_extra_info("peername")
+        host = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
+        if self._owner.guard.admit(self, host) is not None:
+            self.close()
+            return
+        if self._owner.on_connect is not None:
+            try:
+                self._owner.on_connect(host)
+            except Exception:
+                log.exception("modbus: connection hook failed")
+
+    def callback_disconnected(self, exc: Exception | None) -> None:
+        self._owner.guard.release(self)
+        super().callback_disconnected(exc)
+
+    def close(self, reconnect: bool = False) -> None:
+        self._owner.guard.release(self)
+        super().close(reconnect)
+
+
+class _GuardedTcpServer(ModbusTcpServer):
+    """pymodbus's TCP server with each new connection checked by a :class:`ConnectionGuard`."""
+
+    def __init__(
+        self,
+        device: SimDevice,
+        address: tuple[str, int],
+        guard: ConnectionGuard,
+        on_connect: Callable[[str], None] | None,
+    ) -> None:
+        super().__init__(device, address=address)
+        self.guard = guard
+        self.on_connect = on_connect
+
+    def callback_new_connection(self) -> _GuardedHandler:
+        return _GuardedHandler(self)
 
 
 class ModbusServer:
@@ -35,13 +226,25 @@ class ModbusServer:
 
     Any unit id is answered (device id 0 in pymodbus means "all"). Only holding-register
     function codes are useful; others answer an exception. `port=0` picks a free port, read
-    back from :attr:`port` after :meth:`start`.
+    back from :attr:`port` after :meth:`start`. `on_connect(host)` runs on the server's
+    thread for each admitted client (the station arms its heartbeat watchdog there).
     """
 
-    def __init__(self, image: RegisterImage, host: str = "127.0.0.1", port: int = 502) -> None:
+    def __init__(
+        self,
+        image: RegisterImage,
+        host: str = "127.0.0.1",
+        port: int = 502,
+        *,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        allowed_clients: Iterable[str] = (),
+        on_connect: Callable[[str], None] | None = None,
+    ) -> None:
         self.image = image
         self.host = host
         self.port = port
+        self.guard = ConnectionGuard(max_connections, allowed_clients)
+        self.on_connect = on_connect
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: ModbusTcpServer | None = None
@@ -73,7 +276,7 @@ class ModbusServer:
             simdata=[SimData(0, count=self.image.size, values=0, datatype=DataType.REGISTERS)],
             action=self._action,
         )
-        server = ModbusTcpServer(device, address=(self.host, self.port))
+        server = _GuardedTcpServer(device, (self.host, self.port), self.guard, self.on_connect)
         await server.serve_forever(background=True)
         self._server = server
         sockets = cast(asyncio.Server, server.transport).sockets

@@ -38,7 +38,7 @@ from cellinspect.entities import (
     SourceItem,
     Verdict,
 )
-from cellinspect.plc.handshake import Handshake, ResultBlock, TriggerJob
+from cellinspect.plc.handshake import Handshake, MissedTrigger, ResultBlock, TriggerJob
 from cellinspect.plc.register_image import RegisterImage
 from cellinspect.plc.registers import (
     DEFECT_ACQUISITION_FAILED,
@@ -56,6 +56,8 @@ from cellinspect.runtime.protocols import ImageInspector
 log = logging.getLogger(__name__)
 
 _Dispatch = tuple[InspectedFrame | PickTarget, TriggerJob]
+MISSED_TRIGGER = "missed_trigger"
+"""TriggerJob.origin of a PLC trigger the station could not take (stored, never inspected)."""
 
 InspectorFactory = Callable[[], ImageInspector]
 OutcomeHook = Callable[[InspectedFrame, TriggerJob], None]
@@ -172,6 +174,7 @@ class StationInterface:
             heartbeat_timeout_s=self.config.heartbeat_timeout_s,
             recipe_number=self.config.recipe_number,
             clock=clock,
+            on_missed=self._on_missed,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -249,6 +252,9 @@ class StationInterface:
                 if isinstance(item, PickTarget):
                     if self.on_target is not None:
                         self.on_target(item)
+                    continue
+                if job.origin == MISSED_TRIGGER:
+                    self._store_missed(item)
                     continue
                 if self.on_result is not None:
                     self.on_result(item)
@@ -542,6 +548,23 @@ class StationInterface:
         )
         with self._records_lock:
             self.records.append(rec)
+
+    def _on_missed(self, missed: MissedTrigger) -> None:
+        """Runs under the image lock: a missed PLC trigger becomes a fail-safe row to store."""
+        failed = self._fail_safe(None, missed.reason)
+        result = dataclasses.replace(failed.result, part_id=missed.part_id, encoder=missed.encoder)
+        job = TriggerJob(0, missed.part_id, missed.encoder, missed.missed_mono, MISSED_TRIGGER)
+        self._emit(self.stamp(InspectedFrame(result=result)), job)
+
+    def _store_missed(self, inspected: InspectedFrame) -> None:
+        """A missed trigger's row: recorded and stored; it posted no verdict, so no outcome."""
+        if self.record is not None:
+            try:
+                self.record(inspected)
+            except Exception as err:  # the PLC acts on no verdict here; the store still tries
+                log.error("station: missed-trigger row not recorded (%s)", err)
+        if self.on_result is not None:
+            self.on_result(inspected)
 
     def fail_safe_result(self, failure: FrameFailure | Frame | None, reason: str) -> InspectedFrame:
         """The recipe's fail-safe verdict for a part that could not be judged, with the reason."""

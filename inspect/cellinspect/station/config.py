@@ -60,8 +60,33 @@ class ModbusConfig(_Strict):
     heartbeat_timeout_s: float | None = Field(
         default=1.0,
         gt=0,
-        description="PLC heartbeat (HR7) watchdog; None: no watchdog.",
+        description="PLC heartbeat (HR7) watchdog, armed when the first Modbus client "
+        "connects: HR7 must change at least this often or the station goes to its safe state "
+        "(PLC_HEARTBEAT_LOST), whatever the trigger mode. null: no supervision (a warning at "
+        "start).",
     )
+    max_connections: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Modbus clients connected at once; one more is closed at once (logged).",
+    )
+    allowed_clients: list[str] = Field(
+        default_factory=list,
+        description="IP addresses or networks (10.0.0.5, 10.1.0.0/16) allowed to connect; "
+        "empty: any. Others are closed at once (logged at a bounded rate).",
+    )
+
+    @model_validator(mode="after")
+    def _networks(self) -> ModbusConfig:
+        for spec in self.allowed_clients:
+            try:
+                ipaddress.ip_network(spec.strip(), strict=False)
+            except ValueError as err:
+                raise ValueError(
+                    f"allowed_clients: {spec!r} is not an IP address or network"
+                ) from err
+        return self
 
 
 class OpcUaConfig(_Strict):

@@ -330,9 +330,26 @@ class StationRuntime:
                 "can trigger, select recipes and read results. Keep it on the cell network.",
                 cfg.host,
             )
-        self.modbus = ModbusServer(self.image, host=cfg.host, port=cfg.port)
+        if self.interface.config.heartbeat_timeout_s is None:
+            log.warning(
+                "modbus.heartbeat_timeout_s is null: the PLC heartbeat (HR7) is not supervised; "
+                "a PLC that stops or never starts will not put the station in its safe state"
+            )
+        self.modbus = ModbusServer(
+            self.image,
+            host=cfg.host,
+            port=cfg.port,
+            max_connections=cfg.max_connections,
+            allowed_clients=cfg.allowed_clients,
+            on_connect=self._plc_connected,
+        )
         self.modbus_port = self.modbus.start()
         log.info("Modbus TCP server on %s:%d", cfg.host, self.modbus_port)
+
+    def _plc_connected(self, host: str) -> None:
+        """A Modbus client connected (the adapter logs it): the PLC heartbeat is supervised."""
+        del host
+        self.interface.handshake.plc_connected()
 
     def _start_opcua(self) -> None:
         from cellinspect.station.opcua_link import start_opcua
@@ -432,6 +449,9 @@ class StationRuntime:
                 try:
                     return self.interface.trigger(part_id, encoder, item=item, origin=origin)
                 except StationBusyError:
+                    refusal = self.interface.handshake.refusal()
+                    if refusal is not None:  # in error or stopping: waiting will not help
+                        raise StationBusyError(refusal) from None
                     if time.monotonic() > end:
                         raise
                     time.sleep(0.002)
@@ -446,8 +466,8 @@ class StationRuntime:
             part_id = item.part_id if item.part_id is not None else next(self._part_ids)
             try:
                 previous = self._submit(part_id, item.encoder or 0, item, "free_run", 3600.0)
-            except StationBusyError:
-                self._judge_unsubmitted(item, "the station stayed busy for an hour")
+            except StationBusyError as err:
+                self._judge_unsubmitted(item, str(err))
 
         while not self.stop_requested.is_set():
             camera = self.camera  # a recipe with its own source may have replaced it
