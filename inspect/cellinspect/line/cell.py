@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cellinspect import shipped
 from cellinspect.entities import InspectedFrame
 from cellinspect.line.audit import LineReport, build_report
 from cellinspect.line.config import LineConfig
@@ -59,8 +60,8 @@ def _labels(catalog: PartCatalog, count: int) -> Sequence[str]:
 
 
 def sim_station_file() -> Path:
-    """stations/sim.yaml of this checkout: what `cellinspect line` runs."""
-    return Path(__file__).resolve().parents[3] / "stations" / "sim.yaml"
+    """The shipped stations/sim.yaml (this checkout's, or the wheel's copy): what `line` runs."""
+    return shipped.sim_station()
 
 
 def line_station(config: LineConfig, station: StationFile | None = None) -> StationFile:
