@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cellinspect.cli.support import console, fail, user_errors
+from cellinspect import shipped
+from cellinspect.cli.support import console, fail, shipped_default, shipped_if_missing, user_errors
 from cellinspect.export.dataset import ManifestFormat
 
 if TYPE_CHECKING:
@@ -37,7 +38,13 @@ def line(
         typer.Option("--recipe", "-r", help="Run this recipe instead of the station's active one."),
     ] = None,
     station_file: Annotated[
-        Path, typer.Option("--station", help="Station file the simulated cell runs.")
+        Path,
+        typer.Option(
+            "--station",
+            help="Station file the simulated cell runs; the shipped one when the default is "
+            "not here.",
+            callback=shipped_default(LINE_STATION, shipped.SIM_STATION),
+        ),
     ] = LINE_STATION,
     parts: Annotated[int, typer.Option(min=1, help="Parts to run through the cell.")] = 100,
     rate: Annotated[float, typer.Option(min=1.0, help="Parts per minute.")] = 120.0,
@@ -71,7 +78,7 @@ def line(
     with user_errors():
         if benchmark:
             result = run_benchmark(
-                recipe or LINE_RECIPE,
+                recipe or shipped_if_missing(LINE_RECIPE, shipped.RECIPE),
                 on_step=lambda step: console.print(f"  {step}", highlight=False),
             )
             console.print(
@@ -79,6 +86,8 @@ def line(
                 "(no late result, no missed trigger)"
             )
             return
+        if data_dir is None and shipped.is_packaged(station_file):
+            data_dir = Path("cellinspect-data")  # here, not inside the installed package
         station = _line_station(station_file, api_port, no_api, no_store, settings_file, data_dir)
         stop = threading.Event()
         with live_progress(console) as progress:

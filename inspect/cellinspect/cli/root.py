@@ -15,7 +15,17 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from cellinspect import __version__
-from cellinspect.cli import calibrate, cell, inspection, modelling, station, train, users, validate
+from cellinspect.cli import (
+    calibrate,
+    cell,
+    demo,
+    inspection,
+    modelling,
+    station,
+    train,
+    users,
+    validate,
+)
 from cellinspect.cli.support import console
 
 
@@ -87,6 +97,7 @@ validate.register(app)
 inspection.register(app)
 modelling.register(app)
 cell.register(app)
+demo.register(app)
 station.register(app)
 train.register(app)
 app.add_typer(calibrate.app, name="calibrate")

@@ -19,6 +19,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from cellinspect import shipped
+from cellinspect.cli.progress import LogProgress
 from cellinspect.errors import CellInspectError
 
 if TYPE_CHECKING:
@@ -27,8 +29,51 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
-RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Station recipe (YAML).")]
 DEFAULT_RECIPE = Path("recipes/flange.yaml")
+
+
+def shipped_if_missing(default: Path, name: str) -> Path:
+    """A command's relative default path if it exists here, else the shipped file `name`.
+
+    Only for defaults: a path the user gave stays theirs, and a missing one an error.
+    """
+    if default.exists():
+        return default
+    with user_errors():
+        found = shipped.path(name)
+    err_console.print(
+        f"{default} not found here: using the one shipped with cellinspect ({found})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return found
+
+
+def shipped_default(
+    default: Path, name: str
+) -> Callable[[typer.Context, typer.CallbackParam, Path | None], Path | None]:
+    """An option callback: `default` left as it is, but not here, becomes shipped file `name`."""
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+        if value != default or ctx.resilient_parsing:
+            return value
+        source = ctx.get_parameter_source(param.name or "")
+        if source is None or source.name != "DEFAULT":  # typer vendors click's ParameterSource
+            return value  # given on the command line (or in the environment): never replaced
+        return shipped_if_missing(default, name)
+
+    return callback
+
+
+RecipeOpt = Annotated[
+    Path,
+    typer.Option(
+        "--recipe",
+        "-r",
+        help="Station recipe (YAML); the shipped one when the default is not here.",
+        callback=shipped_default(DEFAULT_RECIPE, shipped.RECIPE),
+    ),
+]
 EmaDecayOpt = Annotated[
     float | None,
     typer.Option(
@@ -115,7 +160,19 @@ def user_errors() -> Iterator[None]:
         raise fail(mask_url_passwords(str(err))) from err
 
 
-def progress_bar() -> Progress:
+# Without a terminal on stderr (a log, a pipe), progress is a line per task this often.
+PROGRESS_INTERVAL_S = 10.0
+
+
+def _log_line(text: str) -> None:
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_bar() -> Progress | LogProgress:
+    """Live bars on a terminal; lines for a log otherwise (cli/progress.py), so a long job
+    written to a file still shows it moving."""
+    if not err_console.is_terminal:
+        return LogProgress(_log_line, PROGRESS_INTERVAL_S)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -126,7 +183,7 @@ def progress_bar() -> Progress:
     )
 
 
-def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
+def stage_progress(progress: Progress | LogProgress) -> Callable[[str, int, int], None]:
     """A `stage(name, done, total)` callback that keeps one bar per stage name."""
     tasks: dict[str, TaskID] = {}
 
