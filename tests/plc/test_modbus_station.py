@@ -264,3 +264,34 @@ def test_select_recipe_command_over_modbus(make_station: MakeStation) -> None:
         assert regs[2] == ErrorCode.RECIPE_NOT_FOUND and regs[1] == 2
     finally:
         plc.close()
+
+
+def test_stop_waits_for_a_recipe_load_in_progress(make_station: MakeStation) -> None:
+    """A recipe load (onnxruntime in production) must not outlive stop() on its thread."""
+    st = make_station()
+    started, stopping = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def slow_factory() -> BlobInspector:
+        started.set()
+        stopping.wait(timeout=30)  # released as stop() is called
+        finished.append("loaded")
+        return BlobInspector()
+
+    st.station.recipes = {2: slow_factory}
+    st.station.on_recipe = lambda *_: None
+    plc = Plc(st.port)
+    try:
+        plc.write(1, [1, 2])
+        plc.write(0, [EN | int(Control.EXECUTE_COMMAND)])
+        assert started.wait(timeout=30)
+    finally:
+        plc.close()
+    st.station.handshake.stop_triggers()
+    stopper = threading.Thread(target=st.station.stop)
+    stopper.start()
+    stopping.set()
+    stopper.join()
+    command = st.station._command_thread
+    assert command is not None and not command.is_alive()
+    assert finished == ["loaded"]

@@ -65,6 +65,14 @@ RecipeHook = Callable[[int, ImageInspector, ImageInspector], None]
 """Called as hook(number, new inspector, old inspector) after a recipe switch."""
 
 
+STOP_JOIN_S = 30.0
+"""How long stop() waits, in all, for the station's threads to finish what they are doing."""
+
+
+def _nothing() -> None:
+    """A no-op job: when it has run, the inspector thread finished what came before it."""
+
+
 class StationBusyError(RuntimeError):
     """A trigger or command from the station's side came while the station was not ready."""
 
@@ -167,6 +175,7 @@ class StationInterface:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._command_thread: threading.Thread | None = None
         self.handshake = Handshake(
             image,
             on_job=self._queue_job,
@@ -190,18 +199,36 @@ class StationInterface:
             t.start()
             self._threads.append(t)
 
-    def stop(self) -> None:
+    def stop(self, join_s: float = STOP_JOIN_S) -> None:
+        """End every thread this interface started, waiting for each (within `join_s` in all).
+
+        A daemon thread still inside OpenCV or onnxruntime (a render, an inference, a recipe
+        load) when the interpreter exits is unwound through their C++ frames, and the process
+        aborts ("terminate called without an active exception", exit 134). So the job, dispatch
+        and command threads are joined and the inspector thread is waited for; one that
+        outlives `join_s` is named in the log.
+        """
+        end = time.monotonic() + join_s
         self._stop.set()
         self._jobs.put(None)
         try:
             self._dispatch.put(None, timeout=1.0)
         except queue.Full:
             log.warning("station: dispatch queue full at stop; pending callbacks dropped")
-        for t in self._threads:
-            t.join(timeout=5)
+        command = self._command_thread
+        for t in [*self._threads, *([command] if command is not None else [])]:
+            t.join(timeout=max(0.0, end - time.monotonic()))
+            if t.is_alive():
+                log.warning("station: thread %s still running %.0f s after stop", t.name, join_s)
         self._threads.clear()
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            # Queued after the inspection in progress, if any: done means the thread is idle.
+            idle = self._executor.submit(_nothing)
+            self._executor.shutdown(wait=False)
+            try:
+                idle.result(timeout=max(0.0, end - time.monotonic()))
+            except FutureTimeout:
+                log.warning("station: the inspector is still busy %.0f s after stop", join_s)
             self._executor = None
 
     def __enter__(self) -> StationInterface:
@@ -604,6 +631,7 @@ class StationInterface:
         t = threading.Thread(
             target=self._run_command, args=(command, arg), name="station-command", daemon=True
         )
+        self._command_thread = t  # joined at stop: a recipe load may be inside onnxruntime
         t.start()
 
     def _run_command(self, command: Command | int, arg: int) -> None:
