@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -14,8 +18,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cellinspect.api import create_app
+from cellinspect.api.server import ApiServerThread
 from cellinspect.settings import StationSettings
 from cellinspect.storage.sql_store import SqlResultStore
+from cellinspect.storage.writer import AsyncResultWriter
 
 from .helpers import AUTH, NO_AUTH, RuleInspector, flush, grey, png_bytes
 
@@ -238,3 +244,132 @@ def test_rule_inspector_is_an_image_inspector() -> None:
 
     inspector: ImageInspector = RuleInspector()
     assert inspector.recipe_name == "rule-recipe"
+
+
+# --------------------------------------------------------------------------- memory bounds
+
+
+def png_header_only_bomb(width: int, height: int, bit_depth: int = 16) -> bytes:
+    """A valid greyscale PNG of zero pixels, built row by row: a small file, a huge decode."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
+    packer = zlib.compressobj(9)
+    row = b"\x00" * (1 + width * bit_depth // 8)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+class FramedInspector(RuleInspector):
+    """The rule inspector for a recipe whose camera delivers 640x480 frames."""
+
+    frame_size = (640, 480)
+
+
+@pytest.fixture
+def roomy(settings: StationSettings) -> StationSettings:
+    """Limits as shipped: a 6300x6300 image is within the pixel limit and the file size."""
+    return settings.model_copy(update={"max_image_pixels": 40_000_000, "max_upload_mb": 2.0})
+
+
+def test_a_small_png_that_decodes_huge_is_refused_from_its_header(
+    roomy: StationSettings, store: SqlResultStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tracemalloc
+
+    import cellinspect.api.uploads as uploads
+
+    decoded: list[int] = []
+    real_decoder = uploads._decoder()
+
+    def spy(data: bytes, what: str) -> Any:
+        decoded.append(len(data))
+        return real_decoder(data, what)
+
+    monkeypatch.setattr(uploads, "_decoder", lambda: spy)
+    bomb = png_header_only_bomb(6300, 6300)
+    assert len(bomb) < 400_000  # about 300 KB on disk, 79 MB of samples
+    with TestClient(create_app(roomy, store, FramedInspector()), headers=AUTH) as c:
+        tracemalloc.start()
+        try:
+            response = c.post("/inspections", files={"file": ("bomb.png", bomb, "image/png")})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert response.status_code == 413, response.text
+        message = response.json()["message"]
+        assert "6300x6300" in message and "640x480" in message and "MB" in message
+        assert decoded == []  # refused before any decode
+        assert peak < 30_000_000  # the request path held a few MB, not hundreds
+
+        # The recipe's own frame size passes, 16-bit included, and is decoded.
+        fits = png_header_only_bomb(640, 480)
+        ok = c.post("/inspections", files={"file": ("fits.png", fits, "image/png")})
+        assert ok.status_code == 201, ok.text
+        assert decoded == [len(fits)]
+
+
+def test_without_a_frame_size_the_decode_budget_follows_max_image_pixels(
+    roomy: StationSettings, store: SqlResultStore
+) -> None:
+    bomb = png_header_only_bomb(6300, 6300)  # 39.7 Mpx: under the 40 Mpx pixel limit
+    with TestClient(create_app(roomy, store, RuleInspector()), headers=AUTH) as c:
+        response = c.post("/inspections", files={"file": ("bomb.png", bomb, "image/png")})
+    assert response.status_code == 413
+    assert "max_image_pixels" in response.json()["message"]
+
+
+class GatedInspector(RuleInspector):
+    """Holds every inspection until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def inspect_image(self, image: Any, *args: Any, **kwargs: Any) -> Any:
+        assert self.gate.wait(30)
+        return super().inspect_image(image, *args, **kwargs)
+
+
+def test_uploads_beyond_the_concurrency_limit_get_503_with_retry_after(
+    settings: StationSettings, store: SqlResultStore
+) -> None:
+    limited = settings.model_copy(update={"max_concurrent_uploads": 2})
+    inspector = GatedInspector()
+    writer = AsyncResultWriter(store)
+    writer.start()
+    app = create_app(limited, store, inspector, writer=writer)
+    server = ApiServerThread(app, port=0).start()
+    slots = app.state.services.upload_slots
+    body = png_bytes(grey(200))
+
+    def upload() -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/inspections",
+            files={"file": ("p.png", body, "image/png")},
+            headers=AUTH,
+            timeout=30,
+        )
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(upload) for _ in range(2)]
+            deadline = time.monotonic() + 20
+            while slots.in_use < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert slots.in_use == 2  # both uploads are inside, waiting on the gate
+            refused = upload()
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert "max_concurrent_uploads" in refused.json()["message"]
+            inspector.gate.set()
+            assert [f.result().status_code for f in held] == [201, 201]
+        assert slots.in_use == 0
+        assert upload().status_code == 201  # the slots came back
+    finally:
+        inspector.gate.set()
+        server.stop()
+        writer.close()

@@ -1,7 +1,8 @@
 """Property-based run over the OpenAPI schema (schemathesis + hypothesis): no request gets a 5xx.
 
 Every operation gets generated valid and invalid inputs (schemathesis' positive and negative
-modes), sent with the station token to the real app over a seeded temporary SQLite store.
+modes), sent with the station's admin token to the real app over a seeded temporary SQLite
+store; again without a token, with a wrong one and with a viewer's (fewer examples).
 /events is left out (an endless stream; it has its own tests). Bounded and derandomised:
 EXAMPLES per operation and mode.
 
@@ -32,7 +33,7 @@ from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.writer import AsyncResultWriter
 from tests.conftest import ROOT
 
-from .helpers import AUTH, RuleInspector
+from .helpers import AUTH, RuleInspector, auth_as
 
 EXAMPLES = 25
 OPERATIONS = [
@@ -95,8 +96,10 @@ def fuzz(
     *,
     modes: tuple[GenerationMode, ...] = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE),
     check: Check | None = None,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """Send generated requests to one operation; AssertionError on the first 5xx."""
+    sent = AUTH if headers is None else headers
     operation = load(app)[path][method]
     cases = st.one_of(*(operation.as_strategy(mode) for mode in modes))
 
@@ -109,7 +112,7 @@ def fuzz(
         suppress_health_check=list(HealthCheck),
     )
     def no_5xx(case: Any) -> None:
-        response = case.call(headers=AUTH)
+        response = case.call(headers=sent)
         assert response.status_code < 500, (
             f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
         )
@@ -122,6 +125,30 @@ def fuzz(
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)
 def test_no_server_errors(fuzz_app: FastAPI, method: str, path: str) -> None:
     fuzz(fuzz_app, method, path)
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS)
+def test_no_server_errors_without_a_token(fuzz_app: FastAPI, method: str, path: str) -> None:
+    """No token, or one that is not valid: refused, never a 5xx (or a leak of the schema)."""
+
+    def refused(case: Any, response: Any) -> None:
+        open_route = path in ("/health", "/metrics")
+        assert open_route or response.status_code in (400, 401, 422), _says(case, response)
+
+    fuzz(fuzz_app, method, path, examples=8, check=refused, headers={})
+    fuzz(
+        fuzz_app,
+        method,
+        path,
+        examples=4,
+        check=refused,
+        headers={"Authorization": "Bearer ci_000000000005_not-the-secret"},
+    )
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS)
+def test_no_server_errors_with_a_viewer_token(fuzz_app: FastAPI, method: str, path: str) -> None:
+    fuzz(fuzz_app, method, path, examples=8, headers=auth_as("vic"))
 
 
 def _says(case: Any, response: Any) -> str:

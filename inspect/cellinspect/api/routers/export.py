@@ -6,10 +6,11 @@ export directory: no path is ever taken from the request.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from cellinspect.api.deps import AUTH_RESPONSES, ExportDep, ServicesDep
@@ -17,6 +18,7 @@ from cellinspect.api.schemas import ErrorOut, ExportIn, ExportOut
 from cellinspect.export.dataset import export_dataset
 
 router = APIRouter(tags=["export"])
+log = logging.getLogger(__name__)
 
 
 @router.post(
@@ -31,13 +33,19 @@ async def create_export(services: ServicesDep, body: ExportIn | None = None) -> 
     body = body or ExportIn()
     name = f"export-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     out_dir = services.settings.resolved_export_dir / name
-    report = await run_in_threadpool(
-        lambda: export_dataset(
-            services.store,
-            out_dir,
-            body.include_unreviewed_above,
-            manifest_format=body.manifest_format,
-            good_label=services.settings.good_label,
+    try:
+        report = await run_in_threadpool(
+            lambda: export_dataset(
+                services.store,
+                out_dir,
+                body.include_unreviewed_above,
+                manifest_format=body.manifest_format,
+                good_label=services.settings.good_label,
+            )
         )
-    )
+    except OSError as err:  # the folder is the server's business: its name stays here
+        log.error("export into %s failed: %s", out_dir, err)
+        raise HTTPException(
+            409, f"cannot write the export into <export dir>: {err.strerror or err}"
+        ) from err
     return ExportOut.of(name, report)
