@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from cellinspect.config import Provider
 from cellinspect.entities import Task
 from cellinspect.errors import ModelError
-from cellinspect.inference.manifest import MANIFEST_NAME, load_manifest
+from cellinspect.inference.manifest import MANIFEST_NAME, load_manifest, write_manifest
 from cellinspect.inference.runner import ModelRunner, SessionOptions
 
 
@@ -82,6 +83,8 @@ def test_manifest_mismatch_is_a_clear_error(
         else:
             data[key] = value
     path.write_text(json.dumps(data))
+    with contextlib.suppress(ModelError):  # re-sealed, so the check after the seal's is seen
+        write_manifest(load_manifest(brightness_model), brightness_model)
     with pytest.raises(ModelError, match=message):
         ModelRunner.load("b", brightness_model)
 

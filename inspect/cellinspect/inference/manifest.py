@@ -7,12 +7,20 @@ how to read it (output names and their meaning, labels), where its default thres
 
 from __future__ import annotations
 
+import base64
 import enum
+import getpass
 import hashlib
 import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cellinspect.config import ClassThreshold, format_validation_error
@@ -89,6 +97,27 @@ class Thresholds(_Strict):
     )
 
 
+class Signature(_Strict):
+    key_id: str = Field(description="First 16 hex digits of the SHA-256 of the raw public key.")
+    ed25519: str = Field(description="Base64 ed25519 signature over the package hash.")
+
+
+class Seal(_Strict):
+    package_sha256: str = Field(
+        description="SHA-256 over the model's digest and every manifest field that changes a "
+        "verdict (all but `provenance`, `seal` and output descriptions); recorded in results."
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="SHA-256 per sealed manifest key, so a refusal can name what changed.",
+    )
+    sealed_at: datetime = Field(description="When the package was sealed (UTC).")
+    sealed_by: str = Field(description="Who sealed it (`cellinspect models seal --by`).")
+    signature: Signature | None = Field(
+        default=None, description="Optional ed25519 signature (`models seal --key`)."
+    )
+
+
 class Manifest(_Strict):
     schema_version: int = Field(default=1, description="Manifest format revision.")
     name: str = Field(description="Model name.")
@@ -118,6 +147,11 @@ class Manifest(_Strict):
     )
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="Source, data hash and counts, parameters, metrics."
+    )
+    seal: Seal | None = Field(
+        default=None,
+        description="Package hash, who sealed it and when; a manifest without one, or whose "
+        "fields no longer match it, is refused at load (`cellinspect models seal`).",
     )
 
     def output(self, meaning: OutputMeaning) -> OutputSpec | None:
@@ -156,11 +190,196 @@ def load_manifest(model_path: Path) -> Manifest:
         ) from err
 
 
-def write_manifest(manifest: Manifest, model_path: Path) -> Path:
-    """Write the manifest beside the model, with the model's current hash filled in."""
-    manifest = manifest.model_copy(
-        update={"sha256": sha256_file(model_path), "file": model_path.name}
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sealed_fields(manifest: Manifest) -> dict[str, str]:
+    """SHA-256 per manifest key that changes a verdict: everything but provenance, the seal
+    and output descriptions (free text). `sha256` is the .onnx digest, so the bytes are in."""
+    data = manifest.model_dump(mode="json", exclude={"provenance", "seal"})
+    for output in data["outputs"]:
+        output.pop("description", None)
+    return {key: hashlib.sha256(_canonical(value)).hexdigest() for key, value in data.items()}
+
+
+def package_sha256(fields: dict[str, str]) -> str:
+    """The package hash: over the per-key digests, so one number names model + manifest."""
+    return hashlib.sha256(b"cellinspect-model-package/1\0" + _canonical(fields)).hexdigest()
+
+
+def default_sealer() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def seal(
+    manifest: Manifest, sealed_by: str, private_key: Ed25519PrivateKey | None = None
+) -> Manifest:
+    """The manifest with a fresh seal (and signature, given a key) over its current fields."""
+    fields = sealed_fields(manifest)
+    digest = package_sha256(fields)
+    signature = None
+    if private_key is not None:
+        signature = Signature(
+            key_id=key_id(private_key.public_key()),
+            ed25519=base64.b64encode(private_key.sign(digest.encode("ascii"))).decode("ascii"),
+        )
+    return manifest.model_copy(
+        update={
+            "seal": Seal(
+                package_sha256=digest,
+                fields=fields,
+                sealed_at=datetime.now(UTC).replace(microsecond=0),
+                sealed_by=sealed_by,
+                signature=signature,
+            )
+        }
     )
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_keys(paths: Sequence[Path]) -> dict[str, Ed25519PublicKey]:
+    """Trusted ed25519 public keys (PEM) by key id; errors name the file."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in paths:
+        try:
+            key = serialization.load_pem_public_key(path.read_bytes())
+        except (OSError, ValueError) as err:
+            raise ModelError(f"{path}: cannot read public key: {err}") from err
+        if not isinstance(key, Ed25519PublicKey):
+            raise ModelError(f"{path}: not an ed25519 public key")
+        keys[key_id(key)] = key
+    return keys
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelError(f"{path}: cannot read private key: {err}") from err
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ModelError(f"{path}: not an ed25519 private key")
+    return key
+
+
+def write_key_pair(out: Path) -> tuple[Path, Path]:
+    """OUT.pem (private, mode 600) and OUT.pub.pem; refuses to overwrite either."""
+    private_path = out.with_name(out.name + ".pem") if out.suffix != ".pem" else out
+    public_path = private_path.with_name(private_path.stem + ".pub.pem")
+    for path in (private_path, public_path):
+        if path.exists():
+            raise ModelError(f"{path}: already exists; not overwriting a key")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private_pem)
+    public_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private_path, public_path
+
+
+class SealState(enum.StrEnum):
+    SEALED = "sealed"
+    SIGNED = "signed"
+    UNSEALED = "unsealed"
+    MISMATCH = "MISMATCH"
+
+
+def seal_problem(
+    model_path: Path,
+    manifest: Manifest,
+    trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
+) -> str | None:
+    """Why this package must not be used (naming model bytes or manifest keys), or None.
+
+    `trusted_keys` given (even empty): a valid signature by one of them is required."""
+    path = manifest_path_for(model_path)
+    actual = sha256_file(model_path)
+    if actual != manifest.sha256:
+        return (
+            f"{model_path}: model bytes changed: sha256 {actual[:12]}… does not match the "
+            f"manifest's {manifest.sha256[:12]}… (the model file was changed or replaced)"
+        )
+    if manifest.seal is None:
+        return f"{path}: unsealed; seal it with `cellinspect models seal {model_path.parent}`"
+    fields = sealed_fields(manifest)
+    if package_sha256(fields) != manifest.seal.package_sha256:
+        changed = sorted(
+            key
+            for key in fields.keys() | manifest.seal.fields.keys()
+            if fields.get(key) != manifest.seal.fields.get(key)
+        )
+        named = ", ".join(changed) if changed else "the seal itself"
+        return (
+            f"{path}: manifest fields changed since sealed by {manifest.seal.sealed_by} "
+            f"at {manifest.seal.sealed_at:%Y-%m-%d %H:%M}Z: {named}; re-seal with "
+            f"`cellinspect models seal {model_path.parent} --by NAME`, or move thresholds "
+            "into the recipe's decision.thresholds"
+        )
+    if trusted_keys is None:
+        return None
+    signature = manifest.seal.signature
+    if signature is None:
+        return f"{path}: not signed, and the station requires a trusted signature"
+    key = trusted_keys.get(signature.key_id)
+    if key is None:
+        return f"{path}: signed by key {signature.key_id}, which is not a trusted model key"
+    try:
+        key.verify(base64.b64decode(signature.ed25519), manifest.seal.package_sha256.encode())
+    except (InvalidSignature, ValueError):
+        return f"{path}: signature by key {signature.key_id} does not verify"
+    return None
+
+
+def seal_state(model_path: Path, manifest: Manifest) -> SealState:
+    if manifest.seal is None and sha256_file(model_path) == manifest.sha256:
+        return SealState.UNSEALED
+    if seal_problem(model_path, manifest) is not None:
+        return SealState.MISMATCH
+    assert manifest.seal is not None
+    return SealState.SIGNED if manifest.seal.signature else SealState.SEALED
+
+
+def verified_package_sha256(
+    model_path: Path,
+    manifest: Manifest,
+    trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
+) -> str:
+    """The package hash to record in results; a ModelError if the package is not intact."""
+    problem = seal_problem(model_path, manifest, trusted_keys)
+    if problem is not None:
+        raise ModelError(problem)
+    assert manifest.seal is not None
+    return manifest.seal.package_sha256
+
+
+def write_manifest(
+    manifest: Manifest,
+    model_path: Path,
+    sealed_by: str | None = None,
+    private_key: Ed25519PrivateKey | None = None,
+) -> Path:
+    """Write the manifest beside the model with the model's current hash, sealed: whatever
+    writes a manifest vouches for it (a rewrite drops an earlier signature unless re-signed)."""
+    manifest = manifest.model_copy(
+        update={"sha256": sha256_file(model_path), "file": model_path.name, "seal": None}
+    )
+    manifest = seal(manifest, sealed_by or default_sealer(), private_key)
     path = manifest_path_for(model_path)
     path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return path

@@ -2,19 +2,21 @@
 
 The runner owns its session: the station gives each runner to one thread. Loading fails with
 a ModelError naming the file when the model does not match its manifest (hash, input name and
-shape, outputs), so a wrong file never reaches the line.
+shape, outputs) or its seal (model bytes or a manifest field changed since sealed, or a
+missing signature the station requires), so a wrong file never reaches the line.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cellinspect.config import ModelConfig, Provider, RuntimeConfig
 from cellinspect.entities import ImageU8, ModelOutput, ModelRef, Task
@@ -23,7 +25,7 @@ from cellinspect.inference.manifest import (
     Manifest,
     OutputMeaning,
     load_manifest,
-    sha256_file,
+    verified_package_sha256,
 )
 from cellinspect.preprocess.model_input import prepare_batch
 
@@ -87,26 +89,35 @@ class ModelRunner:
     """A loaded, verified model: prepares inputs per its manifest and reads outputs by meaning."""
 
     def __init__(
-        self, name: str, path: Path, manifest: Manifest, session: ort.InferenceSession
+        self,
+        name: str,
+        path: Path,
+        manifest: Manifest,
+        session: ort.InferenceSession,
+        package_sha256: str,
     ) -> None:
         self.name = name
         self.path = path
         self.manifest = manifest
         self.session = session
-        self.ref = ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.sha256)
+        # Results record the package hash: the model bytes and every verdict-changing field.
+        self.ref = ModelRef(name=manifest.name, version=manifest.version, sha256=package_sha256)
         self._output_names = [o.name for o in manifest.outputs]
 
     @classmethod
-    def load(cls, name: str, path: Path, options: SessionOptions | None = None) -> ModelRunner:
-        """Load and verify a model; any mismatch with its manifest is a ModelError."""
+    def load(
+        cls,
+        name: str,
+        path: Path,
+        options: SessionOptions | None = None,
+        trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    ) -> ModelRunner:
+        """Load and verify a model; any mismatch with its manifest or seal is a ModelError.
+
+        `trusted_keys` given (the station's `trusted_model_keys`): a signature is required."""
         options = options or SessionOptions()
         manifest = load_manifest(path)
-        actual_hash = sha256_file(path)
-        if actual_hash != manifest.sha256:
-            raise ModelError(
-                f"{path}: sha256 {actual_hash[:12]}… does not match the manifest's "
-                f"{manifest.sha256[:12]}…; the model file was changed or replaced"
-            )
+        package = verified_package_sha256(path, manifest, trusted_keys)
         providers = _check_providers(options.providers, path)
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.intra_op_threads
@@ -119,7 +130,7 @@ class ModelRunner:
             session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path}: onnxruntime cannot load the model: {err}") from err
-        runner = cls(name, path, manifest, session)
+        runner = cls(name, path, manifest, session, package)
         runner._verify_io()
         runner.warm_up(options.warmup_runs)
         return runner

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cellinspect.calibration.camera_file import CameraCalibration, load_camera_calibration
 from cellinspect.calibration.handeye import load_handeye_transform
@@ -141,7 +142,11 @@ class Inspector:
 
     @classmethod
     def from_recipe(
-        cls, path: Path | str, make_overlays: bool = False, recipe: Recipe | None = None
+        cls,
+        path: Path | str,
+        make_overlays: bool = False,
+        recipe: Recipe | None = None,
+        trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
     ) -> Inspector:
         """Load recipe, calibration and models; a bad file fails here, before any part."""
         recipe_path = Path(path)
@@ -160,7 +165,7 @@ class Inspector:
             check_eye_to_hand(mode.value, recipe.handeye_calibration)
             camera_to_base = transform.matrix
         options = SessionOptions.from_runtime(recipe.runtime)
-        runners = [ModelRunner.load(m.name, m.path, options) for m in recipe.models]
+        runners = [ModelRunner.load(m.name, m.path, options, trusted_keys) for m in recipe.models]
         return cls(
             recipe,
             recipe_sha256(recipe_path),
