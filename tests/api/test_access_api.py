@@ -89,6 +89,30 @@ def test_each_route_allows_exactly_its_roles(
         assert f"has role {role}" in message and permission in message
 
 
+@pytest.mark.parametrize("who", WHO)
+def test_me_names_the_user_and_what_the_role_may(client: TestClient, who: str) -> None:
+    response = client.get("/me", headers=headers_of(who))
+    role = ROLE_OF[who]
+    if role is None:
+        assert response.status_code == 401
+        return
+    body = response.json()
+    assert body["name"] == ("api-token" if who == LEGACY else who)
+    assert body["role"] == role and body["read_only_station"] is False
+    assert set(body["permissions"]) == {p for p, roles in MAY.items() if role in roles}
+
+
+def test_me_on_a_station_without_credentials(tmp_path: Path, store: SqlResultStore) -> None:
+    with TestClient(create_app(StationSettings(data_dir=tmp_path / "x"), store)) as c:
+        body = c.get("/me").json()
+    assert body == {
+        "name": "anonymous",
+        "role": "viewer",
+        "permissions": ["read"],
+        "read_only_station": True,
+    }
+
+
 @pytest.mark.parametrize("path", ["/health", "/metrics", "/review", "/openapi.json", "/docs"])
 def test_probes_pages_and_the_schema_need_no_token(client: TestClient, path: str) -> None:
     assert client.get(path, headers=NO_AUTH).status_code == 200
@@ -185,12 +209,17 @@ def test_replies_carry_file_names_not_server_paths(
     client: TestClient, store: SqlResultStore
 ) -> None:
     stored = synthetic_frame(synthetic_result(77, V.FAIL, defect_class="dent"))
-    result = dataclasses.replace(stored.result, path="/srv/line-3/incoming/2026/part-77.png")
+    result = dataclasses.replace(
+        stored.result,
+        path="/srv/line-3/incoming/2026/part-77.png",
+        source="folder:/srv/line-3/incoming",
+    )
     store.add_many([dataclasses.replace(stored, result=result)])
     listed = client.get("/results", params={"part_id": result.part_id}).json()["items"]
     one = client.get(f"/results/{result.result_id}").json()
     for item in [*listed, one]:
         assert item["path"] == "part-77.png"
+        assert item["source"] == "folder:incoming"
     assert "/srv/" not in client.get("/results", params={"limit": 200}).text
 
     upload = client.post(

@@ -49,6 +49,7 @@ OPERATIONS = [
     ("POST", "/exports"),
     ("GET", "/health"),
     ("GET", "/metrics"),
+    ("GET", "/me"),
 ]
 STATION_OPERATIONS = [
     ("GET", "/station"),

@@ -7,6 +7,7 @@ browser tests are skipped with the reason.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -24,8 +25,9 @@ from cellinspect.storage.factory import open_store
 from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.synthetic import synthetic_frame, synthetic_result
 from cellinspect.storage.writer import AsyncResultWriter
+from cellinspect.users import Role, add_user
 
-TOKEN = "browser-token"
+QA_USER = "qa-anna"
 EXPECTED_REFUSAL = re.compile(r"Failed to load resource: .* status of 40[13]")
 CHROMIUM_ARGS = [
     "--headless",
@@ -74,10 +76,26 @@ def browser_context() -> Iterator[Any]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> StationSettings:
+def users_file(tmp_path: Path) -> Path:
+    return tmp_path / "users.yaml"
+
+
+@pytest.fixture
+def qa_token(users_file: Path) -> str:
+    """A QA user's token: the reviewer the page records."""
+    return add_user(users_file, QA_USER, Role.QA)
+
+
+@pytest.fixture
+def viewer_token(users_file: Path) -> str:
+    return add_user(users_file, "vic", Role.VIEWER)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, users_file: Path) -> StationSettings:
     return StationSettings(
         data_dir=tmp_path / "data",
-        api_token=TOKEN,
+        users_file=users_file,
         pass_sample_rate=0.0,
         disk_budget_mb=None,
         defect_classes=["scratch", "crack", "dent"],
@@ -115,8 +133,10 @@ def server_url(
 
 
 @pytest.fixture
-def page(browser_context: Any, server_url: str) -> Iterator[Any]:
+def page(browser_context: Any, server_url: str, qa_token: str) -> Iterator[Any]:
+    """The review page, signed in with the QA user's token (as typed in an earlier visit)."""
     p = browser_context.new_page()
+    p.add_init_script(f"sessionStorage.setItem('cellinspect.token', {json.dumps(qa_token)})")
     errors: list[str] = []
     p.on("pageerror", lambda err: errors.append(str(err)))
     # Console errors include Content-Security-Policy refusals of the page's own code and

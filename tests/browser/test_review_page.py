@@ -12,7 +12,7 @@ from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.synthetic import synthetic_frame, synthetic_result
 from cellinspect.storage.writer import AsyncResultWriter
 
-from .conftest import TOKEN
+from .conftest import QA_USER
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -30,10 +30,17 @@ def selected_id(page: Any) -> str:
     return value
 
 
-def sign_in(page: Any, token: str = TOKEN) -> None:
-    page.fill("#reviewer", "qa-anna")
+def sign_in(page: Any, token: str) -> None:
     page.fill("#token", token)
-    page.keyboard.press("Escape")  # leave the field: keys go to the page again
+    page.keyboard.press("Escape")  # leave the field: keys go to the page again (and sign in)
+    page.wait_for_selector('body[data-loading="0"]')  # the gallery for this token is in
+
+
+def images_loaded(page: Any) -> None:
+    page.wait_for_function(
+        "[...document.querySelectorAll('#gallery .card img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
 
 
 def wait_reviewed(page: Any, result_id: str) -> None:
@@ -45,6 +52,14 @@ def wait_reviewed(page: Any, result_id: str) -> None:
 def test_gallery_shows_unreviewed_fail_and_review_with_overlays(page: Any) -> None:
     assert card_ids(page) == ["r000005", "r000004", "r000002", "r000001"]
     assert selected_id(page) == "r000005"
+    images_loaded(page)  # fetched with the token, shown from blob: URLs
+    assert (
+        page.eval_on_selector_all(
+            "#gallery .card img", "imgs => imgs.map(i => i.src.startsWith('blob:'))"
+        )
+        == [True] * 4
+    )
+    expect(page.locator("#whoami")).to_have_text(f"signed in as {QA_USER} (qa)")
     loaded = page.eval_on_selector_all(
         "#gallery .card img", "imgs => imgs.map(i => i.complete && i.naturalWidth)"
     )
@@ -61,7 +76,7 @@ def test_gallery_shows_unreviewed_fail_and_review_with_overlays(page: Any) -> No
 
 
 def test_keyboard_review_flow_reaches_the_database(page: Any, store: SqlResultStore) -> None:
-    sign_in(page)
+    page.click("#gallery")  # keys go to the page
     page.keyboard.press("c")  # r5: confirm with the model's class (crack)
     wait_reviewed(page, "r000005")
     assert selected_id(page) == "r000004"
@@ -83,9 +98,11 @@ def test_keyboard_review_flow_reaches_the_database(page: Any, store: SqlResultSt
         assert review is not None
         return review.label, review.defect_class, review.reviewer
 
-    assert label("r000005") == (ReviewLabel.DEFECT, "crack", "qa-anna")
-    assert label("r000002") == (ReviewLabel.DEFECT, "dent", "qa-anna")
-    assert label("r000004") == (ReviewLabel.DEFECT, "crack", "qa-anna")
+    # The reviewer is the token's user: the page has no field to claim another name.
+    assert page.locator("#reviewer").count() == 0
+    assert label("r000005") == (ReviewLabel.DEFECT, "crack", QA_USER)
+    assert label("r000002") == (ReviewLabel.DEFECT, "dent", QA_USER)
+    assert label("r000004") == (ReviewLabel.DEFECT, "crack", QA_USER)
     trail = store.audit_trail("r000004")
     assert [(e.label, e.defect_class) for e in trail] == [
         (ReviewLabel.GOOD, None),
@@ -104,9 +121,10 @@ def test_arrow_keys_move_and_stop_at_the_ends(page: Any) -> None:
     assert selected_id(page) == "r000001"
 
 
-def test_without_token_nothing_changes(page: Any, store: SqlResultStore) -> None:
-    page.fill("#reviewer", "qa-anna")
-    page.keyboard.press("Escape")
+def test_without_token_nothing_shows_and_nothing_changes(page: Any, store: SqlResultStore) -> None:
+    sign_in(page, "")
+    expect(page.locator("#status")).to_contain_text("type your API token to see results")
+    expect(page.locator("#whoami")).to_have_text("not signed in")
     page.keyboard.press("f")
     expect(page.locator("#status")).to_contain_text("token")
     assert page.evaluate("document.activeElement.id") == "token"
@@ -114,14 +132,28 @@ def test_without_token_nothing_changes(page: Any, store: SqlResultStore) -> None
 
 
 def test_a_wrong_token_is_reported(page: Any, store: SqlResultStore) -> None:
-    sign_in(page, token="wrong")
+    sign_in(page, "wrong")
+    expect(page.locator("#status")).to_contain_text("invalid API token")
+    expect(page.locator("#whoami")).to_have_text("token not accepted")
     page.keyboard.press("f")
     expect(page.locator("#status")).to_contain_text("invalid API token")
     assert store.get("r000005").review is None
 
 
+def test_a_viewer_can_browse_but_not_label(
+    page: Any, store: SqlResultStore, viewer_token: str
+) -> None:
+    sign_in(page, viewer_token)
+    expect(page.locator("#whoami")).to_have_text("signed in as vic (viewer)")
+    page.wait_for_selector("#gallery .card")
+    images_loaded(page)
+    page.keyboard.press("f")
+    expect(page.locator("#status")).to_contain_text("not allowed")
+    expect(page.locator("#status")).to_contain_text("may not review")
+    assert store.get("r000005").review is None
+
+
 def test_keys_typed_into_fields_are_not_shortcuts(page: Any, store: SqlResultStore) -> None:
-    sign_in(page)
     page.click("#comment")
     page.keyboard.type("cf burr on edge")
     assert page.input_value("#comment") == "cf burr on edge"
@@ -151,6 +183,7 @@ def test_filters_narrow_the_gallery(page: Any) -> None:
 
 
 def test_new_rejects_appear_live(page: Any, writer: AsyncResultWriter) -> None:
+    page.wait_for_selector('body[data-live="on"]')  # the events stream (with the token) is open
     writer.submit(synthetic_frame(synthetic_result(9, Verdict.FAIL, defect_class="dent")))
     writer.submit(synthetic_frame(synthetic_result(10, Verdict.PASS)))
     page.wait_for_selector('#gallery .card[data-id="r000009"]')

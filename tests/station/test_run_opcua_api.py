@@ -26,6 +26,7 @@ from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.uaerrors import BadInvalidState
 
+from cellinspect.api.schemas import display_name, display_source
 from cellinspect.entities import Verdict
 from cellinspect.plc.opcua_server import NAMESPACE
 from cellinspect.plc.registers import ResultCode
@@ -132,13 +133,24 @@ async def _status(http: httpx.AsyncClient, parts: int) -> dict[str, Any]:
     posted, and the station counts it when it hands the result on to the store a moment later.
     """
     for _ in range(int(GUARD_S / 0.05)):
-        status: dict[str, Any] = (await http.get("/station")).raise_for_status().json()
+        status: dict[str, Any] = (
+            (await http.get("/station", headers=AUTH)).raise_for_status().json()
+        )
         if status["parts"] >= parts:
             assert status["parts"] == parts, status
             assert sum(status["verdicts"].values()) == parts, status
             return status
         await asyncio.sleep(0.05)
     raise AssertionError(f"GET /station never counted {parts} parts")
+
+
+def _same_result(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """The same result, whether or not it came from the API, which names no server folder."""
+
+    def seen(r: dict[str, Any]) -> dict[str, Any]:
+        return {**r, "path": display_name(r["path"]), "source": display_source(r["source"])}
+
+    return seen(one) == seen(other)
 
 
 def _content(event: Any) -> dict[str, Any]:
@@ -179,7 +191,7 @@ async def _drive(opcua_url: str, api_url: str, given: list[dict[str, Any]]) -> N
         assert await vision.states() == ("Operational", "ContinuousExecution")
         with pytest.raises(BadInvalidState):
             await vision.prepare("2")
-        assert (await http.get("/station")).json()["recipe"]["number"] == 1
+        assert (await http.get("/station", headers=AUTH)).json()["recipe"]["number"] == 1
         await vision.call("auto", "Stop")
         assert await vision.states() == ("Operational", "Ready")
         assert await vision.prepared() == "1"
@@ -224,7 +236,7 @@ async def _drive(opcua_url: str, api_url: str, given: list[dict[str, Any]]) -> N
         given.append(api_result)
         # A result started by the API reaches OPC UA clients too (no job id: not theirs).
         event = await events.next()
-        assert _content(event) == api_result and event.JobId == ""
+        assert _same_result(_content(event), api_result) and event.JobId == ""
 
         r = await http.post("/station/recipe", json={"number": 9}, headers=AUTH)
         assert r.status_code == 409 and "RECIPE_NOT_FOUND" in r.text, r.text
@@ -244,7 +256,7 @@ async def _drive(opcua_url: str, api_url: str, given: list[dict[str, Any]]) -> N
         assert api_result["recipe_name"] == "flange-default"
         given.append(api_result)
         event = await events.next()
-        assert _content(event) == api_result
+        assert _same_result(_content(event), api_result)
 
         # The next OPC UA job runs with it, and its result says so.
         job_id = await vision.start_single_job("meas-3", "102")
@@ -272,7 +284,13 @@ def test_software_trigger_over_opcua_and_api(tmp_path: Path) -> None:
         },
         active_recipe=1,
         trigger={"mode": "software"},
-        opcua={"enabled": True, "host": "127.0.0.1", "port": 0},
+        opcua={  # explicitly open: the default is Basic256Sha256 with users only
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": 0,
+            "security_policies": ["none"],
+            "allow_anonymous": True,
+        },
         api={"enabled": True, "host": "127.0.0.1", "port": 0},
     )
     given: list[dict[str, Any]] = []
@@ -299,6 +317,6 @@ def test_software_trigger_over_opcua_and_api(tmp_path: Path) -> None:
     for result in given:
         kept = stored[result["result_id"]]
         assert kept.station_id == STATION_ID and kept.line == "test-line"
-        assert kept.to_dict() == result
+        assert _same_result(kept.to_dict(), result)  # the API's own carry file names only
     of_station = stored_results(tmp_path / "data", STATION_ID)
     assert {s.result.result_id for s in of_station} == set(stored)

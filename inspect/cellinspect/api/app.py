@@ -20,6 +20,7 @@ from cellinspect.api.routers import (
     export,
     health,
     inspections,
+    me,
     results,
     review_page,
     reviews,
@@ -125,6 +126,7 @@ def create_app(
         export,
         events,
         health,
+        me,
         review_page,
         api_docs,
     ):

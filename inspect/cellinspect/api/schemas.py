@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -48,6 +49,18 @@ def display_name(path: str | None) -> str | None:
     cleaned = "".join(ch for ch in base if ch.isprintable())[:200]
     return cleaned or None
 
+
+def display_source(source: str) -> str:
+    """A source named without server folders or URL passwords: folder:/srv/in -> folder:in."""
+    if "://" in source:
+        return _URL_PASSWORD.sub(r"\1***@", source)
+    kind, sep, where = source.partition(":")
+    if sep and ("/" in where or "\\" in where):
+        return f"{kind}:{display_name(where.rstrip('/').rstrip(chr(92))) or ''}"
+    return source
+
+
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 
 Text = Annotated[str, AfterValidator(clean_text)]
 UtcDatetime = Annotated[datetime, AfterValidator(utc_datetime)]
@@ -120,7 +133,7 @@ class ResultOut(_Out):
     part_id: int | None
     encoder: int | None
     frame_id: int
-    source: str
+    source: str = Field(description="Where the frame came from, e.g. folder:incoming (no paths).")
     station_id: str | None = Field(description="The station that judged the part (None: unknown).")
     line: str | None = Field(description="The production line of that station, if known.")
     site: str | None = Field(description="The site (plant) of that station, if known.")
@@ -154,7 +167,7 @@ class ResultOut(_Out):
             part_id=r.part_id,
             encoder=r.encoder,
             frame_id=r.frame_id,
-            source=r.source,
+            source=display_source(r.source),
             station_id=r.station_id,
             line=r.line,
             site=r.site,

@@ -10,9 +10,10 @@ from fastapi.responses import FileResponse, RedirectResponse
 router = APIRouter(include_in_schema=False)
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-# The page loads only its own script, style and images; no inline code runs.
+# The page loads only its own script, style and images (fetched with the token, shown from
+# blob: URLs); no inline code runs.
 CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from cellinspect.api.deps import AUTH_RESPONSES, OperateDep, ReadDep, ServicesDep
-from cellinspect.api.schemas import ErrorOut, display_name
+from cellinspect.api.schemas import ErrorOut, display_name, display_source
 from cellinspect.api.services import StationControl
 
 router = APIRouter(tags=["station"])
@@ -69,6 +69,7 @@ async def station_trigger(services: ServicesDep, body: TriggerIn) -> dict[str, A
         raise HTTPException(409, f"station not ready: {err}") from err
     result: dict[str, Any] = inspected.result.to_dict()
     result["path"] = display_name(result.get("path"))  # a label, never a server path
+    result["source"] = display_source(str(result.get("source", "")))
     return result
 
 

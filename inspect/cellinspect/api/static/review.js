@@ -1,5 +1,7 @@
 // cellinspect review page: gallery of results to review, keyboard-first labelling.
-// Plain browser JavaScript, no build step. Text from the server is only ever set through
+// Every request carries the token from the token field in its Authorization header (never in
+// a URL): images are fetched and shown from blob: URLs, live events read from a fetch stream.
+// The reviewer is the token's user, shown next to the field. Plain browser JavaScript, no build step. Text from the server is only ever set through
 // textContent (never innerHTML), so reasons and class names cannot inject markup.
 "use strict";
 
@@ -13,7 +15,10 @@
     picked: null,       // class picked with 1-9 for the selected result
     showOverlay: true,
     busy: false,
+    me: null,           // GET /me for the current token
   };
+  const blobs = new Map();  // image URL -> blob: URL, fetched once with the token
+  let live = null;          // AbortController of the events stream
 
   // ------------------------------------------------------------------ helpers
 
@@ -40,10 +45,12 @@
   }
 
   function token() { return sessionStorage.getItem("cellinspect.token") || ""; }
-  function reviewer() { return sessionStorage.getItem("cellinspect.reviewer") || ""; }
+  function authHeaders() { return token() ? { Authorization: `Bearer ${token()}` } : {}; }
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   async function api(path, options = {}) {
-    const response = await fetch(path, options);
+    const headers = { ...(options.headers || {}), ...authHeaders() };
+    const response = await fetch(path, { ...options, headers });
     let body = null;
     const type = response.headers.get("content-type") || "";
     if (type.includes("application/json")) body = await response.json();
@@ -87,6 +94,7 @@
   async function load(reset = true) {
     const q = filterQuery();
     if (!reset && state.cursor) q.set("cursor", state.cursor);
+    document.body.dataset.loading = "1";
     status("loading…");
     try {
       const page = await api(`/results?${q}`);
@@ -102,7 +110,10 @@
       $("more").hidden = !state.cursor;
       status(`${state.items.length} result(s)${state.cursor ? ", more available (m)" : ""}`);
     } catch (err) {
-      status(`cannot load results: ${err.message}`, true);
+      if (err.status === 401 && !token()) status("type your API token to see results (saved for this tab)", true);
+      else status(`cannot load results: ${err.message}`, true);
+    } finally {
+      document.body.dataset.loading = "0";
     }
   }
 
@@ -132,8 +143,8 @@
         }),
       );
     }
-    const img = el("img", { alt: `result ${item.id}`, loading: "lazy" });
-    if (thumbUrl(item)) img.src = thumbUrl(item);
+    const img = el("img", { alt: `result ${item.id}` });
+    showImage(img, thumbUrl(item));
     const node = el(
       "article",
       {
@@ -184,7 +195,7 @@
     if (!item) return;
     const src = state.showOverlay ? thumbUrl(item) : item.image_url || thumbUrl(item);
     const img = $("detail-image");
-    if (src) img.src = src; else img.removeAttribute("src");
+    showImage(img, src);
     img.alt = `result ${item.id}`;
     $("show-overlay").classList.toggle("on", state.showOverlay);
     $("show-image").classList.toggle("on", !state.showOverlay);
@@ -231,13 +242,8 @@
     const item = state.items[state.index];
     if (!item || state.busy) return;
     if (!token()) {
-      status("type the station's API token first (saved for this tab)", true);
+      status("type your API token first (saved for this tab)", true);
       $("token").focus();
-      return;
-    }
-    if (!reviewer()) {
-      status("type your name in Reviewer first", true);
-      $("reviewer").focus();
       return;
     }
     const defectClass = label === "defect" ? state.picked || item.defect_class : null;
@@ -245,13 +251,13 @@
       status("pick a defect class first (keys 1-9)", true);
       return;
     }
-    const body = { label, reviewer: reviewer(), comment: $("comment").value };
+    const body = { label, comment: $("comment").value };  // the reviewer is the token's user
     if (defectClass) body.defect_class = defectClass;
     state.busy = true;
     try {
       const saved = await api(`/results/${encodeURIComponent(item.id)}/review`, {
         method: "PUT",
-        headers: { "Content-Type": "application/json", Authorization: `Bearer ${token()}` },
+        headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),
       });
       item.review = saved;
@@ -305,45 +311,124 @@
 
   // ------------------------------------------------------------------ live updates
 
-  function listen() {
-    if (!window.EventSource) return;
-    const source = new EventSource("/events");
-    source.addEventListener("result", async (event) => {
-      const data = JSON.parse(event.data);
-      const verdicts = $("f-verdict").value.split(",").filter(Boolean);
-      if ($("f-reviewed").value === "true") return;
-      if (verdicts.length && !verdicts.includes(data.verdict)) return;
-      if (state.items.some((i) => i.id === data.id)) return;
+  async function onResult(data) {
+    const verdicts = $("f-verdict").value.split(",").filter(Boolean);
+    if ($("f-reviewed").value === "true") return;
+    if (verdicts.length && !verdicts.includes(data.verdict)) return;
+    if (state.items.some((i) => i.id === data.id)) return;
+    try {
+      const item = await api(`/results/${encodeURIComponent(data.id)}`);
+      state.items.unshift(item);
+      if (state.index >= 0) state.index += 1;
+      renderGallery();
+      if (state.index < 0) select(0);
+      status(`new ${data.verdict}: ${data.id}`);
+    } catch (err) {
+      status(`live update failed: ${err.message}`, true);
+    }
+  }
+
+  function onReview(data) {
+    const item = state.items.find((i) => i.id === data.id);
+    if (!item || (item.review && item.review.revision >= data.revision)) return;
+    api(`/results/${encodeURIComponent(data.id)}`).then((fresh) => {
+      Object.assign(item, fresh);
+      renderGallery();
+      renderDetail();
+    }).catch(() => {});
+  }
+
+  function dispatch(block) {
+    let kind = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith(": connected")) document.body.dataset.live = "on";
+      else if (line.startsWith("event: ")) kind = line.slice(7);
+      else if (line.startsWith("data: ")) data.push(line.slice(6));
+    }
+    if (!data.length) return;
+    const payload = JSON.parse(data.join("\n"));
+    if (kind === "result") onResult(payload);
+    else if (kind === "review") onReview(payload);
+  }
+
+  // Server-sent events over fetch (EventSource cannot send the token in a header).
+  async function listen() {
+    if (live) live.abort();
+    const controller = new AbortController();
+    live = controller;
+    document.body.dataset.live = "off";
+    while (!controller.signal.aborted) {
       try {
-        const item = await api(`/results/${encodeURIComponent(data.id)}`);
-        state.items.unshift(item);
-        if (state.index >= 0) state.index += 1;
-        renderGallery();
-        if (state.index < 0) select(0);
-        status(`new ${data.verdict}: ${data.id}`);
+        const response = await fetch("/events", { headers: authHeaders(), signal: controller.signal });
+        if (!response.ok) return;  // no or a wrong token: listen() runs again when it changes
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            dispatch(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
       } catch (err) {
-        status(`live update failed: ${err.message}`, true);
+        if (controller.signal.aborted) return;
       }
-    });
-    source.addEventListener("review", (event) => {
-      const data = JSON.parse(event.data);
-      const item = state.items.find((i) => i.id === data.id);
-      if (!item || (item.review && item.review.revision >= data.revision)) return;
-      api(`/results/${encodeURIComponent(data.id)}`).then((fresh) => {
-        Object.assign(item, fresh);
-        renderGallery();
-        renderDetail();
-      }).catch(() => {});
-    });
+      document.body.dataset.live = "off";
+      await sleep(2000);
+    }
+  }
+
+  // ------------------------------------------------------------------ images and identity
+
+  async function showImage(img, url) {
+    img.dataset.want = url || "";
+    if (!url) { img.removeAttribute("src"); return; }
+    let local = blobs.get(url);
+    if (!local) {
+      try {
+        const response = await fetch(url, { headers: authHeaders() });
+        if (!response.ok) return;
+        local = URL.createObjectURL(await response.blob());
+        blobs.set(url, local);
+      } catch (err) {
+        return;
+      }
+    }
+    if (img.dataset.want === url) img.src = local;  // still the image wanted here
+  }
+
+  async function whoami() {
+    try {
+      state.me = await api("/me");
+      const me = state.me;
+      $("whoami").textContent = me.read_only_station
+        ? "read-only station (no users configured)"
+        : `signed in as ${me.name} (${me.role})`;
+    } catch (err) {
+      state.me = null;
+      $("whoami").textContent = token() ? "token not accepted" : "not signed in";
+    }
+  }
+
+  function signIn() {
+    for (const local of blobs.values()) URL.revokeObjectURL(local);
+    blobs.clear();
+    document.body.dataset.loading = "1";  // until the gallery for this token is in
+    whoami();
+    loadClasses().then(() => load(true));
+    listen();
   }
 
   // ------------------------------------------------------------------ start
 
   function init() {
     $("token").value = token();
-    $("reviewer").value = reviewer();
     $("token").addEventListener("input", (e) => sessionStorage.setItem("cellinspect.token", e.target.value.trim()));
-    $("reviewer").addEventListener("input", (e) => sessionStorage.setItem("cellinspect.reviewer", e.target.value.trim()));
+    $("token").addEventListener("change", signIn);
     $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(true); });
     for (const id of ["f-verdict", "f-reviewed", "f-class"]) $(id).addEventListener("change", () => load(true));
     $("confirm").addEventListener("click", () => review("defect"));
@@ -354,8 +439,7 @@
     $("show-overlay").addEventListener("click", () => { state.showOverlay = true; renderDetail(); });
     $("show-image").addEventListener("click", () => { state.showOverlay = false; renderDetail(); });
     document.addEventListener("keydown", onKey);
-    loadClasses().then(() => load(true));
-    listen();
+    signIn();
   }
 
   init();
