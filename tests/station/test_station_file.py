@@ -72,7 +72,11 @@ def test_relative_paths_resolve_against_the_station_file(tmp_path: Path) -> None
         ({"recipes": {0: "x.yaml"}}, "recipes: numbers must be 1..65535"),
         (
             {"opcua": {"enabled": True, "security_policies": ["basic256sha256_sign"]}},
-            "security_policies: a signing policy needs 'certificate' and 'private_key'",
+            "opcua: Value error, opcua sessions need user authentication by default",
+        ),
+        (
+            {"opcua": {"certificate": "station.pem"}},
+            "certificate and private_key go together",
         ),
         ({"modbus": {"host": "not a host!"}}, "modbus.host: 'not a host!'"),
     ],

@@ -23,8 +23,8 @@ from cellinspect.errors import ConfigError
 OpcUaPolicy = Literal["none", "basic256sha256_sign", "basic256sha256_sign_encrypt"]
 
 
-def _no_security() -> list[OpcUaPolicy]:
-    return ["none"]
+def _secure_policies() -> list[OpcUaPolicy]:
+    return ["basic256sha256_sign", "basic256sha256_sign_encrypt"]
 
 
 class _Strict(BaseModel):
@@ -94,18 +94,24 @@ class OpcUaConfig(_Strict):
     host: str = Field(default="127.0.0.1", description="Bind address of the endpoint.")
     port: int = Field(default=4840, ge=0, le=65535, description="OPC UA port (0: a free one).")
     security_policies: list[OpcUaPolicy] = Field(
-        default_factory=_no_security,
+        default_factory=_secure_policies,
         min_length=1,
-        description="Offered policies: none, basic256sha256_sign, basic256sha256_sign_encrypt.",
+        description="Offered policies: none, basic256sha256_sign, basic256sha256_sign_encrypt "
+        "(default: both Basic256Sha256 modes, no unsecured endpoint; 'none' only when listed).",
     )
     certificate: Path | None = Field(
-        default=None, description="Server certificate (DER or PEM), needed by signing policies."
+        default=None,
+        description="Server certificate (DER or PEM) for the signing policies. Unset: a "
+        "self-signed station certificate is generated into <data_dir>/opcua/ at the first "
+        "start (its SHA-1 thumbprint is logged) and reused after.",
     )
     private_key: Path | None = Field(
-        default=None, description="Server private key (PEM), needed by signing policies."
+        default=None,
+        description="Server private key (PEM), with 'certificate' (unset with it: generated).",
     )
     allow_anonymous: bool = Field(
-        default=True, description="Accept anonymous sessions (False: users only)."
+        default=False,
+        description="Accept anonymous sessions (default False: users from 'users_file' only).",
     )
     users_file: Path | None = Field(
         default=None,
@@ -114,13 +120,21 @@ class OpcUaConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _signing_needs_files(self) -> OpcUaConfig:
-        if not self.allow_anonymous and self.users_file is None:
-            raise ValueError("allow_anonymous: false needs a 'users_file' of user names")
-        signing = any(p != "none" for p in self.security_policies)
-        if signing and (self.certificate is None or self.private_key is None):
+    def _sessions_need_users(self) -> OpcUaConfig:
+        if (self.certificate is None) != (self.private_key is None):
             raise ValueError(
-                "security_policies: a signing policy needs 'certificate' and 'private_key'"
+                "certificate and private_key go together (leave both unset for a generated "
+                "self-signed station certificate)"
+            )
+        if self.enabled and not self.allow_anonymous and self.users_file is None:
+            raise ValueError(
+                "opcua sessions need user authentication by default: set 'users_file' (user "
+                "name -> password), or allow_anonymous: true explicitly"
+            )
+        if self.users_file is not None and self.security_policies == ["none"]:
+            raise ValueError(
+                "users_file: with only policy 'none' passwords would cross the network in "
+                "plain text; add basic256sha256_sign_encrypt"
             )
         return self
 
@@ -188,6 +202,11 @@ class StationFile(_Strict):
     status_every_s: float = Field(
         default=10.0, gt=0, description="Status log line interval when not on a terminal."
     )
+    trusted_model_keys: list[Path] = Field(
+        default_factory=list,
+        description="ed25519 public keys (PEM, `cellinspect models keygen`); when listed, every "
+        "model must carry a valid signature by one of them (`models seal --key`) or is refused.",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StationFile:
@@ -251,6 +270,7 @@ def _resolve_paths(station: StationFile, base: Path) -> StationFile:
             "source": None if station.source is None else _resolve(base, station.source),
             "store": store,
             "opcua": opcua,
+            "trusted_model_keys": [base / p for p in station.trusted_model_keys],
         }
     )
 

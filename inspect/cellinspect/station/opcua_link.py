@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from cellinspect.entities import InspectedFrame
 from cellinspect.errors import ConfigError
-from cellinspect.plc.opcua_security import OpcUaSecurity
+from cellinspect.plc.opcua_security import OpcUaSecurity, make_self_signed
 from cellinspect.plc.registers import ErrorCode
 from cellinspect.plc.vision_state import (
     AutoState,
@@ -78,18 +78,72 @@ def recipe_went_live(server: VisionOpcUaServer, number: int) -> None:
 
 
 def _security(runtime: StationRuntime) -> OpcUaSecurity | None:
-    """The server's security settings from the station file (None: anonymous, no security)."""
+    """The server's security settings from the station file (None: anonymous, no security).
+
+    Signing policies without a configured certificate get the station's own self-signed one
+    (`station_certificate`).
+    """
     cfg = runtime.station.opcua
     if cfg.security_policies == ["none"] and cfg.allow_anonymous:
+        log.warning(
+            "OPC UA: security policy 'none' with anonymous sessions (configured): any client "
+            "on the network may run jobs and switch recipes"
+        )
         return None
     users = None if cfg.users_file is None else _read_users(cfg.users_file)
+    certificate, private_key = cfg.certificate, cfg.private_key
+    if certificate is None and any(p != "none" for p in cfg.security_policies):
+        certificate, private_key = station_certificate(
+            runtime.station.store.data_dir, runtime.station.station_id
+        )
     return OpcUaSecurity(
         policies=tuple(cfg.security_policies),
-        certificate=cfg.certificate,
-        private_key=cfg.private_key,
+        certificate=certificate,
+        private_key=private_key,
         allow_anonymous=cfg.allow_anonymous,
         users=users,
     )
+
+
+def station_certificate(data_dir: Path, station_id: str) -> tuple[Path, Path]:
+    """The station's self-signed OPC UA certificate and key in `data_dir`/opcua/.
+
+    Generated at the first start (URI ``urn:cellinspect:<station_id>``) and kept: clients
+    that trusted it keep working after a restart. Its SHA-1 thumbprint (what OPC UA clients
+    show) is logged every start so an operator can compare it with what a client is offered.
+    """
+    folder = data_dir / "opcua"
+    cert_path, key_path = folder / "station-cert.pem", folder / "station-key.pem"
+    if not (cert_path.is_file() and key_path.is_file()):
+        make_self_signed(cert_path, key_path, f"urn:cellinspect:{station_id}", overwrite=True)
+        log.warning(
+            "OPC UA: no certificate configured; generated a self-signed station certificate "
+            "%s (thumbprint sha1 %s)",
+            cert_path.name,
+            certificate_thumbprint(cert_path),
+        )
+    else:
+        log.info(
+            "OPC UA: station certificate %s (thumbprint sha1 %s)",
+            cert_path.name,
+            certificate_thumbprint(cert_path),
+        )
+    return cert_path, key_path
+
+
+def certificate_thumbprint(path: Path) -> str:
+    """SHA-1 over the certificate's DER bytes, colon-separated hex, as OPC UA clients show it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    data = path.read_bytes()
+    cert = (
+        x509.load_pem_x509_certificate(data)
+        if data.lstrip().startswith(b"-----BEGIN")
+        else x509.load_der_x509_certificate(data)
+    )
+    digest = cert.fingerprint(hashes.SHA1())  # OPC UA thumbprints are SHA-1
+    return ":".join(f"{b:02X}" for b in digest)
 
 
 def _read_users(path: Path) -> dict[str, str]:
