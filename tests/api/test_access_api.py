@@ -302,3 +302,22 @@ def test_cli_errors_mask_a_database_password(tmp_path: Path) -> None:
     masked = mask_url_passwords(text)
     assert "p%40ss" not in masked and "hunter2" not in masked
     assert "postgresql://u:***@host/db" in masked and "mysql://root:***@10.0.0.1" in masked
+
+
+def test_line_and_run_announce_access_and_a_masked_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from cellinspect.cli.cell import _announce_line
+
+    url = "postgresql+psycopg://station:hunter2@db.example/results"
+    settings = StationSettings(data_dir=tmp_path, db_url=url)
+    runtime = SimpleNamespace(api=SimpleNamespace(url="http://127.0.0.1:8000"), settings=settings)
+    _announce_line(runtime)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "READ-ONLY" in out and "hunter2" not in out and "station:***@db.example" in out
+    add_user(settings.resolved_users_file, "ann", Role.QA)
+    _announce_line(runtime)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "1 user(s)" in out and "READ-ONLY" not in out and "ci_" not in out

@@ -149,11 +149,13 @@ def _announce_line(runtime: StationRuntime) -> None:
             f"review page: {runtime.api.url}/review   API docs: {runtime.api.url}/docs",
             highlight=False,
         )
-        if runtime.settings is not None and runtime.settings.token_value() is None:
-            console.print(
-                "[yellow]no CELLINSPECT_API_TOKEN set: the review page can read but not "
-                "save labels[/]"
-            )
+        if runtime.settings is not None:
+            from cellinspect.api.server import access_summary, has_credentials
+
+            colour = "" if has_credentials(runtime.settings) else "[yellow]"
+            text = access_summary(runtime.settings)
+            console.print(f"{colour}{text}{'[/]' if colour else ''}", highlight=False)
+            console.print(f"results in {runtime.settings.display_db_url}", markup=False)
 
 
 def plc_sim(
