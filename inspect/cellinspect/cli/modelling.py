@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from cellinspect.cli.support import (
     DEFAULT_RECIPE,
@@ -269,7 +270,7 @@ def _metrics_lines(manifest: Manifest) -> list[tuple[str, str]]:
 def models_tables(root: Path) -> list[Table]:
     """The model versions under `root`, and their recorded metrics: both fit 80 columns
     (long names wrap inside their cells, nothing is cut)."""
-    from cellinspect.inference.manifest import MANIFEST_NAME, load_manifest, sha256_file
+    from cellinspect.inference.manifest import MANIFEST_NAME, SealState, load_manifest, seal_state
 
     found = sorted(root.glob(f"*/*/{MANIFEST_NAME}"))
     if not found:
@@ -285,9 +286,9 @@ def models_tables(root: Path) -> list[Table]:
             rows.append((shown, "?", Text(""), Text(str(err).splitlines()[0], style="red")))
             continue
         shown = f"{manifest.name}/{manifest.version}"
-        short = manifest.sha256[:8]
-        matches = sha256_file(model_path) == manifest.sha256
-        digest = Text(short) if matches else Text(f"{short}\nMISMATCH", style="bold red")
+        state = seal_state(model_path, manifest)
+        bad = state in (SealState.MISMATCH, SealState.UNSEALED)
+        digest = Text(f"{manifest.sha256[:8]}\n{state.value}", style="bold red" if bad else "")
         parent, backbone = lineage(manifest)
         lines = [f"from:\n{parent}"] if parent else []
         lines += [f"backbone:\n{backbone}"] if backbone else []
@@ -317,7 +318,7 @@ def models(
         "models"
     ),
 ) -> None:
-    """List the model versions under models/: task, hash, lineage, recorded metrics."""
+    """List the model versions under models/: task, hash and seal state, lineage, metrics."""
     for table in models_tables(root):
         console.print(table)
 
@@ -352,6 +353,60 @@ def build_default_models_cmd(
     console.print(f"  validation accuracy {rep.classifier_eval.accuracy:.4f}")
 
 
+def _model_file(path: Path) -> Path:
+    return path / "model.onnx" if path.is_dir() else path
+
+
+def seal_cmd(
+    model: Annotated[Path, typer.Argument(help="Model folder or its .onnx file.")],
+    by: Annotated[str, typer.Option("--by", help="Who vouches for this package (recorded).")],
+    key: Annotated[
+        Path | None, typer.Option("--key", help="ed25519 private key (PEM) to sign with.")
+    ] = None,
+) -> None:
+    """Seal a reviewed model package (bytes + verdict fields, who, when); --key signs it."""
+    from cellinspect.inference.manifest import load_manifest, load_private_key, write_manifest
+
+    model_path = _model_file(model)
+    with user_errors():
+        manifest = load_manifest(model_path)
+        private_key = load_private_key(key) if key is not None else None
+        written = write_manifest(manifest, model_path, sealed_by=by, private_key=private_key)
+        sealed = load_manifest(model_path).seal
+    assert sealed is not None
+    signed = f", signed by key {sealed.signature.key_id}" if sealed.signature else ""
+    console.print(f"sealed {written}: package {sealed.package_sha256[:12]} by {by}{signed}")
+
+
+def keygen_cmd(
+    out: Annotated[Path, typer.Argument(help="OUT.pem (private, mode 600) and OUT.pub.pem.")],
+) -> None:
+    """Write an ed25519 key pair to sign models (station: trusted_model_keys: [OUT.pub.pem])."""
+    from cellinspect.inference.manifest import write_key_pair
+
+    with user_errors():
+        private_path, public_path = write_key_pair(out)
+    console.print(f"wrote {private_path} (private, mode 600) and {public_path}")
+
+
+class _ListByDefault(TyperGroup):
+    """`cellinspect models [ROOT]` lists; `models seal|keygen ...` are subcommands."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: click is vendored
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+models_app = typer.Typer(
+    cls=_ListByDefault,
+    help="List model versions (the default), seal and sign model packages.",
+)
+models_app.command("list")(models)
+models_app.command("seal")(seal_cmd)
+models_app.command("keygen")(keygen_cmd)
+
+
 def register(app: typer.Typer) -> None:
     """Add the model commands to the main app."""
     app.command("fit-anomaly")(fit_anomaly_cmd)
@@ -359,5 +414,5 @@ def register(app: typer.Typer) -> None:
     app.command("convert-backbone")(convert_backbone_cmd)
     app.command("quantize")(quantize)
     app.command("quantize-model")(quantize_model_cmd)
-    app.command("models")(models)
+    app.add_typer(models_app, name="models")
     app.command("build-default-models")(build_default_models_cmd)

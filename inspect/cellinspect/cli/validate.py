@@ -15,6 +15,10 @@ from cellinspect.cli.support import console, err_console, fail, user_errors
 from cellinspect.errors import CellInspectError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from cellinspect.config import Recipe
 
 
@@ -45,23 +49,32 @@ def validate(
     console.print(f"{recipe}: valid recipe '{loaded.name}' v{loaded.version}")
 
 
-def recipe_file_problems(recipe: Recipe) -> list[str]:
+def recipe_file_problems(
+    recipe: Recipe, trusted_keys: Mapping[str, Ed25519PublicKey] | None = None
+) -> list[str]:
     """Missing model or calibration files, then each model's manifest against the recipe."""
     missing = [f"file not found: {m.path}" for m in recipe.models if not m.path.is_file()]
     if recipe.calibration is not None and not recipe.calibration.is_file():
         missing.append(f"file not found: {recipe.calibration}")
-    return missing or _model_problems(recipe)
+    return missing or _model_problems(recipe, trusted_keys)
 
 
-def _model_problems(recipe: Recipe) -> list[str]:
-    """Each model's manifest, and the preprocessing and ROI size it was fitted on."""
-    from cellinspect.inference.manifest import load_manifest
+def _model_problems(
+    recipe: Recipe, trusted_keys: Mapping[str, Ed25519PublicKey] | None
+) -> list[str]:
+    """Each model's hash and seal (what load would refuse), and the preprocessing and ROI
+    size it was fitted on."""
+    from cellinspect.inference.manifest import load_manifest, seal_problem
     from cellinspect.inference.preprocess_contract import check_recipe_fits
 
     problems = []
     for index, model in enumerate(recipe.models):
         try:
-            check_recipe_fits(load_manifest(model.path), recipe, model.name)
+            manifest = load_manifest(model.path)
+            sealed = seal_problem(model.path, manifest, trusted_keys)
+            if sealed is not None:
+                problems.append(f"models[{index}] ({model.name}): {sealed}")
+            check_recipe_fits(manifest, recipe, model.name)
         except CellInspectError as err:
             problems.append(f"models[{index}] ({model.name}): {err}")
     return problems
@@ -78,12 +91,15 @@ def validate_station(path: Path) -> None:
         for line in err.problems:
             err_console.print(line, highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(code=1) from err
+    from cellinspect.inference.manifest import load_public_keys
+
     with user_errors():
         catalog = RecipeCatalog.load(station.recipes, str(path))
+        keys = load_public_keys(station.trusted_model_keys) if station.trusted_model_keys else None
     problems = [
         f"{path}: recipes.{number} ({entry.path}): {line}"
         for number, entry in catalog.entries.items()
-        for line in recipe_file_problems(entry.recipe)
+        for line in recipe_file_problems(entry.recipe, keys)
     ]
     if problems:
         for line in problems:

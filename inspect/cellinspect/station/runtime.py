@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from cellinspect.config import SourceConfig, SyntheticSource
 from cellinspect.entities import FrameFailure, InspectedFrame, SourceItem, Verdict
 from cellinspect.errors import ConfigError
+from cellinspect.inference.manifest import load_public_keys
 from cellinspect.plc.handshake import TriggerJob
 from cellinspect.plc.register_image import RegisterImage
 from cellinspect.plc.registers import ErrorCode
@@ -150,6 +151,10 @@ class StationRuntime:
         self.station = station
         self.where = where
         self.catalog = RecipeCatalog.load(station.recipes, where)
+        # None: no signature required; a (non-empty) dict: only models signed by these load.
+        self.trusted_model_keys = (
+            load_public_keys(station.trusted_model_keys) if station.trusted_model_keys else None
+        )
         self.active_recipe = station.active_recipe
         self.make_overlays = make_overlays
         self.extra_on_result = on_result
@@ -279,7 +284,10 @@ class StationRuntime:
 
         entry = self.catalog[number]
         return Inspector.from_recipe(
-            entry.path, make_overlays=self.make_overlays, recipe=entry.recipe
+            entry.path,
+            make_overlays=self.make_overlays,
+            recipe=entry.recipe,
+            trusted_keys=self.trusted_model_keys,
         )
 
     def _open_store(self) -> None:
