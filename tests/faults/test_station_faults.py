@@ -270,9 +270,9 @@ def test_no_heartbeat(tmp_path: Path) -> None:
             plc.close()
         assert proc.stop() == 0, proc.log_text()
         stopped = proc.stopped()["status"]
-    # The error shows on Modbus (ERROR + HR102 = 1, asserted above); the status alarms do
-    # not list it (see docs/benchmarks/faults.md).
+    # The error shows on Modbus (ERROR + HR102 = 1, asserted above) and as a status alarm.
     stored = stored_results(tmp_path / "data")
+    assert any(a.startswith("PLC_HEARTBEAT_LOST") for a in stopped["alarms"]), stopped
     assert stopped["parts"] == 0
     assert all(s.result.verdict is not Verdict.PASS for s in stored)
     assert all(s.result.error for s in stored)  # a missed-trigger row at most, never judged

@@ -510,6 +510,12 @@ class Handshake:
                 self.enter_safe_state(ErrorCode.PLC_HEARTBEAT_LOST)
             self._publish()
 
+    @property
+    def active_error(self) -> ErrorCode | None:
+        """The error that holds the station in its safe state (what HR102 shows), or None."""
+        with self.image.lock:
+            return self._error if self._error_bit else None
+
     def enter_safe_state(self, code: ErrorCode) -> None:
         """Outputs to safe: no result valid, no trigger ready, result block zeroed, ERROR set."""
         with self.image.lock:

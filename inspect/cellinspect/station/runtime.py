@@ -545,6 +545,9 @@ class StationRuntime:
             )
         if self.results_lost:
             out.append(f"RESULTS_LOST: {self.results_lost} result(s) not recorded")
+        error = iface.handshake.active_error if iface is not None else None
+        if error is not None and error is not ErrorCode.RECORD_FAILED:
+            out.append(f"{error.name}: PLC interface in its safe state, triggers refused")
         return out
 
     def _on_result(self, inspected: InspectedFrame) -> None:
