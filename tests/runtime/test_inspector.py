@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cellinspect.entities import FrameFailure, Verdict
+from cellinspect.inference.manifest import load_manifest
 from cellinspect.runtime.inspector import Inspector
 from cellinspect.sources.registry import source_for_paths
 from tests.runtime.conftest import grey_part
@@ -35,7 +36,8 @@ def test_result_records_provenance(station: dict[str, Path]) -> None:
     assert result.recipe_name == "grey-parts"
     assert result.recipe_sha256 == hashlib.sha256(station["recipe"].read_bytes()).hexdigest()
     (model,) = result.models
-    assert model.sha256 == hashlib.sha256(station["model"].read_bytes()).hexdigest()
+    seal = load_manifest(station["model"]).seal  # the package: model bytes + manifest fields
+    assert seal is not None and model.sha256 == seal.package_sha256
     assert {"preprocess", "model_input", "inference", "postprocess", "decision", "total"} <= set(
         result.timings_ms
     )

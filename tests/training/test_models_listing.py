@@ -63,7 +63,7 @@ def test_shipped_models_at_80_columns_show_backbone_and_parent_apart() -> None:
     assert rows["flange-anomaly/1"][3] == "backbone: efficientnet-lite0/1"
     assert rows["efficientnet-lite0/1-int8"][3] == "from: efficientnet-lite0/1"
     digest = load_manifest(MODELS / "flange-classifier" / "1" / "model.onnx").sha256
-    assert rows["flange-classifier/1"][2] == digest[:8]
+    assert rows["flange-classifier/1"][2] == f"{digest[:8]} sealed"
     metrics = out.split("recorded metrics", 1)[1].splitlines()
     assert any("flange-anomaly/1" in line and "validation_auroc " in line for line in metrics)
     assert any("validation_auroc " in line and "0.9964" in line for line in metrics)
