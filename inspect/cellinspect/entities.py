@@ -108,7 +108,7 @@ class ModelRef:
 
     name: str
     version: str
-    sha256: str
+    sha256: str  # the seal's package hash: the .onnx and every verdict-changing manifest field
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,3 +160,32 @@ def test_validate_names_the_tampered_model(package: Path, tmp_path: Path) -> Non
         fh.write(b"\0")
     code, out = _cli("validate", str(recipe))
     assert code == 1 and "model bytes changed" in out
+
+
+def test_validate_station_checks_signatures(package: Path, tmp_path: Path) -> None:
+    from cellinspect.inference.manifest import write_key_pair
+    from tests.station.runner import write_station
+
+    recipe = tmp_path / "recipe.yaml"
+    text = (ROOT / "recipes" / "flange.yaml").read_text()
+    text = text.replace("../models/flange-anomaly/1/model.onnx", str(package))
+    recipe.write_text(text.replace("../", f"{ROOT}/"))
+    private, public = write_key_pair(tmp_path / "qa")
+    station = write_station(
+        tmp_path / "station.yaml", recipes={1: str(recipe)}, trusted_model_keys=[str(public)]
+    )
+    code, out = _cli("validate", str(station))
+    assert code == 1 and str(package.with_name(MANIFEST_NAME)) in out and "not signed" in out
+    for model in (package, ROOT / "models" / "flange-classifier" / "1" / "model.onnx"):
+        if model != package:  # sign a copy: the shipped classifier stays as it is
+            copy = tmp_path / "flange-classifier" / "1"
+            shutil.copytree(model.parent, copy)
+            model = copy / "model.onnx"
+            recipe.write_text(
+                recipe.read_text().replace(
+                    f"{ROOT}/models/flange-classifier/1/model.onnx", str(model)
+                )
+            )
+        assert _cli("models", "seal", str(model), "--by", "qa", "--key", str(private))[0] == 0
+    code, out = _cli("validate", str(station))
+    assert code == 0 and "valid station" in out, out
