@@ -135,7 +135,9 @@ def run_bench(
 
     def read() -> None:
         nonlocal api_errors
-        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        # the reads need a token once one is configured (viewer or better)
+        auth = {"Authorization": "Bearer bench"}
+        with httpx.Client(base_url=server.url, timeout=10.0, headers=auth) as client:
             while True:  # at least one request, even when a loaded machine starts us late
                 t0 = time.perf_counter()
                 response = client.get("/results", params={"verdict": ["fail", "review"]})
