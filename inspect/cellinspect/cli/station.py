@@ -54,39 +54,47 @@ def run(
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise fail(f"--log-level: unknown level {log_level!r}")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)  # restored at the end: the caller's logging
     configure_logging(sys.stderr, level)
-    with user_errors():
-        station = load_station(station_file)
-        runtime = StationRuntime(
-            station, where=str(station_file), exit_when_source_ends=until_source_ends
-        )
-        stop_signal: list[str] = []
+    try:
+        with user_errors():
+            station = load_station(station_file)
+            runtime = StationRuntime(
+                station, where=str(station_file), exit_when_source_ends=until_source_ends
+            )
+            stop_signal: list[str] = []
 
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            stop_signal.append(signal.Signals(signum).name)
-            runtime.request_stop()
+            def on_signal(signum: int, _frame: FrameType | None) -> None:
+                stop_signal.append(signal.Signals(signum).name)
+                runtime.request_stop()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        reporter: StatusReporter | None = None
-        try:
-            runtime.start()
-            _announce(runtime)
-            reporter = StatusReporter(runtime).start()
-            while not runtime.wait(0.5):
-                pass
-        finally:
-            why = stop_signal[0] if stop_signal else "source ended"
-            log.info("station %s: stopping (%s)", station.station_id, why)
-            runtime.stop()
-            if reporter is not None:
-                reporter.stop()  # after the stop: its last line shows the final counts
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            _farewell(runtime)
-    if runtime.results_lost:
-        # A supervisor must see that results were lost, not a clean exit (docs/deploy.md).
-        log.error("station %s: %d result(s) lost", station.station_id, runtime.results_lost)
-        raise typer.Exit(RESULTS_LOST_EXIT)
+            previous = {
+                sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+            reporter: StatusReporter | None = None
+            try:
+                runtime.start()
+                _announce(runtime)
+                reporter = StatusReporter(runtime).start()
+                while not runtime.wait(0.5):
+                    pass
+            finally:
+                why = stop_signal[0] if stop_signal else "source ended"
+                log.info("station %s: stopping (%s)", station.station_id, why)
+                runtime.stop()
+                if reporter is not None:
+                    reporter.stop()  # after the stop: its last line shows the final counts
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+                _farewell(runtime)
+        if runtime.results_lost:
+            # A supervisor must see that results were lost, not a clean exit (docs/deploy.md).
+            log.error("station %s: %d result(s) lost", station.station_id, runtime.results_lost)
+            raise typer.Exit(RESULTS_LOST_EXIT)
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
 
 
 def _announce(runtime: object) -> None:
