@@ -74,7 +74,9 @@ def test_small_line_run_matches_every_verdict(catalog: FolderCatalog) -> None:
     )
     assert report.latency_p50_ms is not None and report.latency_p99_ms is not None
     assert report.latency_p50_ms <= report.latency_p99_ms < report.deadline_ms
-    assert len(results) == 30 - report.missed_triggers
+    # each missed trigger is a stored fail-safe row of its own, beside the judged parts
+    judged = [r for r in results if "missed trigger" not in (r.result.error or "")]
+    assert len(judged) == 30 - report.missed_triggers
     assert progress and progress[-1].plc.gated == 30
     for entry in report.audit:
         assert entry.station is entry.received
