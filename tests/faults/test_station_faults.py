@@ -33,8 +33,8 @@ from cellinspect.plc.sim_camera import rendered_catalog
 from cellinspect.settings import load_settings
 from cellinspect.storage.factory import open_store
 from cellinspect.storage.records import StoredResult
+from tests.station.plc_loop import PlcLoop, restart_and_stop
 from tests.station.runner import StationProcess, stored_results
-from tests.station.test_run_durability import PlcLoop, restart_and_stop
 from tests.station.test_run_plc import (
     DEFECT_RATE,
     PART_COUNT,
@@ -138,7 +138,10 @@ def put(inbox: Path, name: str, data: bytes) -> None:
 # --------------------------------------------------------------------------- kill -9
 
 
-@pytest.mark.parametrize(("seed", "db_locked"), [(11, False), (12, True), (13, False)])
+@pytest.mark.parametrize(
+    ("seed", "db_locked"),
+    [(1, True), (2, False), (3, True), (11, False), (12, True), (13, False)],
+)
 def test_kill_9_at_a_random_point(tmp_path: Path, seed: int, db_locked: bool) -> None:
     """kill -9 after a seeded number of parts plus a seeded pause (often mid-part)."""
     station = plc_station(tmp_path)
@@ -164,10 +167,15 @@ def test_kill_9_at_a_random_point(tmp_path: Path, seed: int, db_locked: bool) ->
     if lock is not None:
         lock.rollback()
         lock.close()
-    assert loop.reads
+    assert loop.reads, "the PLC read nothing before the kill"
     assert loop.ended_by is not None and loop.ended_by != "error"  # the link went, no code
+    journal = data / "journal"
+    assert any(journal.glob("results-*.jsonl")), "the killed station left no journal"
+    if db_locked:  # locked before the first trigger: only the journal holds the verdicts
+        assert stored_results(data) == []
     assert restart_and_stop(station) == 0
     assert_clean(loop.reads, stored_results(data))
+    assert not any(journal.glob("results-*.jsonl"))  # replayed and committed: pruned
 
 
 # --------------------------------------------------------------------------- storage
@@ -190,10 +198,14 @@ def test_disk_full(tmp_path: Path) -> None:
         stopped = proc.stopped()["status"]
     assert loop.ended_by == "error" and loop.error_code is ErrorCode.RECORD_FAILED
     assert code == 3
+    assert stopped["results_lost"] >= 1
     assert any(a.startswith("RECORD_FAILED") for a in stopped["alarms"])
-    assert loop.reads
+    assert stopped["links"]["journal"]["state"] == "failed"
+    assert loop.reads, "the disk filled before the PLC read anything"
     assert restart_and_stop(station) == 0
-    assert_clean(loop.reads, stored_results(data))
+    stored = stored_results(data)
+    assert_clean(loop.reads, stored)
+    assert len(stored) <= len(loop.reads) + 1  # at most the refused part besides (never read)
 
 
 def test_db_locked(tmp_path: Path) -> None:
