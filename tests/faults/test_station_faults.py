@@ -46,6 +46,7 @@ from tests.station.test_run_plc import (
     _reg,
     assert_same_verdict,
     by_part,
+    hot_folder_station,
     plc_station,
 )
 
@@ -110,23 +111,6 @@ def recipe_copy(folder: Path, name: str, **runtime: Any) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
-
-
-def hot_folder_station(folder: Path, frame_timeout_ms: float) -> tuple[Path, Path]:
-    inbox = folder / "inbox"
-    inbox.mkdir()
-    station = plc_station(
-        folder,
-        source={
-            "type": "hot_folder",
-            "path": str(inbox),
-            "pattern": "*.bmp",
-            "settle_ms": 50,
-            "poll_ms": 20,
-        },
-        trigger={"mode": "plc", "frame_timeout_ms": frame_timeout_ms},
-    )
-    return station, inbox
 
 
 def put(inbox: Path, name: str, data: bytes) -> None:

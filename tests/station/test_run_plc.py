@@ -395,12 +395,12 @@ def test_recipe_select_over_modbus(tmp_path: Path) -> None:
     assert parts[3].result.recipe_sha256 != parts[1].result.recipe_sha256
 
 
-def test_recipe_select_while_a_part_is_in_flight_is_refused(tmp_path: Path) -> None:
-    """A part waiting for its frame keeps the station BUSY; command 1 then answers busy."""
-    inbox = tmp_path / "inbox"
+def hot_folder_station(folder: Path, frame_timeout_ms: float) -> tuple[Path, Path]:
+    """A PLC-triggered station whose camera is a hot folder (`inbox`): a part waits for its file."""
+    inbox = folder / "inbox"
     inbox.mkdir()
     station = plc_station(
-        tmp_path,
+        folder,
         source={
             "type": "hot_folder",
             "path": str(inbox),
@@ -408,8 +408,14 @@ def test_recipe_select_while_a_part_is_in_flight_is_refused(tmp_path: Path) -> N
             "settle_ms": 50,
             "poll_ms": 20,
         },
-        trigger={"mode": "plc", "frame_timeout_ms": 600_000},
+        trigger={"mode": "plc", "frame_timeout_ms": frame_timeout_ms},
     )
+    return station, inbox
+
+
+def test_recipe_select_while_a_part_is_in_flight_is_refused(tmp_path: Path) -> None:
+    """A part waiting for its frame keeps the station BUSY; command 1 then answers busy."""
+    station, inbox = hot_folder_station(tmp_path, frame_timeout_ms=600_000)
     with StationProcess(station) as proc:
         proc.wait_running()
         plc = HandshakePlc(proc.port("modbus"))
