@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 
+from cellinspect.entities import InspectedFrame
 from cellinspect.plc.registers import (
     DEFECT_ACQUISITION_FAILED,
     DEFECT_CODES,
@@ -23,7 +25,9 @@ from cellinspect.plc.registers import (
     pack_u32,
     unpack_u32,
 )
+from cellinspect.plc.robot import PlaneMapping
 from cellinspect.plc.station_interface import StationConfig
+from cellinspect.plc.vision_state import VisionState, VisionStateMachine
 from tests.fakes import BlobInspector
 
 from .conftest import MakeStation, Station
@@ -295,3 +299,65 @@ def test_stop_waits_for_a_recipe_load_in_progress(make_station: MakeStation) -> 
     command = st.station._command_thread
     assert command is not None and not command.is_alive()
     assert finished == ["loaded"]
+
+
+def test_a_bug_in_the_job_path_posts_no_result_only_after_recording_it(
+    make_station: MakeStation,
+) -> None:
+    """An exception after inspection (here the pick-pose estimator) must not post an unrecorded
+    verdict: the fail-safe row with the error is recorded first, then NO RESULT is posted."""
+    recorded: list[InspectedFrame] = []
+    st = make_station()
+    st.station.record = recorded.append
+
+    def broken_estimator(image: object) -> None:
+        raise RuntimeError("pose estimator bug")
+
+    st.station.plane = cast(PlaneMapping, object())  # any plane: the estimator fails first
+    st.station.estimator = broken_estimator
+    plc = Plc(st.port)
+    try:
+        plc.write(0, [EN])
+        plc.trigger(2, 20)  # a scratched part: rejected, so a pick pose is wanted
+        plc.write(0, [EN])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+        assert regs[5] == ResultCode.NO_RESULT
+        assert [r.result.part_id for r in recorded] == [2]
+        row = recorded[0].result
+        assert row.verdict.value == "fail" and "pose estimator bug" in (row.error or "")
+        plc.write(0, [EN | ACK])
+        plc.write(0, [EN])
+        plc.wait_for(lambda r: bool(r[0] & S.TRIGGER_READY))  # the line goes on
+        plc.trigger(1, 10)  # a good part: no pick pose, judged as usual
+        plc.write(0, [EN])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.RESULTS_VALID))
+        assert regs[5] == ResultCode.PASS
+        assert [r.result.part_id for r in recorded] == [2, 1]
+    finally:
+        plc.close()
+
+
+def test_record_failure_puts_opcua_in_error_too(make_station: MakeStation) -> None:
+    """Disk full on a PLC-triggered part: Modbus shows RECORD_FAILED and the OPC UA state
+    machine (what `run` wires to `on_record_failed`) goes to Error with the reason."""
+
+    def full_disk(inspected: InspectedFrame) -> None:
+        raise OSError(28, "No space left on device")
+
+    machine = VisionStateMachine(["1"])
+    machine.select_mode_automatic()
+    st = make_station()
+    st.station.record = full_disk
+    st.station.on_record_failed = machine.fail
+    plc = Plc(st.port)
+    try:
+        plc.write(0, [EN])
+        plc.trigger(1, 10)
+        plc.write(0, [EN])
+        regs = plc.wait_for(lambda r: bool(r[0] & S.ERROR))
+        assert regs[2] == ErrorCode.RECORD_FAILED
+        assert not regs[0] & S.RESULTS_VALID  # the unrecorded verdict was not posted
+        assert machine.state is VisionState.ERROR
+        assert machine.error.startswith("RECORD_FAILED") and "No space left" in machine.error
+    finally:
+        plc.close()

@@ -159,6 +159,9 @@ class StationInterface:
         self.probe = probe
         self.record_error: str | None = None  # set while results cannot be recorded
         self.results_lost = 0  # judged, but neither recorded nor given out
+        self._job_recorded = False  # the job thread's part has a recorded result
+        # Told when results cannot be recorded (the station refuses triggers): OPC UA's Error.
+        self.on_record_failed: Callable[[str], None] | None = None
         self._clock = clock
         self._preloaded: dict[int, SourceItem] = {}
         self._futures: dict[int, Future[InspectedFrame]] = {}
@@ -249,20 +252,42 @@ class StationInterface:
             job = self._jobs.get()
             if job is None:
                 return
+            self._job_recorded = False
             try:
                 self._run_job(job)
             except Exception as err:  # a bug here must not stop the line: log, fail safe, go on
                 log.exception("station: job for part %d failed", job.part_id)
-                self.handshake.complete_job(
-                    ResultBlock(ResultCode.NO_RESULT, job.part_id, job.encoder), still_busy=False
-                )
-                future = self._pop_future(job)
-                if future is not None and not future.done():
-                    future.set_exception(err)
+                self._job_failed(job, err)
             finally:
                 with self._idle:
                     self._in_flight -= 1
                     self._idle.notify_all()
+
+    def _job_failed(self, job: TriggerJob, err: Exception) -> None:
+        """A bug in the job path: the part gets NO RESULT, recorded before it is posted.
+
+        When a result of this job was recorded already, that row stands and only BUSY is
+        released; otherwise a fail-safe row with the error is recorded first, so no verdict
+        the PLC sees is missing from the record (and a part that cannot be recorded is refused).
+        """
+        future = self._pop_future(job)
+        if self._job_recorded:
+            self.handshake.complete_job(None, still_busy=False)
+        else:
+            failed = self._fail_safe(None, f"station error: {type(err).__name__}: {err}")
+            result = dataclasses.replace(failed.result, part_id=job.part_id, encoder=job.encoder)
+            inspected = self.stamp(InspectedFrame(result=result))
+            if not self._durable(job, inspected):
+                self._refuse(job)
+            else:
+                block = ResultBlock(ResultCode.NO_RESULT, job.part_id, job.encoder)
+                delivered = self.handshake.complete_job(block, still_busy=False)
+                self._record(
+                    job, ResultCode.NO_RESULT, result.verdict, delivered, False, False, None
+                )
+                self._emit(inspected, job)
+        if future is not None and not future.done():
+            future.set_exception(err)
 
     def _queue_job(self, job: TriggerJob) -> None:
         with self._idle:
@@ -413,6 +438,7 @@ class StationInterface:
             return True
         try:
             self.record(inspected)
+            self._job_recorded = True
         except Exception as err:
             self.record_error = str(err)
             result = inspected.result
@@ -427,8 +453,19 @@ class StationInterface:
                 json.dumps(result.to_dict(), separators=(",", ":")),
             )
             self.handshake.enter_safe_state(ErrorCode.RECORD_FAILED)
+            self._tell_record_failed()
             return False
         return True
+
+    def _tell_record_failed(self) -> None:
+        if self.on_record_failed is None:
+            return
+        try:
+            self.on_record_failed(
+                f"RECORD_FAILED: results cannot be recorded ({self.record_error})"
+            )
+        except Exception:  # an output's error must not hide the record failure itself
+            log.exception("station: telling the outputs about RECORD_FAILED failed")
 
     def _refuse(self, job: TriggerJob) -> None:
         """A part whose result was not recorded: nothing posted, BUSY released, caller told."""
@@ -453,6 +490,7 @@ class StationInterface:
                 err,
             )
             self._refuse(job)
+            self._tell_record_failed()
             return False
         log.warning("station: results can be recorded again")
         self.record_error = None

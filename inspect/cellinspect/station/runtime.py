@@ -363,6 +363,8 @@ class StationRuntime:
         from cellinspect.station.opcua_link import start_opcua
 
         self.opcua = start_opcua(self)
+        if self._interface is not None:
+            self._interface.on_record_failed = self.opcua.machine.fail
 
     def _start_api(self) -> None:
         from cellinspect.api.app import create_app
