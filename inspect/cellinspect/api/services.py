@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from cellinspect.api.events import EventBroker
 from cellinspect.api.limits import ConcurrencySlots
 from cellinspect.api.metrics import ApiMetrics
+from cellinspect.entities import InspectedFrame
 from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.settings import StationSettings
 from cellinspect.storage.protocols import ResultStore
@@ -27,6 +28,10 @@ class StationControl(Protocol):
     ) -> Any: ...
 
     def select_recipe(self, number: int) -> Any: ...
+
+    def record_upload(self, inspected: InspectedFrame) -> InspectedFrame:
+        """Stamp an uploaded part's result with the station's ids and journal it (fsynced)."""
+        ...
 
 
 @dataclass

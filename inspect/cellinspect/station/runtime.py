@@ -521,6 +521,17 @@ class StationRuntime:
 
     # ------------------------------------------------------------------ outputs
 
+    def record_upload(self, inspected: InspectedFrame) -> InspectedFrame:
+        """An API upload's result, stamped and journaled before the reply carries its verdict.
+
+        Raises (the route answers 503) when the journal cannot take it: the same rule as for a
+        PLC part, nothing is given out that is not recorded.
+        """
+        stamped = self.interface.stamp(inspected)
+        if self.journal is not None:
+            self.journal.append(stamped.result)
+        return stamped
+
     def _record(self, inspected: InspectedFrame) -> None:
         """The job path's durability step: journaled and fsynced before any output."""
         assert self.journal is not None

@@ -7,6 +7,7 @@ from the image header before decoding, see api/uploads.py), and the uploads in f
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
@@ -29,6 +30,8 @@ router = APIRouter(tags=["inspections"])
 
 _INT64 = 2**63 - 1
 RETRY_AFTER_S = 1
+
+log = logging.getLogger(__name__)
 
 
 def _frame_size(inspector: ImageInspector) -> tuple[int, int] | None:
@@ -118,6 +121,14 @@ async def _inspect_upload(
         raise HTTPException(err.status, str(err)) from err
     name = display_name(file.filename)
     frame = await run_in_threadpool(_inspect, services, image, name, part_id, encoder)
+    if services.station is not None:
+        try:
+            frame = await run_in_threadpool(services.station.record_upload, frame)
+        except Exception as err:
+            log.error("upload %s: result not recorded (%s); not given out", name, err)
+            raise HTTPException(
+                503, f"the station cannot record results now ({type(err).__name__}); retry later"
+            ) from err
     outcome = services.writer.submit(frame)
     services.metrics.inspections.labels(frame.result.verdict.value).inc()
     kinds: set[ImageKind] = set()
