@@ -18,7 +18,7 @@ from pathlib import Path
 from cellinspect.entities import InspectedFrame, Verdict
 from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import open_store
-from cellinspect.storage.journal import ResultJournal, replay_journal
+from cellinspect.storage.journal import REPLAYED_NO_IMAGES, ResultJournal, replay_journal
 from cellinspect.storage.records import ResultFilter
 from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.synthetic import synthetic_frame, synthetic_result
@@ -73,6 +73,30 @@ def test_a_crashed_journal_is_replayed_exactly_once(tmp_path: Path) -> None:
     finally:
         store.close()
     assert segments(folder) == []  # every segment committed: nothing left on disk
+
+
+def test_replayed_results_say_why_their_pictures_are_missing(tmp_path: Path) -> None:
+    """The journal holds no pictures: a replayed reject (whose images the default retention
+    keeps) records why it has none; a replayed PASS (images not kept anyway) is unchanged."""
+    folder = tmp_path / "journal"
+    crashed = ResultJournal(folder)
+    crashed.open()
+    reject = synthetic_result(1, Verdict.FAIL, defect_class="dent")
+    good = synthetic_result(2, Verdict.PASS)
+    for r in (reject, good):
+        crashed.append(r)
+    store = sqlite_store(tmp_path / "data")
+    try:
+        again = ResultJournal(folder)
+        again.open()
+        assert replay_journal(store, again) == 2
+        stored = {s.result.result_id: s for s in store.query(ResultFilter(), limit=10).items}
+        assert REPLAYED_NO_IMAGES in stored[reject.result_id].result.reasons
+        assert stored[reject.result_id].images == {}
+        assert stored[good.result_id].result.reasons == good.reasons
+        again.close()
+    finally:
+        store.close()
 
 
 def test_segments_rotate_and_go_once_committed(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ When a write or fsync fails (disk full, file too large, I/O error), `append` rai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -302,7 +303,7 @@ def replay_journal(store: ResultStore, journal: ResultJournal, batch_size: int =
     stored = 0
     for start in range(0, len(results), batch_size):
         batch = results[start : start + batch_size]
-        stored += len(store.add_many([InspectedFrame(r) for r in batch]))
+        stored += len(store.add_many([InspectedFrame(_replayed(store, r)) for r in batch]))
         journal.committed(r.result_id for r in batch)
     if results:
         log.info(
@@ -311,3 +312,20 @@ def replay_journal(store: ResultStore, journal: ResultJournal, batch_size: int =
             len(results) - stored,
         )
     return stored
+
+
+REPLAYED_NO_IMAGES = "images not kept: stored from the journal (the pictures were not written)"
+
+
+def _replayed(store: ResultStore, result: InspectionResult) -> InspectionResult:
+    """A journaled result as stored by replay: the journal holds no pictures, so say why.
+
+    Only where the store's retention would have kept them; a reviewer looking for the image of
+    a rejected part then reads why there is none instead of guessing.
+    """
+    retention = getattr(store, "retention", None)
+    if retention is None or not retention.keeps_images(result):
+        return result
+    if REPLAYED_NO_IMAGES in result.reasons:
+        return result
+    return dataclasses.replace(result, reasons=(*result.reasons, REPLAYED_NO_IMAGES))
