@@ -240,13 +240,18 @@ class ReviewIn(_In):
 
 class AuditEntryOut(_Out):
     revision: int
-    label: ReviewLabel
+    label: ReviewLabel | None = Field(
+        description="The label this change put in effect; null: an undo left none."
+    )
     defect_class: str | None
     reviewer: str
     comment: str
     at: datetime
     previous_label: ReviewLabel | None
     previous_defect_class: str | None
+    undoes: int | None = Field(
+        default=None, description="On an undo: the revision it took back (its previous_label)."
+    )
 
     @classmethod
     def of(cls, e: AuditEntry) -> AuditEntryOut:
@@ -259,6 +264,7 @@ class AuditEntryOut(_Out):
             at=e.at,
             previous_label=e.previous_label,
             previous_defect_class=e.previous_defect_class,
+            undoes=e.undoes,
         )
 
 

@@ -19,3 +19,11 @@ class ReviewInvalidError(StoreError):
 
 class ReviewConflictError(StoreError):
     """A review was based on a revision that someone else has changed since."""
+
+
+class NothingToUndoError(ResultNotFoundError):
+    """The result has no label left to undo (answered 404, like a missing result)."""
+
+
+class ReviewOwnerError(StoreError):
+    """Only the user who made a label (or an admin) may undo it."""

@@ -16,6 +16,7 @@ from cellinspect.storage.records import (
     ResultFilter,
     Review,
     ReviewInput,
+    ReviewUndo,
     Stats,
     StoredImage,
     StoredResult,
@@ -39,6 +40,21 @@ class ResultStore(Protocol):
 
     def set_review(self, result_id: str, review: ReviewInput) -> Review:
         """Label a result and append the change to its audit trail."""
+        ...
+
+    def undo_review(
+        self,
+        result_id: str,
+        by: str,
+        *,
+        any_reviewer: bool = False,
+        expected_revision: int | None = None,
+    ) -> ReviewUndo:
+        """Take back the label in effect, restoring the one before it; recorded in the trail.
+
+        Raises NothingToUndoError, ReviewOwnerError (the label is someone else's and not
+        `any_reviewer`) and ReviewConflictError (`expected_revision` moved on).
+        """
         ...
 
     def audit_trail(self, result_id: str) -> list[AuditEntry]: ...

@@ -81,17 +81,33 @@ class Review:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One change of a result's label, kept for ever (the audit trail)."""
+    """One change of a result's label, kept for ever (the audit trail).
+
+    An undo is an entry too: `undoes` names the revision it took back, `label` is the label it
+    restored (None: unlabelled again) and `reviewer` who undid it.
+    """
 
     result_id: str
     revision: int
-    label: ReviewLabel
+    label: ReviewLabel | None
     defect_class: str | None
     reviewer: str
     comment: str
     at: datetime
     previous_label: ReviewLabel | None
     previous_defect_class: str | None
+    undoes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewUndo:
+    """What an undo did: the revision taken back, the audit revision recording it, and the
+    label now in effect (None: the result is unreviewed again)."""
+
+    result_id: str
+    undone_revision: int
+    revision: int
+    review: Review | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,17 +13,19 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Engine, and_, exists, or_, select, text
+from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from cellinspect.entities import InspectedFrame, ModelRef
 from cellinspect.storage.codec import latency_ms, result_from_json, result_to_json
 from cellinspect.storage.db import write_engine
 from cellinspect.storage.errors import (
+    NothingToUndoError,
     ResultNotFoundError,
     ReviewConflictError,
     ReviewInvalidError,
+    ReviewOwnerError,
     StoreError,
 )
 from cellinspect.storage.images import ImageStore
@@ -43,11 +45,13 @@ from cellinspect.storage.records import (
     Review,
     ReviewInput,
     ReviewLabel,
+    ReviewUndo,
     Stats,
     StoredImage,
     StoredResult,
 )
 from cellinspect.storage.retention import RetentionPolicy, enforce_budget, total_image_bytes
+from cellinspect.storage.review_undo import label_of, replay, undo_label
 from cellinspect.storage.stats import StatRow, compute_stats
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,14 @@ def _stored(row: ResultRow) -> StoredResult:
         review=None if row.review is None else _review_record(row.result_id, row.review),
         images={ImageKind(i.kind): _image_record(i) for i in row.images},
     )
+
+
+def _last_revision(session: Session, result_pk: int) -> int:
+    """The newest audit revision of a result (0: never labelled)."""
+    last = session.scalar(
+        select(func.max(ReviewEventRow.revision)).where(ReviewEventRow.result_pk == result_pk)
+    )
+    return int(last or 0)
 
 
 def _check_review(review: ReviewInput) -> None:
@@ -380,7 +392,7 @@ class SqlResultStore:
             if row is None:
                 raise ResultNotFoundError(f"no result with id {result_id!r}")
             current = row.review
-            revision = 1 if current is None else current.revision + 1
+            revision = _last_revision(session, row.id) + 1  # an undo may have left no label
             if review.expected_revision is not None and review.expected_revision != revision - 1:
                 raise ReviewConflictError(
                     f"result {result_id!r}: review is at revision {revision - 1}, "
@@ -413,21 +425,93 @@ class SqlResultStore:
             session.flush()
             return _review_record(result_id, current)
 
+    def undo_review(
+        self,
+        result_id: str,
+        by: str,
+        *,
+        any_reviewer: bool = False,
+        expected_revision: int | None = None,
+    ) -> ReviewUndo:
+        now = _now()
+        with self._write() as session, session.begin():
+            row = session.scalar(select(ResultRow).where(ResultRow.result_id == result_id))
+            if row is None:
+                raise ResultNotFoundError(f"no result with id {result_id!r}")
+            events = list(
+                session.scalars(select(ReviewEventRow).where(ReviewEventRow.result_pk == row.id))
+            )
+            last = max((e.revision for e in events), default=0)
+            if expected_revision is not None and expected_revision != last:
+                raise ReviewConflictError(
+                    f"result {result_id!r}: review is at revision {last}, "
+                    f"the undo was based on revision {expected_revision}"
+                )
+            stack = replay(events).stack
+            if not stack:
+                raise NothingToUndoError(f"result {result_id!r} has no label to undo")
+            undone = stack[-1]
+            if undone.reviewer != by and not any_reviewer:
+                raise ReviewOwnerError(
+                    f"result {result_id!r}: the label in effect (revision {undone.revision}) "
+                    f"is {undone.reviewer!r}'s; only they or an admin may undo it"
+                )
+            restored = stack[-2] if len(stack) > 1 else None
+            session.add(
+                ReviewEventRow(
+                    result_pk=row.id,
+                    revision=last + 1,
+                    label=undo_label(None if restored is None else label_of(restored.label)),
+                    defect_class=None if restored is None else restored.defect_class,
+                    reviewer=by,
+                    comment=f"undo of revision {undone.revision}",
+                    previous_label=undone.label,
+                    previous_defect_class=undone.defect_class,
+                    at=now,
+                )
+            )
+            current = row.review
+            if restored is None:
+                if current is not None:
+                    session.delete(current)
+                row.review = None
+                row.reviewed = False
+                row.review_label = None
+                session.flush()
+                return ReviewUndo(result_id, undone.revision, last + 1, None)
+            if current is None:  # not reachable while reviews and the trail agree
+                current = ReviewRow(result_pk=row.id, created_at=restored.at)
+                row.review = current
+            current.label = restored.label
+            current.defect_class = restored.defect_class
+            current.reviewer = restored.reviewer
+            current.comment = restored.comment
+            current.revision = last + 1
+            current.updated_at = now
+            row.reviewed = True
+            row.review_label = restored.label
+            session.flush()
+            review = _review_record(result_id, current)
+            return ReviewUndo(result_id, undone.revision, last + 1, review)
+
     def audit_trail(self, result_id: str) -> list[AuditEntry]:
         with self._read() as session:
             pk = session.scalar(select(ResultRow.id).where(ResultRow.result_id == result_id))
             if pk is None:
                 raise ResultNotFoundError(f"no result with id {result_id!r}")
-            events = session.scalars(
-                select(ReviewEventRow)
-                .where(ReviewEventRow.result_pk == pk)
-                .order_by(ReviewEventRow.revision)
+            events = list(
+                session.scalars(
+                    select(ReviewEventRow)
+                    .where(ReviewEventRow.result_pk == pk)
+                    .order_by(ReviewEventRow.revision)
+                )
             )
+            undone_by = replay(events).undone_by
             return [
                 AuditEntry(
                     result_id=result_id,
                     revision=e.revision,
-                    label=ReviewLabel(e.label),
+                    label=label_of(e.label),
                     defect_class=e.defect_class,
                     reviewer=e.reviewer,
                     comment=e.comment,
@@ -436,6 +520,7 @@ class SqlResultStore:
                     if e.previous_label is None
                     else ReviewLabel(e.previous_label),
                     previous_defect_class=e.previous_defect_class,
+                    undoes=undone_by.get(e.revision),
                 )
                 for e in events
             ]
