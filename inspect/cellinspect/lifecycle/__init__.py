@@ -1,0 +1,1 @@
+"""Model lifecycle: the registry, promotion and rollback, and shadow runs of candidates."""
