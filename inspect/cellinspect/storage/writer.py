@@ -11,7 +11,11 @@ A batch the database refuses twice is spilled the same way (counted in `failed_b
 
 With a result journal attached (a station's store), a result the journal already holds is
 never spilled or dropped: it is `deferred` to the journal, which the writer replays into the
-store once a commit goes through again, at `close()` and at the next start.
+store once a commit goes through again, at `close()` and at the next start. While the
+database is away (a server down) the writer backs off: batches go straight to the journal
+and it tries again after `retry_wait_s`, doubling up to `max_backoff_s`, also when no new
+result arrives. The outage is logged once when it starts and once when it ends, and shows in
+`stats` (`store_failing`, `last_error`).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class WriterStats:
     queue_size: int
     deferred: int = 0
     journal_pending: int = 0
+    store_failing: bool = False
+    last_error: str | None = None
 
 
 class _Stop:
@@ -79,6 +85,7 @@ class AsyncResultWriter:
         max_block_s: float = 0.05,
         spill_path: Path | None = None,
         retry_wait_s: float = 0.2,
+        max_backoff_s: float = 5.0,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError(
@@ -99,6 +106,10 @@ class AsyncResultWriter:
         self._closed = False
         self._journal: ResultJournal | None = None
         self._catch_up = threading.Event()
+        self._max_backoff_s = max(max_backoff_s, retry_wait_s)
+        self._backoff_s = 0.0  # > 0: the store is failing; wait this long between tries
+        self._next_try = 0.0  # monotonic time of the next try while failing
+        self._last_error: str | None = None
         self._n = dict.fromkeys(
             (
                 "submitted",
@@ -149,7 +160,8 @@ class AsyncResultWriter:
         if self._thread.is_alive():
             log.error("result writer did not finish within %.1f s; queued results remain", timeout)
             return
-        self._replay_journal("stop")
+        if self._replay_journal("stop"):
+            self._store_back()
 
     def _replay_journal(self, when: str) -> bool:
         """Store what only the journal holds; False (and the journal kept) when that fails."""
@@ -158,7 +170,9 @@ class AsyncResultWriter:
         try:
             self._count("replayed", replay_journal(self._store, self._journal))
         except CellInspectError as err:
-            log.error(
+            # While an outage is known and logged, a failed retry is no news.
+            quiet = when == "catch-up" and self._backoff_s > 0
+            (log.debug if quiet else log.error)(
                 "journal: %d result(s) cannot be stored at %s (%s); they stay in %s",
                 self._journal.pending,
                 when,
@@ -225,6 +239,8 @@ class AsyncResultWriter:
             queue_size=self._queue.maxsize,
             deferred=n["deferred"],
             journal_pending=0 if self._journal is None else self._journal.pending,
+            store_failing=self._backoff_s > 0,
+            last_error=self._last_error,
         )
 
     @property
@@ -236,7 +252,11 @@ class AsyncResultWriter:
     def _run(self) -> None:
         stop = False
         while not stop:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._idle_wait())
+            except queue.Empty:  # the store was failing and no result came: try it again
+                self._retry_journal()
+                continue
             if isinstance(first, _Stop):
                 break
             batch = [first]
@@ -251,15 +271,65 @@ class AsyncResultWriter:
                 batch.append(item)
             self._write(batch)
 
+    def _idle_wait(self) -> float | None:
+        """How long the thread may wait for a result: until the next try while failing."""
+        if self._backoff_s == 0 or not self._catch_up.is_set():
+            return None
+        return max(self._next_try - time.monotonic(), 0.01)
+
+    def _retry_journal(self) -> None:
+        if time.monotonic() < self._next_try:
+            return
+        if self._replay_journal("catch-up"):
+            self._catch_up.clear()
+            self._store_back()
+        else:
+            self._store_failed("journal catch-up failed")
+
+    def _store_failed(self, error: str) -> None:
+        """Log the start of an outage once; back off (doubling) before the next try."""
+        self._last_error = error
+        if self._backoff_s == 0:
+            log.error(
+                "result store unreachable (%s); results wait in the journal, retrying every "
+                "%.1f-%.1f s",
+                error,
+                self._retry_wait_s,
+                self._max_backoff_s,
+            )
+            self._backoff_s = max(self._retry_wait_s, 0.01)
+        else:
+            self._backoff_s = min(self._backoff_s * 2, self._max_backoff_s)
+        self._next_try = time.monotonic() + self._backoff_s
+
+    def _store_back(self) -> None:
+        if self._backoff_s > 0:
+            log.warning(
+                "result store reachable again; %d result(s) still in the journal",
+                0 if self._journal is None else self._journal.pending,
+            )
+        self._backoff_s = 0.0
+        self._last_error = None
+
     def _write(self, batch: list[InspectedFrame]) -> None:
+        backing_off = self._backoff_s > 0 and time.monotonic() < self._next_try
+        if backing_off and self._defer_quietly(batch):
+            self._count("finished", len(batch))
+            return
         try:
             new_ids = self._commit(batch)
         except CellInspectError as err:
-            log.error("writing %d results failed twice (%s); spilling them", len(batch), err)
             self._count("failed_batches", 1)
-            self._overflow([f.result for f in batch], f"database error: {err}")
+            journal = self._journal
+            if journal is not None and all(journal.holds(f.result.result_id) for f in batch):
+                self._store_failed(str(err))
+                self._defer_quietly(batch)
+            else:
+                log.error("writing %d results failed twice (%s); spilling them", len(batch), err)
+                self._overflow([f.result for f in batch], f"database error: {err}")
             new_ids = []
         else:
+            self._store_back()
             self._count("written", len(new_ids))
             self._count("duplicates", len(batch) - len(new_ids))
             self._count("batches", 1)
@@ -272,10 +342,21 @@ class AsyncResultWriter:
             by_id = {f.result.result_id: f.result for f in batch}
             self._notify([by_id[rid] for rid in new_ids])
 
+    def _defer_quietly(self, batch: list[InspectedFrame]) -> bool:
+        """Leave a batch to the journal without a log line each (the outage is logged once)."""
+        journal = self._journal
+        if journal is None or not all(journal.holds(f.result.result_id) for f in batch):
+            return False
+        self._count("deferred", len(batch))
+        self._catch_up.set()
+        return True
+
     def _commit(self, batch: list[InspectedFrame]) -> list[str]:
         try:
             return self._store.add_many(batch)
         except CellInspectError as err:
+            if self._backoff_s > 0:  # known to be failing: one try, then back off again
+                raise
             log.warning("writing %d results failed (%s); retrying once", len(batch), err)
             time.sleep(self._retry_wait_s)
             return self._store.add_many(batch)
