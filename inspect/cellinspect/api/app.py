@@ -24,6 +24,7 @@ from cellinspect.api.routers import (
     results,
     review_page,
     reviews,
+    shadow,
     station_control,
     stats,
 )
@@ -127,6 +128,7 @@ def create_app(
         events,
         health,
         me,
+        shadow,
         review_page,
         api_docs,
     ):

@@ -138,3 +138,31 @@ class ReviewEventRow(Base):
     previous_label: Mapped[str | None] = mapped_column(String(16))
     previous_defect_class: Mapped[str | None] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ShadowResultRow(Base):
+    """A candidate model's verdict on a live part (lifecycle/shadow.py), or why it was skipped.
+
+    Never a line result: nothing reads this table but the shadow report. `live_result_id` is
+    not a foreign key, since the live row reaches the database through the writer, maybe later.
+    """
+
+    __tablename__ = "shadow_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    live_result_id: Mapped[str] = mapped_column(String(64), index=True)
+    slot: Mapped[str] = mapped_column(String(128))
+    candidate_version: Mapped[str] = mapped_column(String(64))
+    candidate_sha256: Mapped[str] = mapped_column(String(64))
+    recipe_name: Mapped[str] = mapped_column(String(256))
+    live_verdict: Mapped[str] = mapped_column(String(16))
+    live_score: Mapped[float | None] = mapped_column(Float)
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Float)
+    defect_class: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    skipped_reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_shadow_results_slot_version", "slot", "candidate_version"),)
