@@ -166,3 +166,46 @@ class ShadowResultRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (Index("ix_shadow_results_slot_version", "slot", "candidate_version"),)
+
+
+class ModelVersionRow(Base):
+    """One model package registered for a recipe slot (lifecycle/registry.py).
+
+    `state` is candidate, shadow, live or retired; at most one version per slot is live.
+    `package_dir` is the registry's own verified copy, so a later edit of the source
+    folder cannot change what was registered.
+    """
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    slot: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    package_dir: Mapped[str] = mapped_column(String(1024))
+    source: Mapped[str] = mapped_column(String(1024))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (UniqueConstraint("slot", "version", name="uq_model_versions_slot_version"),)
+
+
+class ModelEventRow(Base):
+    """Lifecycle audit: who moved which version of a slot from what state to what, and why.
+
+    Append-only; the order of `id` is the order of the changes (rollback reads it).
+    """
+
+    __tablename__ = "model_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    slot: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
