@@ -379,9 +379,11 @@ def thresholds_cmd(
         str | None, typer.Option(help="manifest, or recipe (writes <recipe>-calibrated.yaml).")
     ] = None,
 ) -> None:
-    """Set review_at/fail_at from labelled data for a target escape rate (conformal)."""
+    """Set review_at/fail_at from labelled data for a target escape rate (conformal); refuses
+    images the model was fitted on."""
     from cellinspect.entities import Task
     from cellinspect.training.dataset import load_labelled
+    from cellinspect.training.fitted_images import refuse_fitted_overlap
     from cellinspect.training.scores import load_runner, score_dataset
     from cellinspect.training.split import load_split
     from cellinspect.training.threshold_files import write_to_manifest, write_to_recipe
@@ -396,6 +398,12 @@ def thresholds_cmd(
         if split is not None:
             data = load_split(split).subset(data, subset)
         runner = load_runner(model)
+        if not refuse_fitted_overlap(runner.manifest, data, model):
+            err_console.print(
+                f"[yellow]warning:[/] {model}: the manifest records no fitted images; "
+                "make sure these were not fitted on",
+                highlight=False,
+            )
         scored = score_dataset(runner, data, reader_for(recipe, roi))
         upper = 1.0 if runner.manifest.task is Task.CLASSIFICATION else None
         choice = choose_thresholds(

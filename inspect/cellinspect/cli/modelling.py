@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from cellinspect.cli import shadow
 from cellinspect.cli.support import (
     DEFAULT_RECIPE,
     BagsOpt,
@@ -31,6 +32,7 @@ from cellinspect.cli.support import (
     stage_progress,
     user_errors,
 )
+from cellinspect.cli.train import TargetEscapeOpt, TargetFalseRejectOpt, print_fitted_thresholds
 from cellinspect.errors import CellInspectError
 
 if TYPE_CHECKING:
@@ -58,15 +60,35 @@ def fit_anomaly_cmd(
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
     cross_fit: CrossFitOpt = None,
+    defects: Annotated[
+        Path | None,
+        typer.Option(
+            "--defects",
+            help="Folder of defective images, only to set review_at for --target-escape "
+            "(never fitted). Without it review_at is set for --target-false-reject.",
+        ),
+    ] = None,
+    calibration_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.05,
+            max=0.5,
+            help="Share of the good images kept apart (seeded by --seed) to set thresholds on.",
+        ),
+    ] = 0.2,
+    target_escape: TargetEscapeOpt = 0.01,
+    target_false_reject: TargetFalseRejectOpt = 0.05,
 ) -> None:
-    """Teach an anomaly detector from a folder of good parts (no torch needed)."""
+    """Teach an anomaly detector from a folder of good parts (no torch needed); thresholds are
+    set on good parts kept apart (and --defects)."""
     from cellinspect.training.anomaly_params import AnomalyFitParams
     from cellinspect.training.dataset import good_images
-    from cellinspect.training.fit_anomaly import fit_anomaly
+    from cellinspect.training.fit_calibration import CalibrationTargets, fit_anomaly_calibrated
 
     with user_errors():
         reader = reader_for(recipe, roi)
         dataset = good_images(good)
+        bad = good_images(defects) if defects is not None else None
         params = AnomalyFitParams(
             coreset_size=coreset,
             projection_dim=projection_dim or None,
@@ -79,22 +101,30 @@ def fit_anomaly_cmd(
             cross_fit=cross_fit,
         )
         with progress_bar() as progress:
-            rep = fit_anomaly(
+            fitted = fit_anomaly_calibrated(
                 dataset,
+                bad,
                 reader,
                 backbone,
                 out,
                 name or out.parent.name,
                 out.name,
                 params,
+                calibration_fraction,
+                CalibrationTargets(target_escape, target_false_reject),
                 stage_progress(progress),
             )
+    rep = fitted.report
     for path, reason in rep.skipped:
         err_console.print(f"skipped {path}: {reason}", highlight=False)
     console.print(
-        f"wrote {rep.model_path}: {rep.images_used} good images ({rep.bank_images} bank, "
-        f"{rep.holdout_images} held out), {rep.summary}"
+        f"wrote {rep.model_path}: fitted on {rep.images_used} good images ({rep.bank_images} "
+        f"bank, {rep.holdout_images} held out for the score scale), {rep.summary}"
     )
+    where = f"{fitted.calibration_good} good images kept apart"
+    if fitted.calibration_defects:
+        where += f" and {fitted.calibration_defects} from --defects"
+    print_fitted_thresholds(fitted.thresholds, where)
 
 
 def fit_classifier_cmd(
@@ -405,6 +435,7 @@ models_app = typer.Typer(
 models_app.command("list")(models)
 models_app.command("seal")(seal_cmd)
 models_app.command("keygen")(keygen_cmd)
+shadow.register(models_app)  # models shadow-report (cli/shadow.py)
 
 
 def register(app: typer.Typer) -> None:

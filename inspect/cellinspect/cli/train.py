@@ -31,6 +31,7 @@ from cellinspect.cli.support import (
 
 if TYPE_CHECKING:
     from cellinspect.training.evaluate import EvaluationReport
+    from cellinspect.training.thresholds import ThresholdChoice
 
 BACKBONE = Path("models/efficientnet-lite0/1/model.onnx")
 RecipeOpt = Annotated[
@@ -40,6 +41,54 @@ RoiOpt = Annotated[str | None, typer.Option("--roi", help="ROI of the recipe.")]
 SplitOpt = Annotated[
     Path | None, typer.Option("--split", help="split.json recorded beside a model.")
 ]
+TargetEscapeOpt = Annotated[
+    float,
+    typer.Option(
+        "--target-escape",
+        min=0.0001,
+        max=0.5,
+        help="Thresholds written: expected escape rate (defects passed) at most this, set on "
+        "images not fitted (all calibration defects caught when too few for it).",
+    ),
+]
+TargetFalseRejectOpt = Annotated[
+    float,
+    typer.Option(
+        "--target-false-reject",
+        min=0.0001,
+        max=0.5,
+        help="Without defective calibration images: review_at so that at most this share of "
+        "good parts is not passed (expected).",
+    ),
+]
+
+
+def print_fitted_thresholds(choice: ThresholdChoice, where: str) -> None:
+    """The thresholds a fitting command wrote, the rates expected from them, and why they may
+    be rough (too few calibration images)."""
+    table = Table(title=f"thresholds written, set on {where} ({choice.method})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    escape = (
+        "not measured"
+        if choice.n_defect == 0
+        else f"{choice.escape_rate_calibration:.4f} (target {choice.target_escape})"
+    )
+    for key, value in (
+        ("calibration images (good / defective)", f"{choice.n_good} / {choice.n_defect}"),
+        (
+            "review_at (PASS below) / fail_at (FAIL from)",
+            f"{choice.review_at:.6g} / {choice.fail_at:.6g}",
+        ),
+        ("guarantee", choice.guarantee),
+        ("escape rate on the calibration part", escape),
+        ("expected false-reject rate (good not passed)", f"{choice.false_reject_rate:.4f}"),
+        ("good parts failed outright", f"{choice.good_fail_rate:.4f}"),
+    ):
+        table.add_row(key, value)
+    console.print(table)
+    for warning in choice.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def report_table(rep: EvaluationReport) -> Table:
@@ -148,10 +197,14 @@ def train(
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
     cross_fit: CrossFitOpt = None,
+    target_escape: TargetEscapeOpt = 0.01,
+    target_false_reject: TargetFalseRejectOpt = 0.05,
 ) -> None:
-    """Train a classifier or anomaly detector on a recorded split; evaluate on its test part."""
+    """Train a classifier or anomaly detector on a recorded split, set its thresholds on the
+    val part, evaluate on the test part."""
     from cellinspect.errors import ConfigError
     from cellinspect.training.dataset import load_labelled
+    from cellinspect.training.fit_calibration import CalibrationTargets
     from cellinspect.training.train import Kind, Method, TrainPlan, train_model
 
     with user_errors():
@@ -173,6 +226,7 @@ def train(
                 groups=groups,
                 top_k=top_k,
                 cross_fit=cross_fit,
+                targets=CalibrationTargets(target_escape, target_false_reject),
             )
         except ValueError as err:
             raise ConfigError(
@@ -193,6 +247,7 @@ def train(
     for path, reason in res.skipped:
         err_console.print(f"skipped {path}: {reason}", highlight=False)
     console.print(f"split {res.split_path}: {json.dumps(res.split_counts)}")
+    print_fitted_thresholds(res.thresholds, "the val split")
     console.print(report_table(res.test))
     console.print(f"wrote {res.model_path}")
 

@@ -4,8 +4,10 @@ Good images are cut the way the station cuts them, run through the backbone's fe
 and their patches reduced to a greedy coreset bank (PatchCore) or to a Gaussian per patch
 position (`detector="gaussian"`, PaDiM-style, optionally one set per texture group). A fifth
 of the good images is held back to put the score on a scale where 1.0 is the worst held-out
-good part, so thresholds read the same for every station. The result is one ONNX graph plus
-its manifest.
+good part, so thresholds read the same for every station. Those held-out parts shape the score,
+so they count as fitted: the manifest records every image given here (fitted_images.py), and
+thresholds are calibrated on other images (fit_calibration.py). The result is one ONNX graph
+plus its manifest.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 from cellinspect.training.fit_gaussian import cross_fit_folds, fit_gaussian
+from cellinspect.training.fitted_images import RECORD_KEY, image_record
 
 F32 = npt.NDArray[np.float32]
 
@@ -290,7 +293,10 @@ def fit_anomaly(
     stage: Stage = no_stage,
     extra_provenance: dict[str, object] | None = None,
 ) -> AnomalyFitReport:
-    """Fit an anomaly detector on the good images of `dataset` and write it to `out_dir`."""
+    """Fit an anomaly detector on the good images of `dataset` and write it to `out_dir`.
+
+    Its thresholds are placeholders (1.0 / 1.15): `calibrate_fitted` sets them on images kept
+    apart."""
     params.check()
     backbone = load_manifest(backbone_path)
     good = dataset.with_labels(["good"])
@@ -376,6 +382,7 @@ def fit_anomaly(
                 "holdout_images": fitted.holdout_images,
                 "skipped": len(good.skipped),
             },
+            RECORD_KEY: image_record(good),
             "parameters": {
                 "detector": params.detector,
                 **fitted.parameters,

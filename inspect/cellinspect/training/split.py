@@ -139,3 +139,41 @@ def load_split(path: Path) -> Split:
 
 def split_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+CALIBRATION_FRACTION = 0.2  # share of a fitting command's good images kept apart to calibrate
+
+
+def calibration_split(
+    dataset: Dataset, fraction: float = CALIBRATION_FRACTION, seed: int = 0
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """(fit part, calibration part, record): each label shuffled with `seed`, `fraction` of it
+    (at least one image) kept apart so thresholds are never set on images the model fitted.
+
+    The record (seed, fraction, counts, sha256 of the sorted file list) goes into the manifest;
+    the same files and seed give the same parts.
+    """
+    if not 0 < fraction < 1:
+        raise DatasetError(f"calibration fraction must lie in (0, 1), got {fraction}")
+    by_label: dict[str, list[LabelledImage]] = defaultdict(list)
+    for item in sorted(dataset.items, key=lambda i: _key(dataset.root, i.path)):
+        by_label[item.label].append(item)
+    rng = np.random.default_rng(seed)
+    fit: list[LabelledImage] = []
+    calibrate: list[LabelledImage] = []
+    for label in sorted(by_label):
+        items = by_label[label]
+        n_cal = min(len(items) - 1, max(1, round(len(items) * fraction)))
+        order = rng.permutation(len(items))
+        calibrate.extend(items[i] for i in sorted(order[:n_cal]))
+        fit.extend(items[i] for i in sorted(order[n_cal:]))
+    files = "\n".join(sorted(_key(dataset.root, i.path) for i in dataset.items))
+    record = {
+        "seed": seed,
+        "fraction": fraction,
+        "fit_images": len(fit),
+        "calibration_images": len(calibrate),
+        "files_sha256": hashlib.sha256(files.encode()).hexdigest(),
+    }
+    skipped = list(dataset.skipped)
+    return Dataset(dataset.root, fit, skipped), Dataset(dataset.root, calibrate, []), record

@@ -16,12 +16,17 @@ every good part fails outright, anything between goes to a person. Both guarante
 calibration images are exchangeable with future parts (same line, same process), and hold for
 the score the decision rules use (see scores.py). Thresholds are rounded in the safe direction
 to six decimals (1.102473, never 1.1024729999999998), so manifests and recipes read cleanly.
+
+`default_thresholds` is what fitting commands write without being asked: it never refuses
+(an unreachable escape target falls back to catching every calibration defect; with no
+defects at all, review_at is set on the good parts for a false-reject target) and says in
+`warnings` why the figures are rough.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,9 +56,14 @@ class ThresholdChoice:
     review_rate: float  # all parts sent to REVIEW
     fail_rate: float  # all parts FAILed
     guarantee: str
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As JSON wants it: figures not measured (NaN, no defects) become None."""
+        return {
+            k: None if isinstance(v, float) and math.isnan(v) else v
+            for k, v in asdict(self).items()
+        }
 
 
 def crc_allowed(n: int, target: float) -> int:
@@ -160,4 +170,109 @@ def choose_thresholds(
         review_rate=reviewed / total,
         fail_rate=float((scores >= fail_at).sum()) / total,
         guarantee=guarantee,
+    )
+
+
+MIN_MEANINGFUL = 20  # fewer calibration images of a kind than this: the rates are rough
+
+
+def _rough(n_defect: int, n_good: int) -> list[str]:
+    """Warnings for calibration sets too small for their rates to mean much."""
+    out = []
+    if 0 < n_defect < MIN_MEANINGFUL:
+        out.append(
+            f"the escape rate rests on {n_defect} defective image(s) (fewer than "
+            f"{MIN_MEANINGFUL}): it is known only roughly"
+        )
+    if n_good < MIN_MEANINGFUL:
+        out.append(
+            f"the false-reject rates rest on {n_good} good image(s) (fewer than "
+            f"{MIN_MEANINGFUL}): they are known only roughly"
+        )
+    return out
+
+
+def _good_only(
+    good_desc: npt.NDArray[np.float64],
+    target_false_reject: float,
+    target_false_fail: float,
+    upper: float | None,
+) -> ThresholdChoice:
+    """No defects to calibrate on: review_at so that E(false-reject rate) <= target."""
+    m = int(good_desc.size)
+    warnings = ["no defective calibration images: the escape rate is not measured"]
+    kr = crc_allowed(m, target_false_reject)
+    if kr < 0:
+        warnings.append(
+            f"target false-reject {target_false_reject} needs at least "
+            f"{math.ceil(1 / target_false_reject - 1)} good calibration images, there are {m}: "
+            "review_at lies above all of them"
+        )
+    review_at = _grid_above(float(good_desc[max(kr, 0)]))
+    kg = crc_allowed(m, target_false_fail)
+    fail_at = max(_grid_above(float(good_desc[max(kg, 0)])), review_at)
+    if upper is not None:
+        fail_at = min(fail_at, upper)
+        review_at = min(review_at, fail_at)
+    flagged = float((good_desc >= review_at).mean())
+    failed = float((good_desc >= fail_at).mean())
+    return ThresholdChoice(
+        review_at=review_at,
+        fail_at=fail_at,
+        method="conformal, good parts only (false-reject target)",
+        target_escape=float("nan"),
+        alpha=None,
+        target_false_fail=target_false_fail,
+        n_defect=0,
+        n_good=m,
+        escapes_allowed=-1,
+        escape_rate_calibration=float("nan"),
+        escape_bound=float("nan"),
+        false_reject_rate=flagged,
+        good_fail_rate=failed,
+        review_rate=flagged - failed,
+        fail_rate=failed,
+        guarantee=f"E(false-reject rate) <= {(max(kr, 0) + 1) / (m + 1):.4f} "
+        f"(target {target_false_reject}); escape rate unknown",
+        warnings=tuple(warnings + _rough(0, m)),
+    )
+
+
+def default_thresholds(
+    scores: npt.NDArray[np.float64],
+    is_defect: npt.NDArray[np.bool_],
+    target_escape: float,
+    target_false_reject: float,
+    target_false_fail: float = 0.01,
+    upper: float | None = None,
+) -> ThresholdChoice:
+    """Thresholds a fitting command writes by itself: never refuses, warns instead (module doc)."""
+    if not 0 < target_false_reject < 1:
+        raise ModelError(f"target false-reject must lie in (0, 1), got {target_false_reject}")
+    n, m = int(is_defect.sum()), int((~is_defect).sum())
+    if m == 0:
+        raise ModelError(f"threshold calibration needs good images, got {m} good, {n} defective")
+    if n == 0:
+        good_desc = np.sort(scores)[::-1]
+        return _good_only(good_desc, target_false_reject, target_false_fail, upper)
+    warnings = []
+    effective = target_escape
+    if crc_allowed(n, target_escape) < 0:
+        effective = min(1.0 / (n + 1) + 1e-9, 0.999999)
+        warnings.append(
+            f"target escape {target_escape} needs at least {math.ceil(1 / target_escape - 1)} "
+            f"defective calibration images, there are {n}: review_at catches every one of them "
+            f"instead (E(escape rate) <= 1/(n+1) = {1 / (n + 1):.4f})"
+        )
+    choice = choose_thresholds(scores, is_defect, effective, None, target_false_fail, upper)
+    guarantee = choice.guarantee
+    if effective != target_escape:
+        guarantee = (
+            f"E(escape rate) <= {choice.escape_bound:.4f} (target {target_escape} unreachable)"
+        )
+    return replace(
+        choice,
+        target_escape=target_escape,
+        guarantee=guarantee,
+        warnings=tuple(warnings + _rough(n, m)),
     )

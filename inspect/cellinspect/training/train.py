@@ -1,14 +1,17 @@
-"""`cellinspect train`: split, fit (head, fine-tune or anomaly), evaluate on the test split.
+"""`cellinspect train`: split, fit (head, fine-tune or anomaly), calibrate thresholds on the
+val split, evaluate on the test split.
 
 One entry point so that every model version carries the same record: the split file beside the
 model (its hash in the manifest), data fingerprint and counts, parameters, the parent version,
-and the test-split metrics in provenance.metrics, which `cellinspect models` lists.
+the images it was fitted on (fitted_images.py), thresholds set on the val split (never fitted:
+the anomaly detector fits the train split's good images only, fine-tuning stops early on val but
+fits train) and the test-split metrics in provenance.metrics, which `cellinspect models` lists.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,10 @@ from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
 from cellinspect.training.fit_anomaly import fit_anomaly
+from cellinspect.training.fit_calibration import CalibrationTargets, calibrate_fitted
+from cellinspect.training.fitted_images import RECORD_KEY, image_record
 from cellinspect.training.split import SPLIT_FILE, load_split, make_split, save_split
+from cellinspect.training.thresholds import ThresholdChoice
 
 
 class Kind(enum.StrEnum):
@@ -51,6 +57,7 @@ class TrainPlan:
     groups: int = 1  # anomaly, gaussian: texture groups
     top_k: int = 1  # anomaly, gaussian: image score = mean of the k highest patch scores
     cross_fit: bool | None = None  # anomaly: None = on for gaussian (fit_anomaly)
+    targets: CalibrationTargets = field(default_factory=CalibrationTargets)  # set on val
 
     def anomaly_params(self) -> AnomalyFitParams:
         """What fit_anomaly gets for --kind anomaly, checked (so a bad mix fails up front)."""
@@ -75,6 +82,7 @@ class TrainResult:
     split_counts: dict[str, dict[str, int]]
     test: EvaluationReport
     skipped: list[tuple[str, str]]
+    thresholds: ThresholdChoice  # set on the val split
 
 
 def record_metrics(model_path: Path, metrics: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -101,7 +109,8 @@ def train_model(
     plan: TrainPlan = TrainPlan(),
     stage: Stage = no_stage,
 ) -> TrainResult:
-    """Fit on the train split (+ val for fine-tuning), evaluate on test, record everything."""
+    """Fit on the train split (fine-tuning stops early on val), set thresholds on val,
+    evaluate on test, record everything."""
     anomaly_params = plan.anomaly_params() if plan.kind is Kind.ANOMALY else None
     split = load_split(plan.split_file) if plan.split_file else None
     split = split or make_split(dataset, plan.seed, plan.fractions)
@@ -118,12 +127,14 @@ def train_model(
             "counts": split.counts(),
         },
     }
+    if anomaly_params is None:  # fit_anomaly records its own (the good images only)
+        extra[RECORD_KEY] = image_record(train)
     if anomaly_params is not None:
-        good_train = Dataset(train.root, [*train.items, *val.items])  # val unused for PatchCore
+        # Only train's good images: val is where the thresholds are set, so it stays unseen.
         model_path = fit_anomaly(
-            good_train, reader, backbone_path, out_dir, name, version, anomaly_params, stage, extra
+            train, reader, backbone_path, out_dir, name, version, anomaly_params, stage, extra
         ).model_path
-        skipped = good_train.skipped
+        skipped = train.skipped
     elif plan.method is Method.HEAD:
         from cellinspect.training.fit_classifier import ClassifierFitParams, fit_classifier
 
@@ -156,8 +167,10 @@ def train_model(
             train, val, reader, backbone_path, out_dir, name, version, params_ft, stage, extra
         ).model_path
         skipped = [*train.skipped, *val.skipped]
+    where = {"subset": "val", "split_sha256": split_hash}
+    choice = calibrate_fitted(model_path, val, reader, plan.targets, where, stage)
     report = evaluate_model(model_path, test, reader, stage=stage)
     report.subset = "test"
     record_metrics(model_path, {f"test_{k}": v for k, v in report.headline().items()}, {})
-    seen = dict.fromkeys((str(p), r) for p, r in [*skipped, *test.skipped])
-    return TrainResult(model_path, split_path, split.counts(), report, list(seen))
+    seen = dict.fromkeys((str(p), r) for p, r in [*skipped, *val.skipped, *test.skipped])
+    return TrainResult(model_path, split_path, split.counts(), report, list(seen), choice)
