@@ -16,6 +16,7 @@ Waits are bounded guards against a hang; nothing is asserted about how long anyt
 
 from __future__ import annotations
 
+import json
 import random
 import resource
 import sqlite3
@@ -33,6 +34,7 @@ from cellinspect.plc.sim_camera import rendered_catalog
 from cellinspect.settings import load_settings
 from cellinspect.storage.factory import open_store
 from cellinspect.storage.records import StoredResult
+from tests.servers.postgres import PostgresServer, postgres_fixture
 from tests.station.plc_loop import PlcLoop, restart_and_stop
 from tests.station.runner import StationProcess, stored_results
 from tests.station.test_run_plc import (
@@ -412,9 +414,64 @@ def test_deadline_overrun(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- database server
 
 
-@pytest.mark.skip(
-    reason="DB server down (PostgreSQL): not in this suite yet; tests/storage run on "
-    "PostgreSQL only with CELLINSPECT_TEST_PG_URL, and stopping a shared server is not safe"
-)
-def test_db_server_down() -> None:
-    raise AssertionError("unreachable")
+postgres = postgres_fixture("function")
+
+
+def wait_reads(loop: PlcLoop, count: int) -> None:
+    """Until the PLC has read `count` results (or its loop ended)."""
+    while len(loop.reads) < count and loop.is_alive():
+        loop.first_read.clear()
+        loop.first_read.wait(GUARD_S)
+
+
+def wait_store_state(proc: StationProcess, state: str) -> dict[str, Any]:
+    """The next status record whose store link is in `state`."""
+    while True:
+        status = proc.wait_for("status", timeout=GUARD_S)["status"]
+        if status["links"]["store"]["state"] == state:
+            return dict(status)
+
+
+def test_db_server_down(
+    tmp_path: Path, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The station stores into PostgreSQL (password in CELLINSPECT_DB_URL); the server is
+    crashed (`pg_ctl stop -m immediate`) while the PLC keeps triggering, then restarted. The
+    journal keeps every verdict meanwhile; the writer backs off and replays it once back."""
+    monkeypatch.setenv("CELLINSPECT_DB_URL", postgres.url_string(postgres.create_database()))
+    station = plc_station(tmp_path)
+    data = tmp_path / "data"
+    with StationProcess(station) as proc:
+        proc.wait_running()
+        loop = PlcLoop(proc.port("modbus"))
+        loop.start()
+        wait_reads(loop, 15)
+        postgres.stop("immediate")
+        before_stop = len(loop.reads)
+        outage = proc.wait_for(msg="result store unreachable", timeout=GUARD_S)
+        failing = wait_store_state(proc, "failing")
+        wait_reads(loop, before_stop + 40)  # parts judged with the server down
+        postgres.restart()
+        at_restart = len(loop.reads)
+        wait_store_state(proc, "ok")
+        wait_reads(loop, at_restart + 15)
+        loop.halt.set()
+        loop.join(timeout=GUARD_S)
+        code = proc.stop()
+        stopped = proc.stopped()["status"]
+        log_lines = [json.dumps(r) for r in proc.records] + proc.other_lines
+    assert loop.ended_by is None, loop.ended_by  # the PLC saw no error: nothing to clear
+    assert at_restart - before_stop >= 40
+    assert code == 0, "\n".join(log_lines[-40:])
+    assert outage["level"] == "error"
+    assert failing["links"]["store"]["deferred"] >= 1
+    store_link = stopped["links"]["store"]
+    assert (store_link["state"], store_link["dropped"], store_link["spilled"]) == ("ok", 0, 0)
+    assert store_link["replayed"] >= 1  # the parts judged while the server was down
+    assert stopped["results_lost"] == 0 and stopped["links"]["journal"]["pending"] == 0
+    assert not any(postgres.password in line for line in log_lines)  # no secret logged
+    assert not (data / "results.db").exists()  # every result went to the server
+    assert not any((data / "journal").glob("results-*.jsonl"))  # replayed and pruned
+    stored = stored_results(data)  # CELLINSPECT_DB_URL: read back from the server
+    assert len(stored) >= len(loop.reads)
+    assert_clean(loop.reads, stored)

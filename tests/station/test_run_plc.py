@@ -340,7 +340,14 @@ def test_plc_verdicts_match_the_store(tmp_path: Path) -> None:
         assert result.recipe_name == "flange-default"
         assert result.path == names.name(read.part_id)  # the part the PLC named was rendered
     assert stopped["parts"] == len(part_ids)
-    assert stopped["links"]["store"] == {"written": len(part_ids), "spilled": 0, "dropped": 0}
+    assert stopped["links"]["store"] == {
+        "state": "ok",
+        "written": len(part_ids),
+        "spilled": 0,
+        "dropped": 0,
+        "deferred": 0,
+        "replayed": 0,
+    }
 
 
 def test_recipe_select_over_modbus(tmp_path: Path) -> None:

@@ -71,7 +71,14 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
             links["camera"]["dropped"] = getattr(camera, "dropped", 0)
     if runtime.writer is not None:
         ws = runtime.writer.stats
-        links["store"] = {"written": ws.written, "spilled": ws.spilled, "dropped": ws.dropped}
+        links["store"] = {
+            "state": "failing" if ws.store_failing else "ok",
+            "written": ws.written,
+            "spilled": ws.spilled,
+            "dropped": ws.dropped,
+            "deferred": ws.deferred,  # left to the journal while the store failed
+            "replayed": ws.replayed,  # stored from the journal (start, catch-up, stop)
+        }
     if runtime.journal is not None:
         failing = iface is not None and iface.record_error is not None
         links["journal"] = {
