@@ -29,7 +29,7 @@ def test_upgrade_on_empty_file_reaches_head(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'new' / 'r.db'}")
     assert current_revision(engine) is None
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0002_station_id"
+    assert current_revision(engine) == head_revision() == "0004_shadow_results"
     tables = set(sa_inspect(engine).get_table_names())
     assert {"results", "result_models", "images", "reviews", "review_events"} <= tables
     engine.dispose()
@@ -162,7 +162,7 @@ def test_a_0001_database_with_rows_upgrades_in_place(tmp_path: Path) -> None:
         "review_events": 1,
     }
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0002_station_id"
+    assert current_revision(engine) == head_revision() == "0004_shadow_results"
     assert _counts(engine) == before
     indexes = {i["name"]: i["column_names"] for i in sa_inspect(engine).get_indexes("results")}
     assert indexes["ix_results_station_id"] == ["station_id"]
