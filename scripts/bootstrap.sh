@@ -30,6 +30,7 @@ if [ "$dev" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
   if [ "${#need[@]}" -gt 0 ]; then
     sudo_=""
     [ "$(id -u)" = 0 ] || sudo_="sudo"

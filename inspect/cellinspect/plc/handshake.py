@@ -491,6 +491,13 @@ class Handshake:
                 self._last_plc_heartbeat = self._clock()
 
     @property
+    def plc_heartbeat_age_s(self) -> float | None:
+        """Seconds since the PLC heartbeat last changed (or a client connected); None before."""
+        with self.image.lock:
+            last = self._last_plc_heartbeat
+        return None if last is None else self._clock() - last
+
+    @property
     def supervised(self) -> bool:
         """True once the watchdog is armed (a client connected or a heartbeat came)."""
         with self.image.lock:

@@ -294,12 +294,14 @@ class RobotClient:
         self.timeout_s = timeout_s
         self._sock: socket.socket | None = None
         self._reader: Any = None
+        self.connects = 0  # connections made (for metrics: the ones after the first reconnect)
 
     def connect(self) -> None:
         try:
             self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
         except OSError as err:
             raise RobotError(f"robot {self.host}:{self.port}: cannot connect: {err}") from err
+        self.connects += 1
         self._reader = self._sock.makefile("rb")
 
     def send(self, target: PickTarget) -> RobotAck:

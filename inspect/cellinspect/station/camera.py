@@ -112,6 +112,11 @@ class SourceCamera:
         return self.source.state
 
     @property
+    def reconnects(self) -> int:
+        """Reconnects of the source (a stream's; 0 for sources that do not reconnect)."""
+        return int(getattr(self.source, "reconnects", 0))
+
+    @property
     def last_error(self) -> str | None:
         return getattr(self.source, "last_error", None)
 

@@ -55,6 +55,11 @@ class RobotLink:
         self._client = RobotClient(host, port, timeout_s=timeout_s)
         self._thread = threading.Thread(target=self._loop, name="robot-link", daemon=True)
 
+    @property
+    def reconnects(self) -> int:
+        """Connections made after the first one (the robot or the network dropped one)."""
+        return max(0, self._client.connects - 1)
+
     def start(self) -> RobotLink:
         self._thread.start()
         return self
