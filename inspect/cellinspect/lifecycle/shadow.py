@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -41,6 +42,9 @@ from cellinspect.entities import Frame, InspectedFrame
 from cellinspect.errors import CellInspectError, ConfigError
 from cellinspect.lifecycle.shadow_store import ShadowRecord, ShadowStore
 from cellinspect.runtime.protocols import ImageInspector
+
+if TYPE_CHECKING:
+    from cellinspect.runtime.inspector import Inspector
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,20 @@ def candidate_recipe(recipe: Recipe, slot: str, model_dir: Path, where: str) -> 
     return recipe.model_copy(update={"models": models, "runtime": runtime})
 
 
+def candidate_inspector(
+    recipe_path: Path,
+    recipe: Recipe,
+    slot: str,
+    model_dir: Path,
+    trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
+) -> Inspector:
+    """The live recipe's inspector with the candidate in `slot` (sealed, signed if trusted)."""
+    from cellinspect.runtime.inspector import Inspector
+
+    shadow = candidate_recipe(recipe, slot, model_dir, str(recipe_path))
+    return Inspector.from_recipe(recipe_path, recipe=shadow, trusted_keys=trusted_keys)
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     frame: Frame
@@ -171,10 +189,7 @@ class ShadowRunner:
         queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> ShadowRunner:
         """Load the candidate (sealed, and signed when keys are trusted) into the live recipe."""
-        from cellinspect.runtime.inspector import Inspector
-
-        shadow = candidate_recipe(recipe, slot, model_dir, str(recipe_path))
-        inspector = Inspector.from_recipe(recipe_path, recipe=shadow, trusted_keys=trusted_keys)
+        inspector = candidate_inspector(recipe_path, recipe, slot, model_dir, trusted_keys)
         sha = next(r.ref.sha256 for r in inspector.runners if r.name == slot)
         return cls(slot, version, sha, inspector, store, queue_size=queue_size)
 
