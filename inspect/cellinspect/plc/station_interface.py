@@ -63,6 +63,8 @@ InspectorFactory = Callable[[], ImageInspector]
 OutcomeHook = Callable[[InspectedFrame, TriggerJob], None]
 RecipeHook = Callable[[int, ImageInspector, ImageInspector], None]
 """Called as hook(number, new inspector, old inspector) after a recipe switch."""
+ShadowHook = Callable[[Frame, InspectedFrame, float], None]
+"""Called as hook(frame, result as posted, part deadline) after the result went out."""
 
 
 STOP_JOIN_S = 30.0
@@ -162,10 +164,15 @@ class StationInterface:
         self._job_recorded = False  # the job thread's part has a recorded result
         # Told when results cannot be recorded (the station refuses triggers): OPC UA's Error.
         self.on_record_failed: Callable[[str], None] | None = None
+        # Told of every posted part (station/metrics.py): runs on the job thread, must be quick.
+        self.on_record: Callable[[StationRecord], None] | None = None
+        # A shadow candidate (lifecycle/shadow.py): gets each judged frame after it went out.
+        self.shadow: ShadowHook | None = None
         self._clock = clock
         self._preloaded: dict[int, SourceItem] = {}
         self._futures: dict[int, Future[InspectedFrame]] = {}
         self._pending_lock = threading.Lock()
+        self._swap_lock = threading.Lock()  # swap_inspector: between two parts
         self._idle = threading.Condition()
         self._in_flight = 0
         self.records: list[StationRecord] = []
@@ -342,11 +349,12 @@ class StationInterface:
             self._finish(job, inspected, inspect_ms=None, dropped=True, deadline=deadline)
             return
         assert self._executor is not None, "station not started"
-        inspector = self.inspector
-        started = self._clock()
-        future: Future[InspectedFrame] = self._executor.submit(
-            _inspect_frame, inspector, item, job.part_id, job.encoder
-        )
+        with self._swap_lock:  # a model swap waits for this part to be submitted
+            inspector = self.inspector
+            started = self._clock()
+            future: Future[InspectedFrame] = self._executor.submit(
+                _inspect_frame, inspector, item, job.part_id, job.encoder
+            )
         try:
             inspected = future.result(timeout=max(0.0, deadline - self._clock()))
         except FutureTimeout:
@@ -374,10 +382,11 @@ class StationInterface:
             )
             self._resolve(job, late)
             self._emit(late, job)
+            self._offer_shadow(item, late, deadline)
             return
         except Exception as err:
             inspected = self._fail_safe(item, f"inspector raised {type(err).__name__}: {err}")
-        self._finish(job, inspected, (self._clock() - started) * 1000.0, False, deadline)
+        self._finish(job, inspected, (self._clock() - started) * 1000.0, False, deadline, item)
 
     def _finish(
         self,
@@ -386,6 +395,7 @@ class StationInterface:
         inspect_ms: float | None,
         dropped: bool,
         deadline: float,
+        frame: Frame | None = None,
     ) -> None:
         now = self._clock()
         inspected = self.stamp(inspected)
@@ -401,6 +411,7 @@ class StationInterface:
             )
             self._resolve(job, late)
             self._emit(late, job)
+            self._offer_shadow(frame, late, deadline)
             return
         result = inspected.result
         code = ResultCode.from_verdict(result.verdict)
@@ -429,6 +440,17 @@ class StationInterface:
         self._emit(inspected, job)
         if target is not None:
             self._emit(target, job)
+        self._offer_shadow(frame, inspected, deadline)
+
+    def _offer_shadow(self, frame: Frame | None, posted: InspectedFrame, deadline: float) -> None:
+        """After the verdict went out: the same frame to a shadow candidate, if one is set."""
+        shadow = self.shadow
+        if shadow is None or frame is None:
+            return
+        try:
+            shadow(frame, posted, deadline)
+        except Exception:  # a shadow must never disturb the job path
+            log.exception("station: shadow hook failed for part %d", posted.result.part_id or 0)
 
     # ------------------------------------------------------------------ durability
 
@@ -574,6 +596,17 @@ class StationInterface:
             self._futures[job.acquisition_id] = future
         return future
 
+    @property
+    def dispatch_depth(self) -> int:
+        """Results and targets queued for, or being handed to, the store, robot and OPC UA."""
+        return self._dispatch.unfinished_tasks
+
+    @property
+    def in_flight(self) -> int:
+        """Accepted jobs not finished yet."""
+        with self._idle:
+            return self._in_flight
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until no job is queued or running and every result has been dispatched."""
         end = self._clock() + timeout
@@ -613,6 +646,11 @@ class StationInterface:
         )
         with self._records_lock:
             self.records.append(rec)
+        if self.on_record is not None:
+            try:
+                self.on_record(rec)
+            except Exception:  # metrics must never disturb the job path
+                log.exception("station: record hook failed for part %d", job.part_id)
 
     def _on_missed(self, missed: MissedTrigger) -> None:
         """Runs under the image lock: a missed PLC trigger becomes a fail-safe row to store."""
@@ -686,6 +724,20 @@ class StationInterface:
         error, recipe = self._switch_recipe(number)
         self.handshake.complete_command(error, recipe=recipe)
         return error
+
+    def swap_inspector(self, new: ImageInspector, timeout_s: float = 60.0) -> ImageInspector:
+        """Put `new` (loaded and warmed) in place between two parts; returns the old one.
+
+        Parts submitted before the swap finish on the old inspector (one executor thread, in
+        order); this returns once they have, so the caller may close the old one. Unlike a
+        recipe select it needs no idle station: no part waits and none is refused.
+        """
+        with self._swap_lock:
+            old, self.inspector = self.inspector, new
+            barrier = self._executor.submit(lambda: None) if self._executor else None
+        if barrier is not None:
+            barrier.result(timeout=timeout_s)
+        return old
 
     def _switch_recipe(self, number: int) -> tuple[ErrorCode, int | None]:
         """Load recipe `number` from the catalog; on any failure the old one stays live."""
