@@ -20,6 +20,7 @@ from cellinspect.api.routers import (
     export,
     health,
     inspections,
+    lifecycle,
     me,
     results,
     review_page,
@@ -129,6 +130,7 @@ def create_app(
         health,
         me,
         shadow,
+        lifecycle,
         review_page,
         api_docs,
     ):

@@ -27,11 +27,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellinspect.config import SourceConfig, SyntheticSource
 from cellinspect.entities import FrameFailure, InspectedFrame, SourceItem, Verdict
 from cellinspect.errors import ConfigError
+from cellinspect.health.monitor import HealthMonitor
 from cellinspect.inference.manifest import load_public_keys
 from cellinspect.plc.handshake import TriggerJob
 from cellinspect.plc.register_image import RegisterImage
@@ -44,13 +46,19 @@ from cellinspect.plc.station_interface import (
     StationInterface,
 )
 from cellinspect.runtime.protocols import ImageInspector
+from cellinspect.health import station_link as health_link
 from cellinspect.station.camera import LIVE_SOURCE_TYPES, SourceCamera
 from cellinspect.station.catalog import RecipeCatalog
 from cellinspect.station.config import StationFile, TriggerMode
+from cellinspect.station.metrics import StationMetrics
 from cellinspect.station.robot_link import RobotLink
 
 if TYPE_CHECKING:
     from cellinspect.api.server import ApiServerThread
+    from cellinspect.api.services import ApiServices
+    from cellinspect.config import Recipe
+    from cellinspect.lifecycle.registry import ModelRegistry
+    from cellinspect.lifecycle.shadow import ShadowRunner
     from cellinspect.plc.modbus_adapter import ModbusServer
     from cellinspect.plc.opcua_server import VisionOpcUaServer
     from cellinspect.runtime.inspector import Inspector
@@ -166,6 +174,8 @@ class StationRuntime:
         self._plane = plane
         self.camera: TriggeredCamera | None = None
         self.counts = StationCounts()
+        self.health = HealthMonitor(station.health)  # camera health, score drift (health/)
+        self.metrics = StationMetrics(self)  # served by the API's GET /metrics
         self.stop_requested = threading.Event()
         self.source_ended = threading.Event()
         self.started_mono = 0.0
@@ -186,6 +196,11 @@ class StationRuntime:
         self._pending_camera: TriggeredCamera | None = None
         self._stopped = False
         self._trigger_lock = threading.Lock()
+        self.shadow: ShadowRunner | None = None  # a candidate model judging beside the live one
+        # slot -> model.onnx of its live registry version (lifecycle/), over the recipe's path
+        self.live_models: dict[str, Path] = {}
+        self._swap_models = threading.Lock()
+        self._shadow_lock = threading.Lock()
 
     # ------------------------------------------------------------------ accessors
 
@@ -218,9 +233,10 @@ class StationRuntime:
 
     def _start(self) -> None:
         entry = self.catalog[self.active_recipe]
-        inspector = self._new_inspector(self.active_recipe)
         if self.station.store.enabled:
             self._open_store()
+            self._load_live_models()
+        inspector = self._new_inspector(self.active_recipe)
         self.camera = self._injected_camera or self._open_camera(entry.recipe.source)
         st = self.station
         self._interface = StationInterface(
@@ -248,6 +264,8 @@ class StationRuntime:
             record=self._record if self.journal is not None else None,
             probe=self.journal.probe if self.journal is not None else None,
         )
+        self.interface.on_record = self.metrics.record
+        health_link.attach(self)
         if st.modbus.enabled:
             self._start_modbus()
         if st.robot.enabled:
@@ -279,16 +297,61 @@ class StationRuntime:
             return self._inspector_factory(number)
         return self._load_inspector(number)
 
-    def _load_inspector(self, number: int) -> Inspector:
+    def _load_inspector(
+        self, number: int, overrides: Mapping[str, Path] | None = None
+    ) -> Inspector:
         from cellinspect.runtime.inspector import Inspector
 
         entry = self.catalog[number]
         return Inspector.from_recipe(
             entry.path,
             make_overlays=self.make_overlays,
-            recipe=entry.recipe,
+            recipe=self._with_live_models(entry.recipe, overrides or self.live_models),
             trusted_keys=self.trusted_model_keys,
         )
+
+    # ------------------------------------------------------------------ model lifecycle
+
+    def model_registry(self) -> ModelRegistry:
+        """The registry of model versions in this station's store (lifecycle/registry.py)."""
+        from cellinspect.lifecycle.promotion import registry_for
+
+        if self.store is None or self.settings is None:
+            raise ConfigError(f"{self.where}: the model registry needs store.enabled")
+        return registry_for(self.store.engine, self.settings.data_dir)
+
+    def _load_live_models(self) -> None:
+        """Each slot of the live recipe runs its registry's live version (the recipe's own
+        model is registered as the first one of an empty slot)."""
+        registry = self.model_registry()
+        for model in self.catalog[self.active_recipe].recipe.models:
+            registry.ensure_live(model.name, model.path)
+        self.live_models = {s: v.model_file for s, v in registry.live_models().items()}
+
+    @staticmethod
+    def _with_live_models(recipe: Recipe, live: Mapping[str, Path]) -> Recipe:
+        models = [
+            m.model_copy(update={"path": live[m.name]}) if m.name in live else m
+            for m in recipe.models
+        ]
+        return recipe.model_copy(update={"models": models})
+
+    def model_slots(self) -> list[str]:
+        """The model slots of the live recipe."""
+        return [m.name for m in self.catalog[self.active_recipe].recipe.models]
+
+    def swap_model(self, slot: str, model_file: Path) -> None:
+        """Hot swap: the live recipe with `slot` read from `model_file`, loaded and warmed,
+        replaces the running inspector between two parts; raises with nothing changed."""
+        with self._swap_models:
+            live = {**self.live_models, slot: model_file}
+            new = self._load_inspector(self.active_recipe, live)
+            old = self.interface.swap_inspector(new)
+            self.live_models = live
+            log.info("station: model slot %s now runs %s", slot, model_file.parent)
+            close = getattr(old, "close", None)
+            if close is not None:
+                close()
 
     def _open_store(self) -> None:
         from cellinspect.api.app import make_writer
@@ -358,6 +421,7 @@ class StationRuntime:
         """A Modbus client connected (the adapter logs it): the PLC heartbeat is supervised."""
         del host
         self.interface.handshake.plc_connected()
+        self.metrics.plc_connected()
 
     def _start_opcua(self) -> None:
         from cellinspect.station.opcua_link import start_opcua
@@ -381,6 +445,8 @@ class StationRuntime:
             writer=self.writer,
             station=self,
         )
+        services: ApiServices = app.state.services
+        self.metrics.register(services.metrics.registry)  # GET /metrics serves the station's
         cfg = self.station.api
         self.api = ApiServerThread(app, cfg.host, cfg.port, allow_remote=cfg.allow_remote).start()
         log.info("API and review page on %s/review", self.api.url)
@@ -423,6 +489,13 @@ class StationRuntime:
             if isinstance(previous, SourceCamera):
                 previous.close()
         self.active_recipe = number
+        health_link.recipe_live(self, number, new)
+        if self.shadow is not None:
+            log.warning(
+                "shadow %s: cleared, the recipe it was built for is no longer live",
+                self.shadow.slot,
+            )
+            self.clear_shadow()
         if self.opcua is not None:
             from cellinspect.station.opcua_link import recipe_went_live
 
@@ -430,6 +503,47 @@ class StationRuntime:
         close = getattr(old, "close", None)
         if close is not None:
             close()
+
+    # ------------------------------------------------------------------ shadow runs
+
+    def set_shadow(
+        self, slot: str, model_dir: Path, version: str, *, queue_size: int | None = None
+    ) -> None:
+        """Judge every posted part again with `model_dir` in the live recipe's `slot`.
+
+        The candidate's verdicts go to `shadow_results` only (lifecycle/shadow.py); a shadow
+        set before replaces the old one. Raises (nothing changed) when it cannot load.
+        """
+        from cellinspect.lifecycle.shadow import DEFAULT_QUEUE_SIZE, ShadowRunner
+        from cellinspect.lifecycle.shadow_store import ShadowStore
+
+        if self.store is None:
+            raise ConfigError(f"{self.where}: shadow runs need store.enabled (rows are stored)")
+        entry = self.catalog[self.active_recipe]
+        runner = ShadowRunner.build(
+            entry.path,
+            entry.recipe,
+            slot,
+            model_dir,
+            version,
+            ShadowStore(self.store.engine),
+            trusted_keys=self.trusted_model_keys,
+            queue_size=queue_size or DEFAULT_QUEUE_SIZE,
+        ).start()
+        with self._shadow_lock:
+            old, self.shadow = self.shadow, runner
+            self.interface.shadow = runner.offer
+        if old is not None:
+            old.close()
+
+    def clear_shadow(self) -> None:
+        """Stop the shadow run (queued frames are recorded as skipped); no-op without one."""
+        with self._shadow_lock:
+            old, self.shadow = self.shadow, None
+            if self._interface is not None:
+                self._interface.shadow = None
+        if old is not None:
+            old.close()
 
     def select_recipe(self, number: int) -> ErrorCode:
         """API / OPC UA recipe select: same rules and codes as the PLC's command 1."""
@@ -561,6 +675,7 @@ class StationRuntime:
         error = iface.handshake.active_error if iface is not None else None
         if error is not None and error is not ErrorCode.RECORD_FAILED:
             out.append(f"{error.name}: PLC interface in its safe state, triggers refused")
+        out.extend(self.health.alarm_lines())
         return out
 
     def _on_result(self, inspected: InspectedFrame) -> None:
@@ -568,10 +683,18 @@ class StationRuntime:
             self.writer.submit(inspected)
         if self.extra_on_result is not None:
             self.extra_on_result(inspected)
+        try:
+            self.metrics.result(inspected)
+        except Exception:  # metrics must never cost a result
+            log.exception("station: metrics for result %s failed", inspected.result.result_id)
 
     def _on_outcome(self, inspected: InspectedFrame, job: TriggerJob) -> None:
         now = time.monotonic()
         self.counts.add(inspected, (now - job.accepted_mono) * 1000.0, now)
+        try:
+            self.health.observe(inspected)
+        except Exception:  # health must never cost a result
+            log.exception("station: health for result %s failed", inspected.result.result_id)
         if self.opcua is not None and job.origin != "opcua":
             self.opcua.publish_result(inspected)
 
@@ -606,6 +729,7 @@ class StationRuntime:
             iface.stop()
         for step, action in (
             ("camera", self._close_camera),
+            ("shadow", self.clear_shadow),
             ("robot", self.robot.close if self.robot else None),
             ("store writer", self.writer.close if self.writer else None),
             ("journal", self.journal.close if self.journal else None),
