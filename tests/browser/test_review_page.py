@@ -31,9 +31,11 @@ def selected_id(page: Any) -> str:
 
 
 def sign_in(page: Any, token: str) -> None:
+    """Sign out, then sign in through the form with `token`."""
+    page.click("#sign-out")
     page.fill("#token", token)
-    page.keyboard.press("Escape")  # leave the field: keys go to the page again (and sign in)
-    page.wait_for_selector('body[data-loading="0"]')  # the gallery for this token is in
+    page.press("#token", "Enter")
+    page.wait_for_selector('body[data-loading="0"]')  # /me answered (and the gallery is in)
 
 
 def images_loaded(page: Any) -> None:
@@ -121,22 +123,23 @@ def test_arrow_keys_move_and_stop_at_the_ends(page: Any) -> None:
     assert selected_id(page) == "r000001"
 
 
-def test_without_token_nothing_shows_and_nothing_changes(page: Any, store: SqlResultStore) -> None:
-    sign_in(page, "")
-    expect(page.locator("#status")).to_contain_text("type your API token to see results")
+def test_signed_out_nothing_shows_and_nothing_changes(page: Any, store: SqlResultStore) -> None:
+    page.click("#sign-out")
+    expect(page.locator("#signin")).to_be_visible()
     expect(page.locator("#whoami")).to_have_text("not signed in")
-    page.keyboard.press("f")
-    expect(page.locator("#status")).to_contain_text("token")
+    expect(page.locator("#gallery .card")).to_have_count(0)
     assert page.evaluate("document.activeElement.id") == "token"
+    page.keyboard.press("f")  # typed into the token field, not a shortcut
+    assert page.input_value("#token") == "f"
     assert store.get("r000005").review is None
 
 
 def test_a_wrong_token_is_reported(page: Any, store: SqlResultStore) -> None:
     sign_in(page, "wrong")
+    expect(page.locator("#signin-error")).to_contain_text("invalid API token")
     expect(page.locator("#status")).to_contain_text("invalid API token")
     expect(page.locator("#whoami")).to_have_text("token not accepted")
-    page.keyboard.press("f")
-    expect(page.locator("#status")).to_contain_text("invalid API token")
+    expect(page.locator("#gallery .card")).to_have_count(0)
     assert store.get("r000005").review is None
 
 

@@ -1,12 +1,17 @@
 // cellinspect review page: gallery of results to review, keyboard-first labelling.
-// Every request carries the token from the token field in its Authorization header (never in
-// a URL): images are fetched and shown from blob: URLs, live events read from a fetch stream.
-// The reviewer is the token's user, shown next to the field. Plain browser JavaScript, no build step. Text from the server is only ever set through
+// The page asks for the user's API token once (sign-in form), keeps it in sessionStorage for
+// this tab and sends it in the Authorization header of every request (never in a URL): images
+// are fetched and shown from blob: URLs, live events read from a fetch stream. The reviewer is
+// the token's user (GET /me); the server records it, the page has no name field. Plain browser
+// JavaScript, no build step, nothing from a CDN. Text from the server is only ever set through
 // textContent (never innerHTML), so reasons and class names cannot inject markup.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  const TOKEN_KEY = "cellinspect.token";
+  const UNDO_KEY = "cellinspect.undo";
+  const SORTS = ["newest", "oldest", "score-desc", "score-asc"];
   const state = {
     items: [],          // results shown, in gallery order
     index: -1,          // selected position in items
@@ -14,10 +19,10 @@
     classes: [],        // defect classes for keys 1-9
     picked: null,       // class picked with 1-9 for the selected result
     showOverlay: true,
-    busy: false,
     me: null,           // GET /me for the current token
   };
   const blobs = new Map();  // image URL -> blob: URL, fetched once with the token
+  let queue = Promise.resolve();  // labels and undos, one after the other in key order
   let live = null;          // AbortController of the events stream
 
   // ------------------------------------------------------------------ helpers
@@ -34,9 +39,15 @@
     return node;
   }
 
+  // A span whose text may be cut by CSS (ellipsis): the full text is its tooltip.
+  function clipped(className, text) {
+    return el("span", { class: className, text, title: text });
+  }
+
   function status(message, isError = false) {
     const s = $("status");
     s.textContent = message;
+    s.title = message;
     s.classList.toggle("error", isError);
   }
 
@@ -44,12 +55,12 @@
     return score === null || score === undefined ? "–" : Number(score).toFixed(3);
   }
 
-  function token() { return sessionStorage.getItem("cellinspect.token") || ""; }
-  function authHeaders() { return token() ? { Authorization: `Bearer ${token()}` } : {}; }
+  function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+  function authHeaders(tok = token()) { return tok ? { Authorization: `Bearer ${tok}` } : {}; }
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  async function api(path, options = {}) {
-    const headers = { ...(options.headers || {}), ...authHeaders() };
+  async function api(path, options = {}, tok = token()) {
+    const headers = { ...(options.headers || {}), ...authHeaders(tok) };
     const response = await fetch(path, { ...options, headers });
     let body = null;
     const type = response.headers.get("content-type") || "";
@@ -83,7 +94,7 @@
       const select = $("f-class");
       const current = select.value;
       select.replaceChildren(el("option", { value: "", text: "any" }));
-      for (const c of body.classes) select.append(el("option", { value: c, text: c }));
+      for (const c of body.classes) select.append(el("option", { value: c, text: c, title: c }));
       select.value = current;
     } catch (err) {
       status(`cannot load defect classes: ${err.message}`, true);
@@ -98,23 +109,61 @@
     status("loading…");
     try {
       const page = await api(`/results?${q}`);
+      const keep = reset ? null : selectedId();
       if (reset) {
         state.items = [];
         state.index = -1;
       }
       state.items.push(...page.items);
       state.cursor = page.next_cursor;
+      sortItems(keep);
       renderGallery();
       if (state.index < 0 && state.items.length) select(0);
       else if (!state.items.length) renderDetail();
       $("more").hidden = !state.cursor;
       status(`${state.items.length} result(s)${state.cursor ? ", more available (m)" : ""}`);
     } catch (err) {
-      if (err.status === 401 && !token()) status("type your API token to see results (saved for this tab)", true);
-      else status(`cannot load results: ${err.message}`, true);
+      status(`cannot load results: ${err.message}`, true);
     } finally {
       document.body.dataset.loading = "0";
     }
+  }
+
+  // ------------------------------------------------------------------ sorting
+
+  const time = (item) => Date.parse(item.captured_wall) || 0;
+  const byNewest = (a, b) => time(b) - time(a) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+  function byScore(direction) {
+    return (a, b) => {
+      const sa = a.score ?? null;
+      const sb = b.score ?? null;
+      if (sa === null || sb === null) return (sa === null) - (sb === null) || byNewest(a, b);
+      return direction * (sa - sb) || byNewest(a, b);
+    };
+  }
+  const COMPARE = {
+    newest: byNewest,
+    oldest: (a, b) => -byNewest(a, b),
+    "score-desc": byScore(-1),
+    "score-asc": byScore(1),
+  };
+
+  function selectedId() {
+    const item = state.items[state.index];
+    return item ? item.id : null;
+  }
+
+  // Sorts the loaded results (the API pages newest first); the selection stays on its result.
+  function sortItems(keepId = selectedId()) {
+    state.items.sort(COMPARE[$("sort").value] || byNewest);
+    document.body.dataset.sort = $("sort").value;
+    if (keepId !== null) state.index = state.items.findIndex((i) => i.id === keepId);
+  }
+
+  function resort() {
+    sortItems();
+    renderGallery();
+    status(`${state.items.length} loaded result(s) sorted: ${$("sort").selectedOptions[0].textContent}`);
   }
 
   // ------------------------------------------------------------------ rendering
@@ -123,26 +172,23 @@
     return item.overlay_url || item.image_url || "";
   }
 
-  function card(item, position) {
+  function labelText(review) {
+    return review.label === "good" ? "false reject" : `defect: ${review.defect_class}`;
+  }
+
+  function card(item) {
     const review = item.review;
     const badges = el("div", { class: "row" }, [
       el("span", { class: `badge ${item.verdict}`, text: item.verdict }),
-      el("span", { text: item.defect_class || "" }),
-      el("span", { text: fmtScore(item.score) }),
+      clipped("cls", item.defect_class || ""),
+      el("span", { class: "score", text: fmtScore(item.score) }),
     ]);
     const meta = el("div", { class: "meta" }, [
       badges,
-      el("span", { class: "id", text: item.id }),
-      el("span", { class: "reason", text: item.reasons.join("; ") }),
+      clipped("id", item.id),
+      clipped("reason", item.reasons.join("; ")),
     ]);
-    if (review) {
-      meta.append(
-        el("span", {
-          class: `badge label-${review.label}`,
-          text: review.label === "good" ? "false reject" : `defect: ${review.defect_class}`,
-        }),
-      );
-    }
+    if (review) meta.append(clipped(`badge label-badge label-${review.label}`, labelText(review)));
     const img = el("img", { alt: `result ${item.id}` });
     showImage(img, thumbUrl(item));
     const node = el(
@@ -151,18 +197,25 @@
         class: `card${review ? " reviewed" : ""}`,
         role: "option",
         "data-id": item.id,
+        "data-score": item.score === null || item.score === undefined ? "" : String(item.score),
         "data-review-label": review ? review.label : "",
       },
       [img, meta],
     );
-    node.addEventListener("click", () => select(position));
+    node.addEventListener("click", () => select(state.items.indexOf(item)));
     return node;
   }
 
   function renderGallery() {
     const gallery = $("gallery");
-    gallery.replaceChildren(...state.items.map((item, i) => card(item, i)));
+    gallery.replaceChildren(...state.items.map((item) => card(item)));
     if (!state.items.length) gallery.append(el("p", { class: "empty", text: "Nothing to review with these filters." }));
+    markSelected();
+  }
+
+  function rerenderCard(item) {
+    const node = $("gallery").querySelector(`.card[data-id="${CSS.escape(item.id)}"]`);
+    if (node) node.replaceWith(card(item));
     markSelected();
   }
 
@@ -180,7 +233,7 @@
     const box = $("classes");
     box.replaceChildren(
       ...state.classes.map((c, i) => {
-        const b = el("button", { type: "button", text: `${i + 1} ${c}`, "data-class": c });
+        const b = el("button", { type: "button", text: `${i + 1} ${c}`, title: c, "data-class": c });
         if (state.picked === c) b.classList.add("picked");
         b.addEventListener("click", () => pick(i));
         return b;
@@ -195,11 +248,13 @@
     if (!item) return;
     const src = state.showOverlay ? thumbUrl(item) : item.image_url || thumbUrl(item);
     const img = $("detail-image");
+    zoom.expect(item.id);
     showImage(img, src);
     img.alt = `result ${item.id}`;
     $("show-overlay").classList.toggle("on", state.showOverlay);
     $("show-image").classList.toggle("on", !state.showOverlay);
     $("detail-title").textContent = item.id;
+    const r = item.review;
     const facts = [
       ["verdict", item.verdict],
       ["class", item.defect_class || "–"],
@@ -207,12 +262,12 @@
       ["part id", item.part_id ?? "–"],
       ["captured", new Date(item.captured_wall).toLocaleString()],
       ["models", item.models.map((m) => `${m.name}@${m.version}`).join(", ") || "–"],
-      ["review", item.review ? `${item.review.label}${item.review.defect_class ? " / " + item.review.defect_class : ""} by ${item.review.reviewer} (rev ${item.review.revision})` : "not yet"],
+      ["review", r ? `${r.label}${r.defect_class ? " / " + r.defect_class : ""} by ${r.reviewer} (rev ${r.revision})` : "not yet"],
     ];
     $("detail-facts").replaceChildren(
-      ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]),
+      ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v), "data-fact": k })]),
     );
-    $("detail-reasons").replaceChildren(...item.reasons.map((r) => el("li", { text: r })));
+    $("detail-reasons").replaceChildren(...item.reasons.map((reason) => el("li", { text: reason })));
     renderClasses();
   }
 
@@ -236,24 +291,136 @@
     status(`class picked: ${c}`);
   }
 
+  // ------------------------------------------------------------------ zoom and pan
+
+  // The detail image is placed with one transform (translate + scale, in image pixels) inside
+  // a fixed box: "fit" shows it whole; wheel, +/- and 1:1 zoom about a point, dragging pans.
+  const zoom = (() => {
+    const box = $("zoom");
+    const img = $("detail-image");
+    let s = 1, x = 0, y = 0, fit = 1, forId = null, shownId = null, dims = "";
+
+    function limits() { return [Math.min(fit, 1), Math.max(fit * 16, 8)]; }
+
+    function clamp() {
+      const w = img.naturalWidth * s, h = img.naturalHeight * s;
+      const bw = box.clientWidth, bh = box.clientHeight;
+      x = w <= bw ? (bw - w) / 2 : Math.min(0, Math.max(bw - w, x));
+      y = h <= bh ? (bh - h) / 2 : Math.min(0, Math.max(bh - h, y));
+    }
+
+    function apply() {
+      clamp();
+      img.style.transform = `translate(${x}px, ${y}px) scale(${s})`;
+      const fitted = Math.abs(s - fit) < 1e-6;
+      box.classList.toggle("zoomed", !fitted);
+      box.dataset.scale = String(s);
+      $("zoom-level").textContent = fitted ? "fit" : `${Math.round(s * 100)}%`;
+    }
+
+    function toFit() {
+      if (!img.naturalWidth) return;
+      fit = Math.min(box.clientWidth / img.naturalWidth, box.clientHeight / img.naturalHeight) || 1;
+      s = fit;
+      apply();
+    }
+
+    function at(factor, px = box.clientWidth / 2, py = box.clientHeight / 2) {
+      if (!img.naturalWidth) return;
+      const [lo, hi] = limits();
+      const next = Math.min(hi, Math.max(lo, s * factor));
+      x = px - ((px - x) * next) / s;
+      y = py - ((py - y) * next) / s;
+      s = next;
+      apply();
+    }
+
+    img.addEventListener("load", () => {
+      const now = `${img.naturalWidth}x${img.naturalHeight}`;
+      // Overlay and image of one result share a size: switching keeps the zoomed-in spot.
+      if (forId === shownId && now === dims) { apply(); return; }
+      shownId = forId;
+      dims = now;
+      toFit();
+    });
+    box.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const r = box.getBoundingClientRect();
+      at(Math.exp(-e.deltaY * 0.0015), e.clientX - r.left, e.clientY - r.top);
+    }, { passive: false });
+    let drag = null;
+    box.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0) return;
+      drag = { px: e.clientX, py: e.clientY, x, y };
+      box.setPointerCapture(e.pointerId);
+      box.classList.add("panning");
+    });
+    box.addEventListener("pointermove", (e) => {
+      if (!drag) return;
+      x = drag.x + e.clientX - drag.px;
+      y = drag.y + e.clientY - drag.py;
+      apply();
+    });
+    const stop = () => { drag = null; box.classList.remove("panning"); };
+    box.addEventListener("pointerup", stop);
+    box.addEventListener("pointercancel", stop);
+    box.addEventListener("dblclick", (e) => {
+      const r = box.getBoundingClientRect();
+      if (Math.abs(s - fit) < 1e-6) at(2.5, e.clientX - r.left, e.clientY - r.top);
+      else toFit();
+    });
+    window.addEventListener("resize", () => { if (img.naturalWidth) toFit(); });
+
+    return {
+      expect(id) { forId = id; },
+      in() { at(1.5); },
+      out() { at(1 / 1.5); },
+      full() { at(1 / s); },
+      fit: toFit,
+    };
+  })();
+
   // ------------------------------------------------------------------ reviewing
+
+  // Runs label and undo requests one at a time in the order asked: a key pressed while a save
+  // is on its way is not lost, and an undo never overtakes the label it takes back.
+  function serially(task) {
+    const run = queue.then(task);
+    queue = run.catch(() => {});
+    return run;
+  }
+
+  function undoStack() {
+    try { return JSON.parse(sessionStorage.getItem(UNDO_KEY) || "[]"); } catch (err) { return []; }
+  }
+
+  function saveUndo(stack) {
+    sessionStorage.setItem(UNDO_KEY, JSON.stringify(stack.slice(-200)));
+    $("undo").disabled = !stack.length;
+  }
+
+  function needToken() {
+    if (token() || (state.me && state.me.read_only_station)) return false;
+    status("sign in with your API token first (kept for this tab)", true);
+    showSignIn();
+    return true;
+  }
+
+  function refused(err, what) {
+    if (err.status === 401 || err.status === 403) status(`not allowed: ${err.message}`, true);
+    else status(`cannot ${what}: ${err.message}`, true);
+  }
 
   async function review(label) {
     const item = state.items[state.index];
-    if (!item || state.busy) return;
-    if (!token()) {
-      status("type your API token first (saved for this tab)", true);
-      $("token").focus();
-      return;
-    }
+    if (!item || needToken()) return;
     const defectClass = label === "defect" ? state.picked || item.defect_class : null;
     if (label === "defect" && !defectClass) {
       status("pick a defect class first (keys 1-9)", true);
       return;
     }
-    const body = { label, comment: $("comment").value };  // the reviewer is the token's user
+    const body = { label, comment: $("comment").value };  // the server records the token's user
     if (defectClass) body.defect_class = defectClass;
-    state.busy = true;
     try {
       const saved = await api(`/results/${encodeURIComponent(item.id)}/review`, {
         method: "PUT",
@@ -261,20 +428,52 @@
         body: JSON.stringify(body),
       });
       item.review = saved;
+      saveUndo([...undoStack(), { id: item.id, revision: saved.revision }]);
       const position = state.index;
-      const node = $("gallery").querySelectorAll(".card")[position];
-      if (node) node.replaceWith(card(item, position));
-      status(`${item.id}: ${label === "good" ? "false reject" : "defect " + defectClass} saved`);
+      rerenderCard(item);
+      status(`${item.id}: ${labelText(saved)} saved (u undoes)`);
       select(position + 1 < state.items.length ? position + 1 : position);
     } catch (err) {
-      if (err.status === 401 || err.status === 403) {
-        status(`not allowed: ${err.message}`, true);
-        $("token").focus();
-      } else {
-        status(`cannot save review: ${err.message}`, true);
+      refused(err, "save review");
+    }
+  }
+
+  // Takes back this tab's last label through the API, which restores the label before it and
+  // records the undo in the audit trail.
+  async function undo() {
+    if (needToken()) return;
+    const stack = undoStack();
+    const last = stack[stack.length - 1];
+    if (!last) {
+      status("nothing to undo: no label made on this page yet", true);
+      return;
+    }
+    try {
+      const url = `/results/${encodeURIComponent(last.id)}/review/undo?expected_revision=${last.revision}`;
+      const done = await api(url, { method: "POST" });
+      stack.pop();
+      // The label restored may be an earlier one of ours: it now stands at the undo's revision.
+      const earlier = stack.map((e) => e.id).lastIndexOf(last.id);
+      if (earlier >= 0 && done.review) stack[earlier].revision = done.revision;
+      saveUndo(stack);
+      let item = state.items.find((i) => i.id === last.id);
+      if (!item) {
+        item = await api(`/results/${encodeURIComponent(last.id)}`);
+        state.items.unshift(item);
+        sortItems(selectedId());
+        renderGallery();
       }
-    } finally {
-      state.busy = false;
+      item.review = done.review;
+      rerenderCard(item);
+      select(state.items.indexOf(item));
+      const now = done.review ? labelText(done.review) : "unreviewed";
+      status(`${last.id}: undid revision ${done.undone_revision}; now ${now}`);
+    } catch (err) {
+      if (err.status === 403 || err.status === 404 || err.status === 409) {
+        stack.pop();  // changed by someone else since, or already undone: not ours to take back
+        saveUndo(stack);
+      }
+      refused(err, "undo");
     }
   }
 
@@ -285,6 +484,12 @@
     help.hidden = show === undefined ? !help.hidden : !show;
   }
 
+  function nextSort() {
+    const sort = $("sort");
+    sort.value = SORTS[(SORTS.indexOf(sort.value) + 1) % SORTS.length];
+    resort();
+  }
+
   function onKey(event) {
     const target = event.target;
     const typing = target instanceof HTMLInputElement || target instanceof HTMLSelectElement || target instanceof HTMLTextAreaElement;
@@ -293,15 +498,24 @@
       if (typing) target.blur();
       return;
     }
-    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (typing || event.metaKey || event.altKey) return;
     const key = event.key;
+    if (event.ctrlKey) {
+      if (key === "z") { event.preventDefault(); serially(undo); }
+      return;
+    }
     let handled = true;
     if (key === "j" || key === "ArrowRight" || key === "ArrowDown") select(state.index + 1);
     else if (key === "k" || key === "ArrowLeft" || key === "ArrowUp") select(state.index - 1);
-    else if (key === "c") review("defect");
-    else if (key === "f") review("good");
+    else if (key === "c" || key === "b") serially(() => review("defect"));
+    else if (key === "f" || key === "g") serially(() => review("good"));
+    else if (key === "u") serially(undo);
     else if (/^[1-9]$/.test(key)) pick(Number(key) - 1);
+    else if (key === "+" || key === "=") zoom.in();
+    else if (key === "-") zoom.out();
+    else if (key === "0") zoom.fit();
     else if (key === "o") { state.showOverlay = !state.showOverlay; renderDetail(); }
+    else if (key === "s") nextSort();
     else if (key === "m") { if (state.cursor) load(false); }
     else if (key === "r") load(true);
     else if (key === "?") toggleHelp();
@@ -319,7 +533,7 @@
     try {
       const item = await api(`/results/${encodeURIComponent(data.id)}`);
       state.items.unshift(item);
-      if (state.index >= 0) state.index += 1;
+      sortItems(selectedId());
       renderGallery();
       if (state.index < 0) select(0);
       status(`new ${data.verdict}: ${data.id}`);
@@ -333,8 +547,8 @@
     if (!item || (item.review && item.review.revision >= data.revision)) return;
     api(`/results/${encodeURIComponent(data.id)}`).then((fresh) => {
       Object.assign(item, fresh);
-      renderGallery();
-      renderDetail();
+      rerenderCard(item);
+      if (state.items[state.index] === item) renderDetail();
     }).catch(() => {});
   }
 
@@ -361,7 +575,7 @@
     while (!controller.signal.aborted) {
       try {
         const response = await fetch("/events", { headers: authHeaders(), signal: controller.signal });
-        if (!response.ok) return;  // no or a wrong token: listen() runs again when it changes
+        if (!response.ok) return;  // token no longer accepted: signing in again restarts this
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
         for (;;) {
@@ -382,7 +596,7 @@
     }
   }
 
-  // ------------------------------------------------------------------ images and identity
+  // ------------------------------------------------------------------ images
 
   async function showImage(img, url) {
     img.dataset.want = url || "";
@@ -401,45 +615,103 @@
     if (img.dataset.want === url) img.src = local;  // still the image wanted here
   }
 
-  async function whoami() {
+  // ------------------------------------------------------------------ signing in
+
+  function showSignIn(message = "") {
+    $("signin").hidden = false;
+    $("signin-error").textContent = message;
+    $("token").focus();
+  }
+
+  function clearSession() {
+    if (live) live.abort();
+    for (const local of blobs.values()) URL.revokeObjectURL(local);
+    blobs.clear();
+    state.items = [];
+    state.index = -1;
+    state.cursor = null;
+    state.me = null;
+    renderGallery();
+    renderDetail();
+    $("more").hidden = true;
+  }
+
+  function signedIn(me) {
+    state.me = me;
+    $("whoami").textContent = me.read_only_station
+      ? "read-only station (no users configured)"
+      : `signed in as ${me.name} (${me.role})`;
+    $("whoami").title = me.read_only_station
+      ? "This station has no users: results can be browsed, not labelled"
+      : `Labels are recorded as reviewed by ${me.name}; permissions: ${me.permissions.join(", ")}`;
+    $("sign-out").hidden = me.read_only_station;
+    $("signin").hidden = true;
+    $("undo").disabled = !undoStack().length;
+    loadClasses().then(() => load(true));
+    listen();
+  }
+
+  // Checks a token with GET /me before keeping it; a refused one is not kept.
+  async function signIn(tok) {
+    clearSession();
+    document.body.dataset.loading = "1";
     try {
-      state.me = await api("/me");
-      const me = state.me;
-      $("whoami").textContent = me.read_only_station
-        ? "read-only station (no users configured)"
-        : `signed in as ${me.name} (${me.role})`;
+      const me = await api("/me", {}, tok);
+      if (tok) sessionStorage.setItem(TOKEN_KEY, tok);
+      signedIn(me);
     } catch (err) {
-      state.me = null;
-      $("whoami").textContent = token() ? "token not accepted" : "not signed in";
+      sessionStorage.removeItem(TOKEN_KEY);
+      $("whoami").textContent = tok ? "token not accepted" : "not signed in";
+      $("sign-out").hidden = true;
+      if (err.status === 401) {
+        showSignIn(tok ? err.message : "");
+        status(tok ? `sign-in failed: ${err.message}` : "sign in with your API token to see results", !!tok);
+      } else {
+        status(`cannot reach the station: ${err.message}`, true);
+      }
+      document.body.dataset.loading = "0";
     }
   }
 
-  function signIn() {
-    for (const local of blobs.values()) URL.revokeObjectURL(local);
-    blobs.clear();
-    document.body.dataset.loading = "1";  // until the gallery for this token is in
-    whoami();
-    loadClasses().then(() => load(true));
-    listen();
+  function signOut() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(UNDO_KEY);
+    clearSession();
+    $("whoami").textContent = "not signed in";
+    $("sign-out").hidden = true;
+    status("signed out");
+    showSignIn();
   }
 
   // ------------------------------------------------------------------ start
 
   function init() {
-    $("token").value = token();
-    $("token").addEventListener("input", (e) => sessionStorage.setItem("cellinspect.token", e.target.value.trim()));
-    $("token").addEventListener("change", signIn);
+    $("signin-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const tok = $("token").value.trim();
+      $("token").value = "";
+      if (!tok) { showSignIn("type a token"); return; }
+      sessionStorage.removeItem(UNDO_KEY);  // undo history belongs to the previous sign-in
+      signIn(tok);
+    });
+    $("sign-out").addEventListener("click", signOut);
     $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(true); });
     for (const id of ["f-verdict", "f-reviewed", "f-class"]) $(id).addEventListener("change", () => load(true));
-    $("confirm").addEventListener("click", () => review("defect"));
-    $("reject").addEventListener("click", () => review("good"));
+    $("sort").addEventListener("change", resort);
+    $("confirm").addEventListener("click", () => serially(() => review("defect")));
+    $("reject").addEventListener("click", () => serially(() => review("good")));
+    $("undo").addEventListener("click", () => serially(undo));
     $("more").addEventListener("click", () => load(false));
     $("help-button").addEventListener("click", () => toggleHelp());
     $("help").addEventListener("click", () => toggleHelp(false));
     $("show-overlay").addEventListener("click", () => { state.showOverlay = true; renderDetail(); });
     $("show-image").addEventListener("click", () => { state.showOverlay = false; renderDetail(); });
+    $("zoom-in").addEventListener("click", () => zoom.in());
+    $("zoom-out").addEventListener("click", () => zoom.out());
+    $("zoom-full").addEventListener("click", () => zoom.full());
+    $("zoom-fit").addEventListener("click", () => zoom.fit());
     document.addEventListener("keydown", onKey);
-    signIn();
+    signIn(token());  // the token of an earlier sign-in in this tab, or none
   }
 
   init();
