@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from cellinspect.entities import InspectedFrame, Verdict
@@ -73,13 +74,12 @@ def _station(tmp_path: Path, **fields: Any) -> Path:
     folder.mkdir()
     for name in PARTS:
         shutil.copy(ROOT / "sample_images" / name, folder / name)
-    return write_station(
-        tmp_path / "station.yaml",
-        source={"type": "folder", "path": str(folder), "pattern": "*.bmp"},
-        modbus={"enabled": True, "host": "127.0.0.1", "port": 0, "heartbeat_timeout_s": None},
-        api={"enabled": True, "host": "127.0.0.1", "port": 0},
-        **fields,
-    )
+    data: dict[str, Any] = {
+        "source": {"type": "folder", "path": str(folder), "pattern": "*.bmp"},
+        "modbus": {"enabled": True, "host": "127.0.0.1", "port": 0, "heartbeat_timeout_s": None},
+        "api": {"enabled": True, "host": "127.0.0.1", "port": 0},
+    }
+    return write_station(tmp_path / "station.yaml", **{**data, **fields})
 
 
 def test_a_scrape_counts_what_the_station_judged_and_stored(tmp_path: Path) -> None:
@@ -105,8 +105,8 @@ def test_a_scrape_counts_what_the_station_judged_and_stored(tmp_path: Path) -> N
     stored = Counter(s.result.verdict.value for s in stored_results(tmp_path / "data"))
     assert {v: total(samples, name, verdict=v) for v in stored} == dict(stored)
     by_class = Counter((r.result.verdict.value, r.result.defect_class or "none") for r in seen)
-    for (verdict, defect), n in by_class.items():
-        assert total(samples, name, verdict=verdict, defect_class=defect) == n
+    for (verdict_value, defect), n in by_class.items():
+        assert total(samples, name, verdict=verdict_value, defect_class=defect) == n
     assert {labels["reason"] for labels, _ in values(samples, name)} <= set(REASON_KINDS)
     assert total(samples, name, reason="none") == sum(r.result.error is None for r in seen)
 
@@ -212,3 +212,82 @@ def test_label_values_beyond_the_limit_share_other(limit: int) -> None:
     got = [bounded(v) for v in ("a", "b", "a", "c", "d", "b")]
     kept = list(dict.fromkeys(v for v in ("a", "b", "c", "d")))[:limit]
     assert got == [v if v in kept else "other" for v in ("a", "b", "a", "c", "d", "b")]
+
+
+class _SlowInspector:
+    """The shipped recipe's inspector, made slower than the deadline by a fixed sleep."""
+
+    def __init__(self, inner: Inspector, delay_s: float) -> None:
+        self.inner, self.delay_s = inner, delay_s
+
+    @property
+    def recipe_name(self) -> str:
+        return self.inner.recipe_name
+
+    @property
+    def recipe_sha256(self) -> str:
+        return self.inner.recipe_sha256
+
+    def inspect_image(
+        self,
+        image: Any,
+        name: str | None = None,
+        part_id: int | None = None,
+        encoder: int | None = None,
+    ) -> InspectedFrame:
+        time.sleep(self.delay_s)
+        return self.inner.inspect_image(image, name=name, part_id=part_id, encoder=encoder)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_late_parts_count_as_deadline_misses_with_their_reason(tmp_path: Path) -> None:
+    """An inspector slower than the deadline: every part is a NO RESULT, counted as such."""
+    path = _station(
+        tmp_path,
+        trigger={"mode": "software"},
+        store={"enabled": False},
+        api={"enabled": False},
+    )
+    station = load_station(path)
+    recipe = station.recipes[1]
+    runtime = StationRuntime(
+        station,
+        inspector_factory=lambda _: _SlowInspector(Inspector.from_recipe(recipe), 0.4),
+        interface_overrides={"deadline_ms": 20.0},
+    )
+    registry = CollectorRegistry()
+    runtime.metrics.register(registry)
+    parts = 3
+    with runtime:
+        results = [runtime.trigger(part_id=i + 1) for i in range(parts)]
+        assert runtime.interface.wait_idle(120)
+        records = list(runtime.interface.records)
+
+    def get(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    assert all(r.result.error is not None for r in results)
+    assert sum(r.late for r in records) == parts
+    assert get("cellinspect_station_deadline_misses_total") == parts
+    assert get("cellinspect_station_posted_total", code="no_result") == parts
+    by_verdict = Counter(r.result.verdict.value for r in results)
+    for verdict, n in by_verdict.items():
+        got = sum(
+            get(
+                "cellinspect_station_verdicts_total",
+                verdict=verdict,
+                defect_class=d,
+                reason="deadline",
+            )
+            for d in {r.result.defect_class or "none" for r in results}
+        )
+        assert got == n, verdict
+    assert (
+        get(
+            "cellinspect_station_verdicts_total", verdict="pass", defect_class="none", reason="none"
+        )
+        == 0
+    )
+    assert runtime.counts.parts == parts
