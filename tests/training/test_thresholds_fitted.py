@@ -237,3 +237,22 @@ def test_default_thresholds_fall_back_and_warn() -> None:
     good_only = default_thresholds(scores[:50], defect[:50], 0.01, target_false_reject=0.1)
     assert good_only.false_reject_rate <= 0.1 and good_only.review_at <= good_only.fail_at
     assert good_only.to_dict()["escape_bound"] is None
+
+
+def test_train_classifier_writes_thresholds_set_on_val(tmp_path: Path) -> None:
+    """The shipped sample images: the head's review/fail thresholds come from the val split."""
+    out = tmp_path / "cls" / "1"
+    data = ROOT / "sample_images"
+    _invoke(["train", str(data), "--out", str(out), "--backbone", BACKBONE])
+    manifest = load_manifest(out / "model.onnx")
+    thr = manifest.thresholds.default_class
+    assert thr is not None and (thr.review_at, thr.fail_at) != (0.5, 0.8)  # fit_classifier's
+    assert thr.review_at <= thr.fail_at <= 1.0
+    split = load_split(out / "split.json")
+    dataset = load_dataset(data)
+    train, val = split.subset(dataset, "train"), split.subset(dataset, "val")
+    assert set(manifest.provenance["fitted_images"]["ids"]) == {
+        image_id(i.path) for i in train.items
+    }
+    cal = manifest.provenance["thresholds"]
+    assert cal["n_good"] + cal["n_defect"] == len(val.items)
