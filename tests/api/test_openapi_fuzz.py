@@ -50,6 +50,7 @@ OPERATIONS = [
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/me"),
+    ("GET", "/models/{slot}/shadow/{version}/report"),
 ]
 STATION_OPERATIONS = [
     ("GET", "/station"),
