@@ -115,7 +115,7 @@ def test_tampered_unsealed_and_untrusted_packages_are_refused(
     manifest = json.loads((tampered / "manifest.json").read_text(encoding="utf-8"))
     manifest["thresholds"]["fail_at"] = 0.99  # changed after sealing
     (tampered / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    with pytest.raises(ModelError, match="manifest fields changed since sealed.*thresholds"):
+    with pytest.raises(ModelError, match=r"manifest fields changed since sealed.*thresholds"):
         registry.add(SLOT, tampered, "ann")
 
     swapped = resealed(tmp_path, "s", 0.9)
@@ -140,7 +140,7 @@ def test_tampered_unsealed_and_untrusted_packages_are_refused(
     assert signed.state is State.CANDIDATE
     with pytest.raises(ModelError, match="not found"):
         registry.add(SLOT, tmp_path / "missing", "ann")
-    with pytest.raises(LifecycleError, match="model version '../x'"):
+    with pytest.raises(LifecycleError, match=r"model version '\.\./x'"):
         registry.add(SLOT, resealed(tmp_path, "v", 0.9), "ann", version="../x")
     assert [v.version for v in registry.versions(SLOT)] == ["g"]  # nothing else recorded
 
