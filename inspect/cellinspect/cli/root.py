@@ -20,6 +20,7 @@ from cellinspect.cli import (
     cell,
     demo,
     inspection,
+    lifecycle,
     modelling,
     station,
     train,
@@ -96,6 +97,7 @@ def version() -> None:
 validate.register(app)
 inspection.register(app)
 modelling.register(app)
+lifecycle.register(modelling.models_app)  # models versions|add|shadow|promote|rollback
 cell.register(app)
 demo.register(app)
 station.register(app)
