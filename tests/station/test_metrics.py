@@ -83,7 +83,9 @@ def _station(tmp_path: Path, **fields: Any) -> Path:
 
 
 def test_a_scrape_counts_what_the_station_judged_and_stored(tmp_path: Path) -> None:
-    runtime = StationRuntime(load_station(_station(tmp_path)), exit_when_source_ends=True)
+    opcua = {"enabled": True, "port": 0, "security_policies": ["none"], "allow_anonymous": True}
+    path = _station(tmp_path, opcua=opcua)
+    runtime = StationRuntime(load_station(path), exit_when_source_ends=True)
     seen: list[InspectedFrame] = []
     runtime.extra_on_result = seen.append
     with runtime:
@@ -152,12 +154,13 @@ def test_a_scrape_counts_what_the_station_judged_and_stored(tmp_path: Path) -> N
     # Link states at the scrape: exactly one state of each link is 1.
     states = values(samples, "cellinspect_station_link_state")
     links = {labels["link"] for labels, _ in states}
-    assert {"modbus", "plc", "camera", "journal", "api"} <= links
+    assert {"modbus", "plc", "camera", "journal", "api", "opcua", "opcua_machine"} <= links
     for link in links:
         assert sum(v for labels, v in states if labels["link"] == link) == 1.0, link
     state = "cellinspect_station_link_state"
     assert samples[(state, (("link", "modbus"), ("state", "listening")))] == 1.0
     assert samples[(state, (("link", "journal"), ("state", "ok")))] == 1.0
+    assert samples[(state, (("link", "opcua"), ("state", "listening")))] == 1.0
     assert samples[("cellinspect_station_journal_pending", ())] == 0.0
     assert samples[("cellinspect_station_store_lag_seconds", ())] == 0.0
     assert samples[("cellinspect_station_missed_triggers_total", ())] == 0.0
