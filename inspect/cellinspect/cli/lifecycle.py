@@ -146,13 +146,20 @@ def audit_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _dump(obj: Any) -> dict[str, Any]:
+    """A registry dataclass as the API's JSON would give it (enums, paths, times as text)."""
     from dataclasses import asdict
+    from datetime import datetime
 
-    data = asdict(obj)
-    return {
-        k: (v.value if isinstance(v, State) else str(v) if isinstance(v, Path) else v)
-        for k, v in data.items()
-    }
+    def plain(value: Any) -> Any:
+        if isinstance(value, State):
+            return value.value
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return value
+
+    return {k: plain(v) for k, v in asdict(obj).items()}
 
 
 def _said(change: dict[str, Any]) -> None:
