@@ -404,7 +404,7 @@ def thresholds_cmd(
                 "make sure these were not fitted on",
                 highlight=False,
             )
-        scored = score_dataset(runner, data, reader_for(recipe, roi))
+        scored = score_dataset(runner, data, reader_for(recipe, roi, dataset))
         upper = 1.0 if runner.manifest.task is Task.CLASSIFICATION else None
         choice = choose_thresholds(
             scored.scores, scored.is_defect, target_escape, alpha, target_false_fail, upper

@@ -204,14 +204,29 @@ def export(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in OUT.")] = False,
     manifest: Annotated[ManifestFormat, typer.Option(help="csv or jsonl")] = ManifestFormat.CSV,
+    recipes: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="Recipe file that judged the results (repeatable): its preprocessing and "
+            "ROIs go into export.json, so `train` and `fit-anomaly` cut the images as it does.",
+        ),
+    ] = None,
 ) -> None:
-    """Reviewed results as a class-folder dataset plus manifest, ready for training."""
+    """Reviewed results as a class-folder dataset plus manifest and export.json (how each
+    image was prepared), ready for training."""
     from cellinspect.export.command import format_report, run_export
     from cellinspect.settings import load_settings
 
     with user_errors():
         report = run_export(
-            load_settings(settings_file), out, include_unreviewed_above, overwrite, manifest
+            load_settings(settings_file),
+            out,
+            include_unreviewed_above,
+            overwrite,
+            manifest,
+            recipes or [],
         )
     console.print(format_report(report))
 

@@ -86,7 +86,7 @@ def fit_anomaly_cmd(
     from cellinspect.training.fit_calibration import CalibrationTargets, fit_anomaly_calibrated
 
     with user_errors():
-        reader = reader_for(recipe, roi)
+        reader = reader_for(recipe, roi, good)
         dataset = good_images(good)
         bad = good_images(defects) if defects is not None else None
         params = AnomalyFitParams(
@@ -140,7 +140,7 @@ def fit_classifier_cmd(
     from cellinspect.training.fit_classifier import fit_classifier
 
     with user_errors():
-        reader = reader_for(recipe, roi)
+        reader = reader_for(recipe, roi, dataset_dir)
         dataset = load_dataset(dataset_dir)
         with progress_bar() as progress:
             rep = fit_classifier(

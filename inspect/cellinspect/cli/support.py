@@ -195,9 +195,16 @@ def stage_progress(progress: Progress | LogProgress) -> Callable[[str, int, int]
     return stage
 
 
-def reader_for(recipe: Path | None, roi: str | None) -> RoiReader:
-    """Images prepared as `recipe` does (its preprocessing, ROI `roi`); as they are without one."""
-    from cellinspect.config import load_recipe
+def reader_for(recipe: Path | None, roi: str | None, data: Path | None = None) -> RoiReader:
+    """Images prepared as `recipe` does (its preprocessing, ROI `roi`); as they are without one.
+
+    With `data` inside a `cellinspect export` folder, its images are only cut: the station
+    preprocessed them, and export.json says how (and stands in for a missing `recipe`)."""
+    from cellinspect.config import load_recipe, recipe_sha256
     from cellinspect.training.dataset import RoiReader
 
-    return RoiReader(load_recipe(recipe) if recipe else None, roi)
+    loaded = load_recipe(recipe) if recipe else None
+    if data is None:
+        return RoiReader(loaded, roi)
+    sha = recipe_sha256(recipe) if recipe else None
+    return RoiReader.for_data(data, loaded, roi, sha)

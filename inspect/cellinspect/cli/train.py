@@ -145,7 +145,7 @@ def evaluate(
     from cellinspect.training.split import load_split
 
     with user_errors():
-        reader = reader_for(recipe, roi)
+        reader = reader_for(recipe, roi, dataset_dir)
         dataset = load_labelled(dataset_dir)
         if split is not None:
             dataset = load_split(split).subset(dataset, subset)
@@ -232,7 +232,7 @@ def train(
             raise ConfigError(
                 f"--kind must be classifier|anomaly and --method head|finetune ({err})"
             ) from err
-        reader = reader_for(recipe, roi)
+        reader = reader_for(recipe, roi, dataset_dir)
         dataset = load_labelled(dataset_dir)
         with progress_bar() as progress:
             res = train_model(

@@ -6,6 +6,11 @@ about are added (`label_source=model`): a FAIL with a defect class whose class s
 least the threshold, or a PASS whose `:<good_label>` score is. REVIEW results are never
 labelled by the model (the model asked). Images are de-duplicated by the sha256 of the stored
 file: a reviewed label wins over a model label, then the older capture.
+
+Beside the manifest, `export.json` (export/record.py) records the recipe that prepared each
+image and, for the recipe files the exporter was given, their preprocessing and ROIs: the
+kept images are already preprocessed, so training needs that record to cut them as the station
+did and to produce a model the recipe accepts.
 """
 
 from __future__ import annotations
@@ -17,11 +22,21 @@ import json
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cellinspect.config import Recipe
 from cellinspect.entities import InspectionResult, Verdict
 from cellinspect.errors import CellInspectError
+from cellinspect.export.record import (
+    EXPORT_FILE,
+    ExportRecord,
+    ImageRecord,
+    RecipeRecord,
+    recipe_records,
+    write_export_record,
+)
 from cellinspect.storage.errors import ResultNotFoundError
 from cellinspect.storage.images import safe_name
 from cellinspect.storage.protocols import ResultStore
@@ -36,6 +51,9 @@ MANIFEST_COLUMNS = (
     "captured_wall",
     "image_sha256",
     "file",
+    "verdict",
+    "recipe_name",
+    "recipe_sha256",
 )
 
 
@@ -65,6 +83,12 @@ class ExportReport:
     below_confidence: int = 0
     corrupt_image: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    # Recipes of exported images whose preprocessing and ROIs are not recorded (not given).
+    unrecorded: list[RecipeRecord] = field(default_factory=list)
+
+    @property
+    def record(self) -> Path:
+        return self.out_dir / EXPORT_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +153,12 @@ def export_dataset(
     overwrite: bool = False,
     manifest_format: ManifestFormat = ManifestFormat.CSV,
     good_label: str = "good",
+    recipes: Sequence[tuple[Recipe, str]] = (),
 ) -> ExportReport:
-    """Write reviewed (and optionally confident unreviewed) results as a class-folder dataset."""
+    """Write reviewed (and optionally confident unreviewed) results as a class-folder dataset.
+
+    `recipes` are (recipe, sha256 of its file) pairs: the images of results judged by one of
+    them get its preprocessing and ROIs recorded in export.json."""
     if include_unreviewed_above is not None and not 0.0 <= include_unreviewed_above <= 1.0:
         raise ExportError(
             f"include_unreviewed_above must be in [0, 1], got {include_unreviewed_above}"
@@ -162,19 +190,27 @@ def export_dataset(
         raise ExportError(
             f"nothing to export: no {what} with a kept image (skipped: {dict(skipped) or 'none'})"
         )
-    return _write(store, out_dir, list(chosen.values()), manifest_format, skipped)
+    record = ExportRecord(good_label=good_label)
+    target = _Target(out_dir, manifest_format, record, recipes)
+    return _write(store, target, list(chosen.values()), skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    out_dir: Path
+    manifest_format: ManifestFormat
+    record: ExportRecord
+    recipes: Sequence[tuple[Recipe, str]]
 
 
 def _write(
-    store: ResultStore,
-    out_dir: Path,
-    entries: list[_Entry],
-    manifest_format: ManifestFormat,
-    skipped: Counter[str],
+    store: ResultStore, target: _Target, entries: list[_Entry], skipped: Counter[str]
 ) -> ExportReport:
+    out_dir, manifest_format = target.out_dir, target.manifest_format
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     rows: list[dict[str, str]] = []
+    images: list[tuple[dict[str, str], str | None]] = []
     by_label: Counter[str] = Counter()
     try:
         for entry in sorted(entries, key=lambda e: (e.result.captured_wall, e.result.result_id)):
@@ -202,14 +238,21 @@ def _write(
                     "captured_wall": entry.result.captured_wall.isoformat(),
                     "image_sha256": entry.sha256,
                     "file": rel,
+                    "verdict": entry.result.verdict.value,
+                    "recipe_name": entry.result.recipe_name,
+                    "recipe_sha256": entry.result.recipe_sha256,
                 }
             )
+            model_class = entry.result.defect_class
+            images.append((rows[-1], model_class))
         if not rows:
             raise ExportError(
                 f"nothing to export: every image was missing or corrupt ({dict(skipped)})"
             )
         manifest = staging / f"manifest.{manifest_format.value}"
         _write_manifest(manifest, rows, manifest_format)
+        written = _record(target, images)
+        write_export_record(staging, written)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -227,6 +270,33 @@ def _write(
         below_confidence=skipped["below_confidence"],
         corrupt_image=skipped["corrupt_image"],
         skipped=dict(skipped),
+        unrecorded=written.unrecorded(),
+    )
+
+
+def _record(target: _Target, images: list[tuple[dict[str, str], str | None]]) -> ExportRecord:
+    """export.json for the written rows: each image with its recipe, each recipe's ops."""
+    pairs = [(row["recipe_name"], row["recipe_sha256"]) for row, _ in images]
+    return target.record.model_copy(
+        update={
+            "recipes": recipe_records(pairs, target.recipes),
+            "images": [
+                ImageRecord(
+                    file=row["file"],
+                    label=row["label"],
+                    label_source=row["label_source"],
+                    reviewer=row["reviewer"],
+                    result_id=row["result_id"],
+                    verdict=row["verdict"],
+                    model_defect_class=model_class,
+                    recipe_sha256=row["recipe_sha256"],
+                    image_sha256=row["image_sha256"],
+                    captured_wall=row["captured_wall"],
+                    model_version=row["model_version"],
+                )
+                for row, model_class in images
+            ],
+        }
     )
 
 

@@ -4,6 +4,11 @@ A dataset is either a folder of class sub-folders (`good/`, `scratch/`, ...) or 
 a `labels.csv` (columns `file,label`). Images go through the recipe's preprocessing and ROI
 crop, so a model is taught on exactly what it will judge on the line. Unreadable images are
 reported and skipped, never silently dropped.
+
+A folder written by `cellinspect export` holds images the station had already preprocessed;
+its export.json says by which recipe (export/record.py). `RoiReader.for_data` reads such
+images with the ROI crop only, and records the recipe's preprocessing for the model, so the
+model is accepted by that recipe, with or without `-r`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,26 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cellinspect.calibration.camera_file import load_camera_calibration
-from cellinspect.config import PreprocessOp, Recipe
+from cellinspect.config import PreprocessOp, Recipe, Roi
 from cellinspect.entities import ImageU8
 from cellinspect.errors import CellInspectError, ConfigError
+from cellinspect.export.record import (
+    EXPORT_FILE,
+    ExportRecord,
+    RecipeRecord,
+    find_export,
+    read_export_record,
+)
 from cellinspect.inference.manifest import Manifest
-from cellinspect.inference.preprocess_contract import check_preprocess, check_roi_size
+from cellinspect.inference.preprocess_contract import (
+    check_preprocess,
+    check_roi_size,
+    describe_record,
+    preprocess_record,
+)
 from cellinspect.preprocess.chain import build_chain, roi_crops
 from cellinspect.sources.decode import IMAGE_SUFFIXES, decode_image_file
 
@@ -111,6 +129,8 @@ def load_dataset(root: Path | str) -> Dataset:
     folder = Path(root)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: dataset folder not found")
+    if (folder / EXPORT_FILE).is_file():
+        return _from_export(folder)
     csv_path = folder / LABELS_FILE
     dataset = _from_labels_csv(folder, csv_path) if csv_path.is_file() else None
     if dataset is None:
@@ -119,6 +139,19 @@ def load_dataset(root: Path | str) -> Dataset:
         raise DatasetError(
             f"{folder}: no images found (expected class sub-folders or {LABELS_FILE})"
         )
+    return dataset
+
+
+def _from_export(folder: Path) -> Dataset:
+    """The images an export lists, with their labels; listed but missing ones are skipped."""
+    record = read_export_record(folder / EXPORT_FILE)
+    items = [LabelledImage(folder / i.file, i.label) for i in record.images]
+    dataset = Dataset(folder, [i for i in items if i.path.is_file()])
+    dataset.skipped.extend(
+        (i.path, f"listed in {EXPORT_FILE} but missing") for i in items if not i.path.is_file()
+    )
+    if not dataset.items:
+        raise DatasetError(f"{folder}: {EXPORT_FILE} lists {len(items)} image(s), none on disk")
     return dataset
 
 
@@ -135,6 +168,23 @@ def good_images(root: Path | str) -> Dataset:
     return Dataset(folder, [LabelledImage(p, "good") for p in files])
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """How an exported image was prepared at the station (None ops: not recorded)."""
+
+    recipe: RecipeRecord
+    ops: list[dict[str, Any]] | None
+
+
+def _pick_roi(rois: Sequence[Roi], roi: str | None, owner: str) -> list[Roi]:
+    names = [r.name for r in rois]
+    if roi is None and len(names) > 1:
+        raise ConfigError(f"{owner} has several ROIs {names}: choose one with --roi")
+    if roi is not None and roi not in names:
+        raise ConfigError(f"{owner} has no ROI '{roi}' (ROIs: {names})")
+    return [r for r in rois if roi is None or r.name == roi]
+
+
 class RoiReader:
     """Applies a recipe's preprocessing and one ROI crop, as the station does."""
 
@@ -142,18 +192,16 @@ class RoiReader:
         # What the images go through, for the manifest's record and its check.
         self.ops: tuple[PreprocessOp, ...] = tuple(recipe.preprocess) if recipe else ()
         self.where = f"recipe '{recipe.name}'" if recipe else "reading without a recipe"
+        # Exported images (resolved path -> how the station prepared them): crop only.
+        self._prepared: dict[Path, _Prepared] | None = None
+        self._recipe_sha: str | None = None
         if recipe is None:
             self._chain = None
-            self._rois = []
+            self._rois: list[Roi] = []
             return
         calibration = load_camera_calibration(recipe.calibration) if recipe.calibration else None
         self._chain = build_chain(recipe.preprocess, calibration)
-        names = [r.name for r in recipe.rois]
-        if roi is None and len(names) > 1:
-            raise ConfigError(f"recipe '{recipe.name}' has several ROIs {names}: choose one")
-        if roi is not None and roi not in names:
-            raise ConfigError(f"recipe '{recipe.name}' has no ROI '{roi}' (ROIs: {names})")
-        self._rois = [r for r in recipe.rois if roi is None or r.name == roi]
+        self._rois = _pick_roi(recipe.rois, roi, f"recipe '{recipe.name}'")
 
     @classmethod
     def whole_frame(cls, ops: Sequence[PreprocessOp], where: str) -> RoiReader:
@@ -164,10 +212,45 @@ class RoiReader:
         reader._chain = build_chain(reader.ops)
         return reader
 
+    @classmethod
+    def for_data(
+        cls,
+        source: Path | str,
+        recipe: Recipe | None,
+        roi: str | None = None,
+        recipe_sha256: str | None = None,
+    ) -> RoiReader:
+        """The reader for the data set at `source`: as `RoiReader(recipe, roi)`, except for an
+        export (export.json), whose images are already preprocessed and are only cut.
+
+        With `recipe`, images prepared by other ops are refused one by one (named, with why);
+        without, the one recipe recorded in the export stands in for it."""
+        found = find_export(Path(source))
+        if found is None:
+            return cls(recipe, roi)
+        record, root = found
+        if recipe is not None:
+            reader = cls(recipe, roi)
+            reader._recipe_sha = recipe_sha256
+        else:
+            base = _recorded_recipe(record, root)
+            reader = cls(None)
+            reader.ops = tuple(base.ops())
+            reader.where = f"{base.label} as recorded in {root / EXPORT_FILE}"
+            reader._rois = _pick_roi(base.roi_list(), roi, reader.where)
+        reader._chain = None
+        reader._prepared = {}
+        for image in record.images:
+            how = record.recipe(image.recipe_sha256) or RecipeRecord(
+                name="?", sha256=image.recipe_sha256
+            )
+            reader._prepared[(root / image.file).resolve()] = _Prepared(how, how.preprocess)
+        return reader
+
     @property
     def roi_size(self) -> list[int] | None:
         """[width, height] of the one ROI crop, or None when whole images are read."""
-        if self._chain is None or not self._rois:
+        if not self._rois:
             return None
         return [self._rois[0].width, self._rois[0].height]
 
@@ -180,29 +263,93 @@ class RoiReader:
 
     def describe(self) -> list[str]:
         """The preprocessing steps by name (none without a recipe), for reports."""
+        if self._prepared is not None:
+            return [f"{describe_record(preprocess_record(self.ops))} (applied at the station)"]
         return self._chain.describe() if self._chain is not None else []
 
     def __call__(self, image: ImageU8) -> ImageU8:
         if self._chain is None:
-            return image
-        prepared = self._chain(image)
+            return self._crop(image) if self._prepared is not None else image
+        return self._crop(self._chain(image))
+
+    def _crop(self, prepared: ImageU8) -> ImageU8:
         if not self._rois:
             return prepared
         return roi_crops(prepared, self._rois)[0][1]
+
+    def read(self, path: Path) -> ImageU8:
+        """Decode `path` and prepare it; an exported image is checked against its record."""
+        image = decode_image_file(path)
+        if self._prepared is None:
+            return self(image)
+        how = self._prepared.get(path.resolve())
+        if how is None:
+            raise DatasetError(
+                f"{path}: not listed in the export's {EXPORT_FILE}, so how it was prepared "
+                "is unknown"
+            )
+        applied = preprocess_record(self.ops)
+        if how.ops is None and how.recipe.sha256 != self._recipe_sha:
+            raise DatasetError(
+                f"{path}: prepared at the station by {how.recipe.label}, whose preprocessing "
+                f"the export does not record: train with -r <that recipe file>, or export "
+                "again with --recipe <that recipe file>"
+            )
+        if how.ops is not None and how.ops != applied:
+            raise DatasetError(
+                f"{path}: prepared at the station by {how.recipe.label} with "
+                f"{describe_record(how.ops)}, but {self.where} applies "
+                f"{describe_record(applied)}: train it through that recipe"
+            )
+        return self._crop(image)
+
+
+def _recorded_recipe(record: ExportRecord, root: Path) -> RecipeRecord:
+    """The one recipe whose preparation an export records, standing in for `-r`."""
+    used = {i.recipe_sha256 for i in record.images}
+    known = [r for r in record.recipes if r.sha256 in used and r.known]
+    where = root / EXPORT_FILE
+    if not known:
+        names = ", ".join(r.label for r in record.recipes) or "none"
+        raise DatasetError(
+            f"{where}: records no recipe's preprocessing and ROIs for its images (judged by "
+            f"{names}; exported without --recipe): pass -r <recipe file>, or export again "
+            "with --recipe"
+        )
+    kinds = {(str(r.preprocess), str(r.roi_list())) for r in known}
+    if len(kinds) > 1:
+        names = ", ".join(r.label for r in known)
+        raise DatasetError(
+            f"{where}: images come from recipes that prepare them differently ({names}): "
+            "choose one with -r <recipe file>"
+        )
+    return known[0]
 
 
 def read_images(
     dataset: Dataset, reader: RoiReader, progress: Progress | None = None
 ) -> Iterator[tuple[LabelledImage, ImageU8]]:
-    """Decode and crop each image; failures go to `dataset.skipped` with the reason."""
+    """Decode and crop each image; failures go to `dataset.skipped` with the reason.
+
+    When none of the images can be read, that is an error naming them and why."""
     total = len(dataset.items)
+    read = 0
     for i, item in enumerate(dataset.items):
         try:
-            yield item, reader(decode_image_file(item.path))
+            image = reader.read(item.path)
         except CellInspectError as err:
             dataset.skipped.append((item.path, str(err)))
+        else:
+            read += 1
+            yield item, image
         if progress is not None:
             progress(i + 1, total)
+    if total and not read:
+        reasons = "; ".join(f"{path}: {why}" for path, why in dataset.skipped[-3:])
+        raise DatasetError(
+            f"{dataset.root}: none of its {total} image(s) could be read ({reasons}"
+            f"{'; ...' if total > 3 else ''})"
+        )
 
 
 def _from_manifest_file(path: Path) -> Dataset:

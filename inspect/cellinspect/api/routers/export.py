@@ -1,7 +1,9 @@
 """POST /exports: write the labelled dataset into the station's export folder.
 
 The target folder is named by the server (timestamp + random suffix) under the configured
-export directory: no path is ever taken from the request.
+export directory: no path is ever taken from the request. The recipe the server inspects with
+is recorded in the export's export.json (its preprocessing and ROIs), so that its results'
+images can be trained on.
 """
 
 from __future__ import annotations
@@ -15,10 +17,21 @@ from starlette.concurrency import run_in_threadpool
 
 from cellinspect.api.deps import AUTH_RESPONSES, ExportDep, ServicesDep
 from cellinspect.api.schemas import ErrorOut, ExportIn, ExportOut
+from cellinspect.api.services import ApiServices
+from cellinspect.config import Recipe
 from cellinspect.export.dataset import export_dataset
 
 router = APIRouter(tags=["export"])
 log = logging.getLogger(__name__)
+
+
+def _live_recipes(services: ApiServices) -> list[tuple[Recipe, str]]:
+    """The (recipe, sha256) the server's inspector runs, when it has one loaded."""
+    inspector = services.inspector
+    recipe = getattr(inspector, "recipe", None)
+    if inspector is None or not isinstance(recipe, Recipe):
+        return []
+    return [(recipe, inspector.recipe_sha256)]
 
 
 @router.post(
@@ -41,6 +54,7 @@ async def create_export(services: ServicesDep, body: ExportIn | None = None) -> 
                 body.include_unreviewed_above,
                 manifest_format=body.manifest_format,
                 good_label=services.settings.good_label,
+                recipes=_live_recipes(services),
             )
         )
     except OSError as err:  # the folder is the server's business: its name stays here
