@@ -22,6 +22,7 @@ from cellinspect.entities import Frame, ImageU8, InspectedFrame, Verdict
 from cellinspect.errors import CellInspectError, ConfigError
 from cellinspect.lifecycle.shadow import (
     SKIP_ERROR,
+    SKIP_NEXT_PART,
     SKIP_NO_TIME,
     SKIP_QUEUE_FULL,
     ShadowRunner,
@@ -104,6 +105,10 @@ class Broken(Gate):
         raise RuntimeError("candidate bug")
 
 
+def now() -> float:
+    return time.monotonic()
+
+
 def far() -> float:
     """A part deadline an hour away: only the queue decides in these tests."""
     return time.monotonic() + 3600.0
@@ -118,10 +123,10 @@ def test_a_full_queue_refuses_frames_and_counts_them(
     runner = ShadowRunner(SLOT, "1", "sha-x", gate, ShadowStore(store.engine), queue_size=1)
     runner.start()
     frame, live = parts[0]
-    runner.offer(frame, live, far())
+    runner.offer(frame, live, now(), far())
     assert gate.entered.wait(60)  # the worker holds frame 0
     for frame, live in parts[1:5]:  # frame 1 waits in the queue, 2-4 find it full
-        runner.offer(frame, live, far())
+        runner.offer(frame, live, now(), far())
     gate.open.set()
     runner.close()
     stats = runner.stats()
@@ -137,25 +142,34 @@ def test_a_full_queue_refuses_frames_and_counts_them(
         assert row["latency_ms"] > 0 and row["candidate_sha256"] == "sha-x"
     assert stats.offered == 5 and stats.judged == 2 and stats.skipped == {SKIP_QUEUE_FULL: 3}
     assert stats.written == 5 and stats.unwritten == 0 and stats.lost == 0
-    runner.offer(*parts[5], far())  # after close: not taken, not counted
+    runner.offer(*parts[5], now(), far())  # after close: not taken, not counted
     assert runner.stats().offered == 5
 
 
-def test_a_part_past_its_deadline_and_a_failing_candidate_are_recorded_not_judged(
+def test_late_overtaken_and_failing_candidates_are_recorded_not_judged(
     store: SqlResultStore,
     runner_parts: tuple[ImageInspector, list[tuple[Frame, InspectedFrame]]],
 ) -> None:
     inspector, parts = runner_parts
     broken = Broken(inspector)
-    runner = ShadowRunner(SLOT, "1", "sha-y", broken, ShadowStore(store.engine)).start()
-    (frame0, live0), (frame1, live1) = parts[:2]
-    runner.offer(frame0, live0, far() - 7200.0)  # deadline gone: no time
-    runner.offer(frame1, live1, far())
+    newest = [0.0]  # when the newest live part was accepted
+    runner = ShadowRunner(
+        SLOT, "1", "sha-y", broken, ShadowStore(store.engine), last_trigger=lambda: newest[0]
+    ).start()
+    (frame0, live0), (frame1, live1), (frame2, live2) = parts[:3]
+    runner.offer(frame0, live0, now(), far() - 7200.0)  # deadline gone: no time
+    accepted = now()
+    newest[0] = accepted + 0.001  # the line accepted the next part already
+    runner.offer(frame2, live2, accepted, far())
+    newest[0] = accepted = now()
+    runner.offer(frame1, live1, accepted, far())
+    assert runner.wait_idle(60)
     runner.close()
     rows = {
         r["live_result_id"]: r for r in shadow_rows(Path(str(store.engine.url.database)).parent)
     }
     assert rows[live0.result.result_id]["skipped_reason"] == SKIP_NO_TIME
+    assert rows[live2.result.result_id]["skipped_reason"] == SKIP_NEXT_PART
     failed = rows[live1.result.result_id]
     assert failed["skipped_reason"] == SKIP_ERROR and "candidate bug" in failed["error"]
     assert failed["verdict"] is None

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from cellinspect.cli.root import app
 from cellinspect.entities import ImageU8, InspectedFrame
-from cellinspect.lifecycle.shadow import SKIP_NO_TIME, SKIP_QUEUE_FULL
+from cellinspect.lifecycle.shadow import SKIP_NEXT_PART, SKIP_NO_TIME, SKIP_QUEUE_FULL
 from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.station.config import load_station
 from cellinspect.station.runtime import StationRuntime
@@ -113,9 +113,18 @@ def finish(runtime: StationRuntime, data_dir: Path) -> Run:
     )
 
 
-def judge_parts(runtime: StationRuntime) -> None:
+def judge_parts(runtime: StationRuntime, gaps: bool = True) -> None:
+    """Trigger every part, one at a time; with `gaps`, the next only once the shadow is done.
+
+    A conveyor leaves gaps between parts, in which a shadow runs; without them every part
+    arrives as soon as the last one was posted, and the shadow yields to the line.
+    """
     for part in range(1, PARTS + 1):
         runtime.trigger(part_id=part)
+        if gaps and runtime.shadow is not None:
+            assert runtime.interface.wait_idle(60)  # the job ended: its frame was offered
+            assert runtime.shadow.wait_idle(60)
+    assert runtime.interface.wait_idle(60)
 
 
 def start(path: Path, deadline_ms: float = DEADLINE_MS) -> StationRuntime:
@@ -175,7 +184,11 @@ def test_shadow_changes_no_output_and_the_report_matches_the_rows(
         judge_parts(runtime)
         runner = runtime.shadow
         assert runner is not None
+        shown = runtime.status()["shadow"]  # GET /station and the status log show the counts
+        assert shown["slot"] == SLOT and shown["version"] == "tight"
+        assert shown["offered"] == PARTS
         runtime.clear_shadow()
+        assert runtime.status()["shadow"] is None
         stats = runner.stats()
         assert runtime.api is not None
         url = runtime.api.url
@@ -210,7 +223,7 @@ def test_shadow_changes_no_output_and_the_report_matches_the_rows(
     rows = shadow_rows(data_dir)
     assert sorted(r["live_result_id"] for r in rows) == sorted(run.result_ids.values())
     judged = [r for r in rows if r["verdict"] is not None]
-    assert judged, f"no frame judged: {stats}"
+    assert len(judged) == PARTS, f"with gaps between parts every frame fits: {stats}"
     assert {r["candidate_sha256"] for r in rows} == {package_sha(tight)}
     assert package_sha(tight) not in live_sha
     assert stats.offered == PARTS and stats.judged == len(judged)
@@ -331,7 +344,7 @@ def test_a_candidate_too_slow_for_the_deadline_is_skipped_and_counted(
         assert runner is not None
         slow = SlowCandidate(runner.inspector, delay_s=deadline_s * 1.2)
         runner.inspector = slow
-        judge_parts(runtime)
+        judge_parts(runtime, gaps=False)  # parts back to back: no gap for the shadow
         runtime.clear_shadow()
         stats = runner.stats()
         run = finish_after_writer(runtime, data_dir)
@@ -344,7 +357,11 @@ def test_a_candidate_too_slow_for_the_deadline_is_skipped_and_counted(
     judged = [r for r in rows if r["verdict"] is not None]
     # Once one frame was measured slower than a whole deadline, no later frame fits.
     assert len(judged) <= 2 and len(skipped) >= PARTS - 2
-    assert {r["skipped_reason"] for r in skipped} <= {SKIP_NO_TIME, SKIP_QUEUE_FULL}
+    assert {r["skipped_reason"] for r in skipped} <= {
+        SKIP_NO_TIME,
+        SKIP_QUEUE_FULL,
+        SKIP_NEXT_PART,
+    }
     assert all(r["verdict"] is None and r["latency_ms"] is None for r in skipped)
     assert slow.calls == len(judged)
     assert stats.judged == len(judged) and sum(stats.skipped.values()) == len(skipped)

@@ -1,21 +1,24 @@
 """Shadow runs: a candidate model judges the live parts beside the live model, for the record only.
 
 The job path hands each part to `ShadowRunner.offer` after its live verdict is posted and
-dispatched, with the raw frame and that part's deadline. `offer` never blocks and never
-raises: it queues the frame on a bounded queue, or records at once why it will not be
-judged. One worker thread owns the candidate inspector (its own onnxruntime sessions, one
-intra-op thread, so it leaves the cores to the live inspector) and stores each candidate
-verdict in `shadow_results`. Nothing a shadow does reaches the PLC, OPC UA, the robot, the
+dispatched, with the raw frame, when the part was accepted and its deadline. `offer` never
+blocks and never raises: it queues the frame on a bounded queue, or records at once why it
+will not be judged. One worker thread owns the candidate inspector (its own onnxruntime
+sessions, one intra-op thread, so it leaves the cores to the live inspector) and stores each
+candidate verdict in `shadow_results`. Nothing a shadow does reaches the PLC, OPC UA, the robot, the
 result store or the result events.
 
-When a frame is judged (the rule, in `fits`): only if the candidate would finish it before
-that part's deadline, the time the line has already reserved for the part, so a shadow never
-eats into the next part's budget. The finish is estimated as now + (frames ahead of it + 1) x
-the candidate's latency estimate: the 90th percentile of its last 50 measured latencies, or,
-before any was measured, the live inspector's own time on that frame. The rule is checked
-when the frame is offered and again when the worker takes it. Frames that are not judged are
-recorded with the reason:
+When a frame is judged (the rule): only while the line has not moved on to the next part,
+and only if the candidate would finish it before that part's deadline, the time the line has
+already reserved for the part. So a shadow runs in the gaps between parts and yields to the
+live inspector. The finish is estimated (`fits`) as now + (frames ahead of it + 1) x the
+candidate's latency estimate: the 90th percentile of its last 50 measured latencies, or,
+before any was measured, the live inspector's own time on that frame. Both checks are made
+when the frame is offered and again when the worker takes it. A part that arrives while the
+candidate is already running cannot stop it; the estimate keeps that run short of the
+deadline. Frames that are not judged are recorded with the reason:
 
+- `next_part`: a newer part was accepted before the candidate could start on this one;
 - `queue_full`: the bounded queue had no room;
 - `no_time`: the estimate did not fit in the time left before the part's deadline;
 - `stopped`: the shadow was cleared or the station stopped before the frame's turn;
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SKIP_NEXT_PART = "next_part"
 SKIP_QUEUE_FULL = "queue_full"
 SKIP_NO_TIME = "no_time"
 SKIP_STOPPED = "stopped"
@@ -58,8 +62,8 @@ FLUSH_EVERY = 32
 MAX_UNWRITTEN = 10_000
 """Records kept for a retry while the database refuses them; beyond this they are counted lost."""
 
-ShadowHook = Callable[[Frame, InspectedFrame, float], None]
-"""What the job path calls: hook(raw frame, live result as posted, part deadline, monotonic)."""
+ShadowHook = Callable[[Frame, InspectedFrame, float, float], None]
+"""The job path calls hook(raw frame, live result as posted, part accepted, part deadline)."""
 
 
 def fits(now: float, deadline: float, ahead: int, estimate_ms: float) -> bool:
@@ -136,6 +140,7 @@ def candidate_inspector(
 class _Job:
     frame: Frame
     live: InspectedFrame
+    accepted: float
     deadline: float
 
 
@@ -156,7 +161,9 @@ class ShadowRunner:
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        last_trigger: Callable[[], float] | None = None,
     ) -> None:
+        """`last_trigger` gives when the newest live part was accepted (`clock` time)."""
         if queue_size < 1:
             raise ValueError(f"shadow queue_size must be >= 1, got {queue_size}")
         self.slot = slot
@@ -166,9 +173,11 @@ class ShadowRunner:
         self.store = store
         self.estimate = LatencyEstimate()
         self._clock = clock
+        self._last_trigger = last_trigger
         self._queue: queue.Queue[_Job | _Stop] = queue.Queue(maxsize=queue_size)
         self._pending: list[ShadowRecord] = []
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # every offered frame has its record
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -187,11 +196,14 @@ class ShadowRunner:
         *,
         trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        last_trigger: Callable[[], float] | None = None,
     ) -> ShadowRunner:
         """Load the candidate (sealed, and signed when keys are trusted) into the live recipe."""
         inspector = candidate_inspector(recipe_path, recipe, slot, model_dir, trusted_keys)
         sha = next(r.ref.sha256 for r in inspector.runners if r.name == slot)
-        return cls(slot, version, sha, inspector, store, queue_size=queue_size)
+        return cls(
+            slot, version, sha, inspector, store, queue_size=queue_size, last_trigger=last_trigger
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -240,27 +252,44 @@ class ShadowRunner:
 
     # ------------------------------------------------------------------ the job path's side
 
-    def offer(self, frame: Frame, live: InspectedFrame, deadline: float) -> None:
+    def offer(self, frame: Frame, live: InspectedFrame, accepted: float, deadline: float) -> None:
         """Queue a posted part for the candidate, or record why not; never blocks or raises."""
         try:
-            self._offer(frame, live, deadline)
+            self._offer(_Job(frame, live, accepted, deadline))
         except Exception:  # the shadow must never disturb the job path
             log.exception("shadow: offering result %s failed", live.result.result_id)
 
-    def _offer(self, frame: Frame, live: InspectedFrame, deadline: float) -> None:
+    def _offer(self, job: _Job) -> None:
         with self._lock:
             if self._closed:
                 return
             self._counts["offered"] += 1
             ahead = self._queue.qsize() + (1 if self._busy else 0)
-        estimate = self.estimate.value(_live_ms(live))
-        if not fits(self._clock(), deadline, ahead, estimate):
-            self._skip(live, SKIP_NO_TIME)
+        why = self._why_not(job, ahead)
+        if why is not None:
+            self._skip(job.live, why)
             return
         try:
-            self._queue.put_nowait(_Job(frame, live, deadline))
+            self._queue.put_nowait(job)
         except queue.Full:
-            self._skip(live, SKIP_QUEUE_FULL)
+            self._skip(job.live, SKIP_QUEUE_FULL)
+
+    def _why_not(self, job: _Job, ahead: int) -> str | None:
+        """The skip reason for a frame with `ahead` frames before it, or None: it fits."""
+        if self._last_trigger is not None and self._last_trigger() > job.accepted:
+            return SKIP_NEXT_PART
+        estimate = self.estimate.value(_live_ms(job.live))
+        if not fits(self._clock(), job.deadline, ahead, estimate):
+            return SKIP_NO_TIME
+        return None
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until every offered frame is judged or skipped (maybe not written yet)."""
+        with self._settled:
+            return self._settled.wait_for(
+                lambda: self._counts["judged"] + self._skipped.total() >= self._counts["offered"],
+                timeout_s,
+            )
 
     # ------------------------------------------------------------------ the worker
 
@@ -285,8 +314,9 @@ class ShadowRunner:
 
     def _judge(self, job: _Job) -> None:
         live = job.live
-        if not fits(self._clock(), job.deadline, 0, self.estimate.value(_live_ms(live))):
-            self._skip(live, SKIP_NO_TIME)
+        why = self._why_not(job, 0)
+        if why is not None:
+            self._skip(live, why)
             return
         frame = job.frame
         started = time.perf_counter()
@@ -339,15 +369,16 @@ class ShadowRunner:
         )
 
     def _skip(self, live: InspectedFrame, reason: str, error: str | None = None) -> None:
-        with self._lock:
-            self._skipped[reason] += 1
-        self._add(self._record(live, skipped_reason=reason, error=error), None)
+        self._add(self._record(live, skipped_reason=reason, error=error), None, reason)
 
-    def _add(self, record: ShadowRecord, counter: str | None) -> None:
+    def _add(self, record: ShadowRecord, counter: str | None, skipped: str | None = None) -> None:
         with self._lock:
             if counter is not None:
                 self._counts[counter] += 1
+            if skipped is not None:
+                self._skipped[skipped] += 1
             self._pending.append(record)
+            self._settled.notify_all()
 
     def _drain_stopped(self) -> None:
         while True:

@@ -63,8 +63,8 @@ InspectorFactory = Callable[[], ImageInspector]
 OutcomeHook = Callable[[InspectedFrame, TriggerJob], None]
 RecipeHook = Callable[[int, ImageInspector, ImageInspector], None]
 """Called as hook(number, new inspector, old inspector) after a recipe switch."""
-ShadowHook = Callable[[Frame, InspectedFrame, float], None]
-"""Called as hook(frame, result as posted, part deadline) after the result went out."""
+ShadowHook = Callable[[Frame, InspectedFrame, float, float], None]
+"""Called as hook(frame, result as posted, part accepted, part deadline) after it went out."""
 
 
 STOP_JOIN_S = 30.0
@@ -168,6 +168,7 @@ class StationInterface:
         self.on_record: Callable[[StationRecord], None] | None = None
         # A shadow candidate (lifecycle/shadow.py): gets each judged frame after it went out.
         self.shadow: ShadowHook | None = None
+        self.last_accepted_mono = 0.0  # when the newest job was accepted (a shadow yields to it)
         self._clock = clock
         self._preloaded: dict[int, SourceItem] = {}
         self._futures: dict[int, Future[InspectedFrame]] = {}
@@ -299,6 +300,7 @@ class StationInterface:
     def _queue_job(self, job: TriggerJob) -> None:
         with self._idle:
             self._in_flight += 1
+            self.last_accepted_mono = job.accepted_mono
         self._jobs.put_nowait(job)
 
     def _dispatch_loop(self) -> None:
@@ -382,7 +384,7 @@ class StationInterface:
             )
             self._resolve(job, late)
             self._emit(late, job)
-            self._offer_shadow(item, late, deadline)
+            self._offer_shadow(item, late, job, deadline)
             return
         except Exception as err:
             inspected = self._fail_safe(item, f"inspector raised {type(err).__name__}: {err}")
@@ -411,7 +413,7 @@ class StationInterface:
             )
             self._resolve(job, late)
             self._emit(late, job)
-            self._offer_shadow(frame, late, deadline)
+            self._offer_shadow(frame, late, job, deadline)
             return
         result = inspected.result
         code = ResultCode.from_verdict(result.verdict)
@@ -440,15 +442,17 @@ class StationInterface:
         self._emit(inspected, job)
         if target is not None:
             self._emit(target, job)
-        self._offer_shadow(frame, inspected, deadline)
+        self._offer_shadow(frame, inspected, job, deadline)
 
-    def _offer_shadow(self, frame: Frame | None, posted: InspectedFrame, deadline: float) -> None:
+    def _offer_shadow(
+        self, frame: Frame | None, posted: InspectedFrame, job: TriggerJob, deadline: float
+    ) -> None:
         """After the verdict went out: the same frame to a shadow candidate, if one is set."""
         shadow = self.shadow
         if shadow is None or frame is None:
             return
         try:
-            shadow(frame, posted, deadline)
+            shadow(frame, posted, job.accepted_mono, deadline)
         except Exception:  # a shadow must never disturb the job path
             log.exception("station: shadow hook failed for part %d", posted.result.part_id or 0)
 

@@ -529,6 +529,7 @@ class StationRuntime:
             ShadowStore(self.store.engine),
             trusted_keys=self.trusted_model_keys,
             queue_size=queue_size or DEFAULT_QUEUE_SIZE,
+            last_trigger=lambda: self.interface.last_accepted_mono,
         ).start()
         with self._shadow_lock:
             old, self.shadow = self.shadow, runner

@@ -7,6 +7,7 @@ service manager's journal holds parseable lines rather than carriage returns.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -106,6 +107,8 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
         "results_lost": runtime.results_lost,
         "alarms": runtime.alarms(),
         "links": links,
+        # A candidate judging beside the live model (lifecycle/shadow.py): counts, not results.
+        "shadow": None if runtime.shadow is None else dataclasses.asdict(runtime.shadow.stats()),
     }
 
 
