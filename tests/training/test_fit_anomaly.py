@@ -268,7 +268,7 @@ def test_fit_anomaly_cli_cross_fits_the_gaussian_detector_unless_told_not_to(
     from cellinspect.cli import app
 
     good = tmp_path / "good"
-    _write_parts(good, 26, seed=6, defect_rate=0.0)
+    _write_parts(good, 32, seed=6, defect_rate=0.0)  # 6 kept apart for the thresholds, 26 fitted
     base = ["fit-anomaly", "--good", str(good), "--backbone", str(BACKBONE)]
     base += ["--detector", "gaussian", "--projection-dim", "16"]
     folds = {}
