@@ -256,3 +256,15 @@ def test_train_classifier_writes_thresholds_set_on_val(tmp_path: Path) -> None:
     }
     cal = manifest.provenance["thresholds"]
     assert cal["n_good"] + cal["n_defect"] == len(val.items)
+
+
+def test_fit_anomaly_on_too_few_good_parts_says_some_are_kept_apart(tmp_path: Path) -> None:
+    from cellinspect.cli import app
+
+    good = _folder(tmp_path / "good", [("good", render_part(s)) for s in plan_parts(5, 3, 0.0)])
+    args = ["fit-anomaly", "--good", str(good), "--out", str(tmp_path / "m" / "1")]
+    res = CliRunner().invoke(app, [*args, "--backbone", BACKBONE])
+    assert res.exit_code == 1
+    assert "4 readable good image(s); at least 5 are needed" in res.output
+    assert "1 of the 5 good images are kept apart" in res.output
+    assert not (tmp_path / "m" / "1" / "model.onnx").exists()

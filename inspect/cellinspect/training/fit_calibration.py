@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cellinspect.entities import Task
+from cellinspect.errors import ModelError
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader, Stage, no_stage
 from cellinspect.training.fit_anomaly import AnomalyFitReport, fit_anomaly
@@ -106,7 +107,13 @@ def fit_anomaly_calibrated(
     calibrate on the kept part plus `defects` (never fitted: an anomaly detector learns only
     good parts)."""
     fit_part, kept, record = calibration_split(good.with_labels(["good"]), fraction, params.seed)
-    report = fit_anomaly(fit_part, reader, backbone_path, out_dir, name, version, params, stage)
+    try:
+        report = fit_anomaly(fit_part, reader, backbone_path, out_dir, name, version, params, stage)
+    except ModelError as err:
+        raise ModelError(
+            f"{err} ({len(kept.items)} of the {len(good.items)} good images are kept apart to "
+            f"set the thresholds on: --calibration-fraction {fraction})"
+        ) from err
     bad = [LabelledImage(i.path, DEFECT) for i in defects.items] if defects else []
     calibration = Dataset(kept.root, [*kept.items, *bad])
     where = {"calibration_split": record, "defects_root": str(defects.root) if defects else None}

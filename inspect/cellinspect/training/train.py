@@ -131,9 +131,12 @@ def train_model(
         extra[RECORD_KEY] = image_record(train)
     if anomaly_params is not None:
         # Only train's good images: val is where the thresholds are set, so it stays unseen.
-        model_path = fit_anomaly(
-            train, reader, backbone_path, out_dir, name, version, anomaly_params, stage, extra
-        ).model_path
+        try:
+            model_path = fit_anomaly(
+                train, reader, backbone_path, out_dir, name, version, anomaly_params, stage, extra
+            ).model_path
+        except ModelError as err:
+            raise ModelError(f"{err} (the split's train part; val, test kept apart)") from err
         skipped = train.skipped
     elif plan.method is Method.HEAD:
         from cellinspect.training.fit_classifier import ClassifierFitParams, fit_classifier
