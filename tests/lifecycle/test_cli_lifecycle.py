@@ -3,6 +3,7 @@ store, and through the API of a running one (token from CELLINSPECT_API_TOKEN)."
 
 from __future__ import annotations
 
+import getpass
 import sqlite3
 from pathlib import Path
 
@@ -56,6 +57,12 @@ def test_offline_add_promote_rollback_as_the_given_actor(tmp_path: Path) -> None
     assert code == 0 and "wide" in out and "retired" in out
     code, out = cli("models", "rollback", SLOT, *offline, "--actor", "ada", "--reason", "undo")
     assert code == 0 and "1 is live" in out, out
+    code, out = cli("models", "add", SLOT, str(resealed(tmp_path, "w2", 0.9)), *offline)
+    assert code == 0, out
+    code, out = cli("models", "retire", SLOT, "w2", *offline, "--actor", "ann", "--reason", "x")
+    assert code == 0 and "flange-anomaly@w2: retired" in out, out
+    code, out = cli("models", "retire", SLOT, "1", *offline)
+    assert code == 1 and "is live: cannot go retired" in out
     assert events(data_dir) == [
         ("1", "register", "live", "station"),
         ("wide", "add", "candidate", "ann"),
@@ -63,6 +70,8 @@ def test_offline_add_promote_rollback_as_the_given_actor(tmp_path: Path) -> None
         ("wide", "promote", "live", "ada"),
         ("wide", "rollback", "retired", "ada"),
         ("1", "rollback", "live", "ada"),
+        ("w2", "add", "candidate", getpass.getuser()),
+        ("w2", "retire", "retired", "ann"),
     ]
     assert events(data_dir, "flange-classifier") == [("1", "register", "live", "station")]
     # the existing `models` listing and its subcommands still work beside the new ones
@@ -92,13 +101,19 @@ def test_online_commands_go_through_the_api_as_the_tokens_user(
         code_denied, out_denied = cli("models", "add", SLOT, str(package), *url)
         monkeypatch.setenv("CELLINSPECT_API_TOKEN", admin)
         code_add, out_add = cli("models", "add", SLOT, str(package), *url)
+        code_shadow, out_shadow = cli("models", "shadow", SLOT, "wide", *url)
+        shadowing = (runtime.shadow.slot, runtime.shadow.version) if runtime.shadow else None
         code_up, out_up = cli("models", "promote", SLOT, "wide", *url, "--override", "trial")
         live = runtime.live_models[SLOT]
+        shadow_after = runtime.shadow
     assert code_anon == 1 and "401" in out_anon and "CELLINSPECT_API_TOKEN" in out_anon
     assert admin not in out_anon + out_denied  # no secret printed
     assert code_list == 0 and "flange-anomaly" in out_list and "live" in out_list
     assert code_denied == 1 and "403" in out_denied
     assert code_add == 0, out_add
+    assert code_shadow == 0 and "flange-anomaly@wide: shadow" in out_shadow, out_shadow
+    assert shadowing == (SLOT, "wide")  # the running station judges it beside the live model
     assert code_up == 0 and "hot swapped" in out_up, out_up
+    assert shadow_after is None  # promoting the shadowed version ends its shadow run
     assert live.parent == data_dir.resolve() / "models" / SLOT / "wide"
     assert events(data_dir)[-1] == ("wide", "promote", "live", "ada")

@@ -1,4 +1,4 @@
-"""`cellinspect models versions|audit|add|shadow|promote|rollback`: the model lifecycle.
+"""`cellinspect models versions|audit|add|shadow|retire|promote|rollback`: the model lifecycle.
 
 By default each command talks to the running station through its API (the URL from the
 station file's `api` section, or `--url`; the token from CELLINSPECT_API_TOKEN), so a
@@ -243,6 +243,25 @@ def shadow_cmd(
     console.print(f"{row['slot']}@{row['version']}: {row['state']}")
 
 
+def retire_cmd(
+    slot: SlotArg,
+    version: VersionArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit).")] = "",
+    station: StationOpt = Path("station.yaml"),
+    offline: OfflineOpt = False,
+    actor: ActorOpt = None,
+    url: UrlOpt = None,
+) -> None:
+    """Give up a candidate or shadow version (admin)."""
+    if offline:
+        with user_errors(), offline_registry(station) as (registry, _):
+            row = _dump(promotion.retire(registry, slot, version, _actor(actor), reason))
+    else:
+        path = f"/models/{slot}/versions/{version}/retire"
+        row = call("POST", station, url, path, json={"reason": reason})
+    console.print(f"{row['slot']}@{row['version']}: {row['state']}")
+
+
 def promote_cmd(
     slot: SlotArg,
     version: VersionArg,
@@ -309,5 +328,6 @@ def register(models_app: typer.Typer) -> None:
     models_app.command("audit")(audit_cmd)
     models_app.command("add")(add_cmd)
     models_app.command("shadow")(shadow_cmd)
+    models_app.command("retire")(retire_cmd)
     models_app.command("promote")(promote_cmd)
     models_app.command("rollback")(rollback_cmd)

@@ -193,6 +193,18 @@ async def shadow(
     return VersionOut.of(v)
 
 
+@router.post("/{slot}/versions/{version}/retire")
+async def retire(
+    slot: Slot, version: Version, body: RollbackIn, user: Admin, services: ServicesDep
+) -> VersionOut:
+    """Give up a candidate or shadow version (its shadow run stops)."""
+    registry = _registry(services)
+    v: ModelVersion = await _call(
+        promotion.retire, registry, slot, version, user.name, body.reason, services.station
+    )
+    return VersionOut.of(v)
+
+
 @router.post("/{slot}/versions/{version}/promote")
 async def promote(
     slot: Slot, version: Version, body: PromoteIn, user: Admin, services: ServicesDep
