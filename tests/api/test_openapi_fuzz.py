@@ -45,6 +45,7 @@ OPERATIONS = [
     ("GET", "/results/{result_id}/overlay"),
     ("GET", "/results/{result_id}/audit"),
     ("PUT", "/results/{result_id}/review"),
+    ("POST", "/results/{result_id}/review/undo"),
     ("GET", "/stats"),
     ("POST", "/exports"),
     ("GET", "/health"),
