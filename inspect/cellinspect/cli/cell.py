@@ -14,6 +14,7 @@ import typer
 
 from cellinspect import shipped
 from cellinspect.cli.support import console, fail, shipped_default, shipped_if_missing, user_errors
+from cellinspect.datagen.drift_kind import DriftKind
 from cellinspect.export.dataset import ManifestFormat
 
 if TYPE_CHECKING:
@@ -70,9 +71,22 @@ def line(
     benchmark: Annotated[
         bool, typer.Option("--benchmark", help="Find the highest part rate with no late result.")
     ] = False,
+    drift: Annotated[
+        DriftKind | None,
+        typer.Option(
+            help="Degrade the camera (focus, light, shift) or the parts (wear) slowly, from "
+            "--drift-start on; the summary says when health alarmed and when errors rose."
+        ),
+    ] = None,
+    drift_start: Annotated[
+        int, typer.Option(min=1, help="Last undrifted part (the health baseline is before it).")
+    ] = 60,
+    drift_parts: Annotated[
+        int, typer.Option(min=1, help="Parts over which the drift reaches full severity.")
+    ] = 400,
 ) -> None:
     """The main job: `run` on the simulated cell (camera, PLC, conveyor, gate, robot), audited."""
-    from cellinspect.line.command import run_benchmark, run_line
+    from cellinspect.line.command import make_drift, run_benchmark, run_line
     from cellinspect.line.console import live_progress, report_table
 
     with user_errors():
@@ -106,6 +120,9 @@ def line(
                     station=station,
                     sim_robot=not no_robot,
                     on_started=_announce_line,
+                    drift=None
+                    if drift is None
+                    else make_drift(drift, drift_start, drift_start + drift_parts),
                 )
             except KeyboardInterrupt:
                 stop.set()

@@ -21,6 +21,7 @@ from cellinspect.plc.sim_plc import PartLog, PlcCounters, SimPlc
 from cellinspect.plc.station_interface import StationInterface, StationRecord
 
 if TYPE_CHECKING:
+    from cellinspect.line.drift_report import DriftLead
     from cellinspect.station.robot_link import RobotCounters
 
 
@@ -78,6 +79,7 @@ class LineReport:
     robot_sent: int | None = None  # pick targets sent (None: no robot on this line)
     robot_acknowledged: int | None = None
     robot_timed_out: int | None = None
+    drift: DriftLead | None = None  # with `--drift`: when health alarmed, when errors rose
 
     @property
     def mismatches(self) -> list[AuditEntry]:

@@ -9,6 +9,7 @@ target as well.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from cellinspect import shipped
 from cellinspect.entities import InspectedFrame
 from cellinspect.line.audit import LineReport, build_report
 from cellinspect.line.config import LineConfig
+from cellinspect.line.drift_report import drift_lead
 from cellinspect.plc.conveyor import place_parts
 from cellinspect.plc.registers import Reg, Status
 from cellinspect.plc.robot import PickTarget, PlaneMapping
@@ -130,6 +132,7 @@ def run_cell(
         drop_probability=config.drop_probability,
         drop_parts=config.drop_parts,
         seed=config.seed,
+        drift=config.drift,
     )
     runtime = StationRuntime(
         line_station(config, station),
@@ -203,7 +206,7 @@ def run_cell(
         runtime.stop()
     if plc.error is not None:
         raise RuntimeError(f"simulated PLC failed: {plc.error}") from plc.error
-    return build_report(
+    report = build_report(
         config,
         plc,
         runtime.interface,
@@ -211,6 +214,9 @@ def run_cell(
         port=port,
         robot=runtime.robot.counters if runtime.robot is not None else None,
     )
+    if config.drift is None:
+        return report
+    return dataclasses.replace(report, drift=drift_lead(config.drift, runtime.health, report.audit))
 
 
 class _Prefetcher:

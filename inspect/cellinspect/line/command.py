@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cellinspect.config import SyntheticSource, load_recipe
+from cellinspect.datagen.drift import Drift, DriftKind
 from cellinspect.entities import InspectedFrame
 from cellinspect.line.audit import LineReport
 from cellinspect.line.benchmark import BenchmarkReport, RateStep, find_max_rate
@@ -39,6 +40,11 @@ def with_active_recipe(station: StationFile, recipe_path: Path | str) -> Station
     return station.model_copy(update={"recipes": recipes})
 
 
+def make_drift(kind: DriftKind, start_part: int, full_part: int) -> Drift:
+    """`--drift`: the fault ramps from `start_part` to full severity at `full_part`."""
+    return Drift(kind, start_part, full_part)
+
+
 def run_line(
     recipe_path: Path | str | None = None,
     parts: int = 100,
@@ -58,6 +64,7 @@ def run_line(
     station: StationFile | None = None,
     sim_robot: bool = False,
     on_started: Callable[[StationRuntime], None] | None = None,
+    drift: Drift | None = None,
 ) -> LineReport:
     """The main job: the station runtime on the simulated cell, until `parts` passed the gate.
 
@@ -65,6 +72,7 @@ def run_line(
     `recipe_path` replaces its active recipe. The deadline defaults to the recipe's
     `runtime.deadline_ms`; its `decision.fail_safe` decides what a dropped frame becomes.
     `sim_robot` starts a simulated robot and points the station's robot link at it.
+    `drift` degrades the simulated camera or the parts slowly (docs/health.md).
     """
     base = line_station(LineConfig(modbus_port=modbus_port), station)
     if recipe_path is not None:
@@ -81,6 +89,7 @@ def run_line(
         faults=tuple(faults),
         samples=samples,
         modbus_port=modbus_port,
+        drift=drift,
     )
     plane = plane_from_file(plane_calibration) if plane_calibration else None
     robot = SimRobot() if sim_robot else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellinspect.datagen.drift import Drift
 from cellinspect.entities import Verdict
 from cellinspect.plc.conveyor import ConveyorConfig
 from cellinspect.plc.sim_plc import LinkFault
@@ -39,6 +40,7 @@ class LineConfig:
     host: str = "127.0.0.1"
     modbus_port: int = 0
     timeout_s: float | None = None
+    drift: Drift | None = None  # a slow camera or part fault (`--drift`), docs/health.md
 
     def __post_init__(self) -> None:
         if self.parts < 1:

@@ -62,6 +62,8 @@ def report_table(report: LineReport) -> Table:
                 f"{report.robot_sent} / {report.robot_acknowledged} / {report.robot_timed_out}",
             )
         )
+    if report.drift is not None:
+        rows += report.drift.rows()
     for name, value in rows:
         table.add_row(name, value)
     verdict = (

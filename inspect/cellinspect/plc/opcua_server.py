@@ -188,6 +188,9 @@ class VisionOpcUaServer:
             "auto": await auto.add_variable(idx, "CurrentState", m.auto.value if m.auto else ""),
             "error": await vsm.add_variable(idx, "LastError", m.error),
             "recipe": await recipes.add_variable(idx, "PreparedRecipe", m.recipe or ""),
+            # camera health (docs/health.md): ok / warn / alarm, and one line per statistic
+            "health": await system.add_variable(idx, "HealthLevel", "ok"),
+            "health_alarms": await system.add_variable(idx, "HealthAlarms", [""]),
         }
         s = ua.VariantType.String
         await self._method(vsm, "Halt", self._halt)
@@ -332,6 +335,16 @@ class VisionOpcUaServer:
             await self._emit(inspected, job_id, meas, part)
             self.machine.job_done()
         await self._publish_state()
+
+    def publish_health(self, level: str, lines: Sequence[str]) -> None:
+        """From any thread: the camera health level and its alarm lines (HealthLevel/Alarms)."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and "health" in self._nodes:
+            asyncio.run_coroutine_threadsafe(self._write_health(level, list(lines) or [""]), loop)
+
+    async def _write_health(self, level: str, lines: list[str]) -> None:
+        await self._nodes["health"].write_value(level)
+        await self._nodes["health_alarms"].write_value(lines)
 
     # ------------------------------------------------------------------ results
 

@@ -49,6 +49,8 @@ class Reg(enum.IntEnum):
     STATION_HEARTBEAT = 118
     BUFFERED = 119
     MISSED_TRIGGERS = 120
+    HEALTH = 121  # camera health: 0 ok, 1 warn, 2 alarm (docs/health.md)
+    HEALTH_FLAGS = 122  # bit per statistic at warn or alarm
 
 
 PLC_BLOCK = (Reg.CONTROL, 8)
@@ -251,6 +253,16 @@ REGISTER_DOCS: tuple[RegisterDoc, ...] = (
     RegisterDoc(118, 1, "station heartbeat", "station→PLC", "u16", "+1 every 100 ms"),
     RegisterDoc(119, 1, "results buffered", "station→PLC", "u16", "results waiting behind HR105"),
     RegisterDoc(120, 1, "missed triggers", "station→PLC", "u16", "counter, wraps at 65536"),
+    RegisterDoc(121, 1, "camera health", "station→PLC", "u16", "0 ok, 1 warn, 2 alarm"),
+    RegisterDoc(
+        122,
+        1,
+        "health flags",
+        "station→PLC",
+        "bits",
+        "at warn or alarm: 0 focus, 1 brightness, 2 contrast, 3 noise, 4 clipping, 5 position, "
+        "6 score drift",
+    ),
 )
 
 

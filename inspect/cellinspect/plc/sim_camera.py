@@ -20,6 +20,7 @@ from typing import Protocol
 
 import cv2
 
+from cellinspect.datagen.drift import Drift
 from cellinspect.entities import Frame, FrameFailure, ImageU8, SourceItem, check_image
 from cellinspect.errors import ConfigError, FrameReadError
 
@@ -215,7 +216,10 @@ class RenderCatalog:
 
 
 class SimCamera:
-    """Serves the catalogue image of the triggered part; drops frames when told to."""
+    """Serves the catalogue image of the triggered part; drops frames when told to.
+
+    `drift` degrades the pictures (or the good parts) slowly with the part id.
+    """
 
     def __init__(
         self,
@@ -224,6 +228,7 @@ class SimCamera:
         drop_probability: float = 0.0,
         drop_parts: Iterable[int] = (),
         seed: int = 0,
+        drift: Drift | None = None,
     ) -> None:
         if not 0.0 <= drop_probability <= 1.0:
             raise ValueError(f"drop_probability must be in [0, 1], got {drop_probability}")
@@ -234,6 +239,7 @@ class SimCamera:
         self._rng = random.Random(seed)
         self._frame_ids = itertools.count()
         self.dropped: list[int] = []
+        self.drift = drift
 
     def close(self) -> None:
         """Stop the catalogue's background renders, if it has any (the station's stop)."""
@@ -258,6 +264,8 @@ class SimCamera:
         try:
             image = self.catalog.image(part_id)
             name = self.catalog.name(part_id)
+            if self.drift is not None:
+                image = self.drift.apply(image, part_id, self.catalog.label(part_id))
         except (ValueError, FrameReadError) as err:
             return FrameFailure(
                 frame_id=frame_id,

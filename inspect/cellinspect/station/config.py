@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cellinspect.config import SourceConfig, format_validation_error
 from cellinspect.errors import ConfigError
+from cellinspect.health.config import HealthConfig
 
 OpcUaPolicy = Literal["none", "basic256sha256_sign", "basic256sha256_sign_encrypt"]
 
@@ -199,6 +200,9 @@ class StationFile(_Strict):
     robot: RobotConfig = Field(default_factory=RobotConfig, description="Robot link.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="Results API and review page.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Where results live.")
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="Camera health and score drift alarms."
+    )
     status_every_s: float = Field(
         default=10.0, gt=0, description="Status log line interval when not on a terminal."
     )

@@ -1,4 +1,5 @@
-"""GET /station, POST /station/trigger and POST /station/recipe: a running station's controls.
+"""GET /station, GET /station/health, POST /station/trigger and POST /station/recipe: a running
+station's controls.
 
 Only present with meaning under `cellinspect run` (a station runtime behind the API);
 `cellinspect serve` answers 404 here. Triggering and selecting a recipe change what the
@@ -16,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from cellinspect.api.deps import AUTH_RESPONSES, OperateDep, ReadDep, ServicesDep
 from cellinspect.api.schemas import ErrorOut, display_name, display_source
 from cellinspect.api.services import StationControl
+from cellinspect.health.monitor import HealthMonitor
 
 router = APIRouter(tags=["station"])
 
@@ -53,6 +55,19 @@ def _station(services: ServicesDep) -> StationControl:
 )
 async def station_status(services: ServicesDep) -> dict[str, Any]:
     return _station(services).status()
+
+
+@router.get(
+    "/station/health",
+    dependencies=[ReadDep],
+    responses={**AUTH_RESPONSES, 404: {"model": ErrorOut}},
+    summary="Camera health and score drift: baseline, level and trend of each statistic",
+)
+async def station_health(services: ServicesDep) -> dict[str, Any]:
+    monitor = getattr(_station(services), "health", None)
+    if not isinstance(monitor, HealthMonitor):
+        raise HTTPException(404, "this station follows no camera health")
+    return monitor.status()
 
 
 @router.post(
