@@ -8,6 +8,7 @@ loads the live versions at its next start.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 from cellinspect.lifecycle.registry import LifecycleError, ModelRegistry, ModelVersion, State
 
 DEFAULT_MIN_REVIEWED = 20
+_SWITCHING = threading.RLock()  # one promote or rollback at a time: swap, registry in step
 
 
 class GateRefusedError(LifecycleError):
@@ -143,6 +145,11 @@ def promote(
     """
     _check_slot(station, slot)
     target = registry.get(slot, version)
+    if target.state not in (State.CANDIDATE, State.SHADOW):
+        raise LifecycleError(
+            f"model {slot}@{version} is {target.state.value}: only a candidate or shadow "
+            "version can be promoted (rollback returns a retired one)"
+        )
     problems = gate_problems(registry.engine, slot, version, min_reviewed)
     reason = ""
     if problems:
@@ -164,11 +171,26 @@ def rollback(
 ) -> Change:
     """Return `slot` to the version live before the current one, with the same hot swap."""
     _check_slot(station, slot)
-    target = registry.previous_live(slot)
-    return _switch(registry, slot, target, actor, reason, station, rollback=True)
+    with _SWITCHING:
+        target = registry.previous_live(slot)
+        return _switch(registry, slot, target, actor, reason, station, rollback=True)
 
 
 def _switch(
+    registry: ModelRegistry,
+    slot: str,
+    target: ModelVersion,
+    actor: str,
+    reason: str,
+    station: object | None,
+    *,
+    rollback: bool,
+) -> Change:
+    with _SWITCHING:
+        return _switch_locked(registry, slot, target, actor, reason, station, rollback=rollback)
+
+
+def _switch_locked(
     registry: ModelRegistry,
     slot: str,
     target: ModelVersion,

@@ -729,18 +729,22 @@ class StationInterface:
         self.handshake.complete_command(error, recipe=recipe)
         return error
 
-    def swap_inspector(self, new: ImageInspector, timeout_s: float = 60.0) -> ImageInspector:
+    def swap_inspector(
+        self, new: ImageInspector, release: Callable[[ImageInspector], None]
+    ) -> ImageInspector:
         """Put `new` (loaded and warmed) in place between two parts; returns the old one.
 
         Parts submitted before the swap finish on the old inspector (one executor thread, in
-        order); this returns once they have, so the caller may close the old one. Unlike a
-        recipe select it needs no idle station: no part waits and none is refused.
+        order); `release(old)` runs once they have (at once with no executor), so it may close
+        it. Unlike a recipe select it needs no idle station: no part waits, none is refused.
         """
         with self._swap_lock:
             old, self.inspector = self.inspector, new
             barrier = self._executor.submit(lambda: None) if self._executor else None
-        if barrier is not None:
-            barrier.result(timeout=timeout_s)
+        if barrier is None:
+            release(old)
+        else:
+            barrier.add_done_callback(lambda _: release(old))
         return old
 
     def _switch_recipe(self, number: int) -> tuple[ErrorCode, int | None]:

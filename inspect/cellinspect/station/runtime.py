@@ -346,12 +346,9 @@ class StationRuntime:
         with self._swap_models:
             live = {**self.live_models, slot: model_file}
             new = self._load_inspector(self.active_recipe, live)
-            old = self.interface.swap_inspector(new)
+            self.interface.swap_inspector(new, _close_inspector)
             self.live_models = live
             log.info("station: model slot %s now runs %s", slot, model_file.parent)
-            close = getattr(old, "close", None)
-            if close is not None:
-                close()
 
     def _open_store(self) -> None:
         from cellinspect.api.app import make_writer
@@ -768,6 +765,13 @@ class StationRuntime:
         from cellinspect.station.status import snapshot
 
         return snapshot(self)
+
+
+def _close_inspector(inspector: ImageInspector) -> None:
+    """Close an inspector no part uses any more (after a model swap)."""
+    close = getattr(inspector, "close", None)
+    if close is not None:
+        close()
 
 
 def _wait_quietly(future: Future[InspectedFrame]) -> None:
