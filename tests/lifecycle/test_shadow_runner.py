@@ -25,6 +25,7 @@ from cellinspect.lifecycle.shadow import (
     SKIP_NEXT_PART,
     SKIP_NO_TIME,
     SKIP_QUEUE_FULL,
+    SKIP_STOPPED,
     ShadowRunner,
     candidate_inspector,
     candidate_recipe,
@@ -128,6 +129,7 @@ def test_a_full_queue_refuses_frames_and_counts_them(
     for frame, live in parts[1:5]:  # frame 1 waits in the queue, 2-4 find it full
         runner.offer(frame, live, now(), far())
     gate.open.set()
+    assert runner.wait_idle(60)  # frames 0 and 1 judged (close would skip a queued one)
     runner.close()
     stats = runner.stats()
     rows = shadow_rows(Path(str(store.engine.url.database)).parent)
@@ -173,6 +175,23 @@ def test_late_overtaken_and_failing_candidates_are_recorded_not_judged(
     failed = rows[live1.result.result_id]
     assert failed["skipped_reason"] == SKIP_ERROR and "candidate bug" in failed["error"]
     assert failed["verdict"] is None
+
+
+def test_frames_still_queued_at_close_are_recorded_as_stopped(
+    store: SqlResultStore,
+    runner_parts: tuple[ImageInspector, list[tuple[Frame, InspectedFrame]]],
+) -> None:
+    inspector, parts = runner_parts
+    runner = ShadowRunner(SLOT, "1", "sha-z", inspector, ShadowStore(store.engine))
+    for frame, live in parts[:3]:  # no worker started: all three wait in the queue
+        runner.offer(frame, live, now(), far())
+    runner.close()
+    rows = shadow_rows(Path(str(store.engine.url.database)).parent)
+    assert sorted(r["live_result_id"] for r in rows) == sorted(
+        live.result.result_id for _, live in parts[:3]
+    )
+    assert {r["skipped_reason"] for r in rows} == {SKIP_STOPPED}
+    assert runner.stats().skipped == {SKIP_STOPPED: 3}
 
 
 def test_the_fit_rule_counts_the_frames_ahead() -> None:

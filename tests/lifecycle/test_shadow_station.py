@@ -25,7 +25,12 @@ from typer.testing import CliRunner
 
 from cellinspect.cli.root import app
 from cellinspect.entities import ImageU8, InspectedFrame
-from cellinspect.lifecycle.shadow import SKIP_NEXT_PART, SKIP_NO_TIME, SKIP_QUEUE_FULL
+from cellinspect.lifecycle.shadow import (
+    SKIP_NEXT_PART,
+    SKIP_NO_TIME,
+    SKIP_QUEUE_FULL,
+    SKIP_STOPPED,
+)
 from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.station.config import load_station
 from cellinspect.station.runtime import StationRuntime
@@ -361,6 +366,7 @@ def test_a_candidate_too_slow_for_the_deadline_is_skipped_and_counted(
         SKIP_NO_TIME,
         SKIP_QUEUE_FULL,
         SKIP_NEXT_PART,
+        SKIP_STOPPED,  # still queued when the shadow was cleared
     }
     assert all(r["verdict"] is None and r["latency_ms"] is None for r in skipped)
     assert slow.calls == len(judged)

@@ -219,17 +219,18 @@ class ShadowRunner:
         return self
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Finish the frame in hand, record queued ones as `stopped`, write everything."""
+        """Record queued frames as `stopped`, finish the one in hand, write everything."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        self._drain_stopped()  # queued frames are not judged: a clear or stop is not delayed
         thread = self._thread
         if thread is not None:
             try:
-                self._queue.put(_Stop(), timeout=timeout_s)  # room once the worker takes one
-            except queue.Full:
-                log.warning("shadow: worker took no frame for %.0f s at close", timeout_s)
+                self._queue.put(_Stop(), timeout=timeout_s)
+            except queue.Full:  # an offer slipped in before `_closed`; the worker frees it
+                log.warning("shadow: queue still full %.0f s into close", timeout_s)
             thread.join(timeout_s)
             if thread.is_alive():
                 log.warning("shadow: worker still busy %.0f s after close", timeout_s)
