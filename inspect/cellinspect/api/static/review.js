@@ -189,7 +189,8 @@
       clipped("reason", item.reasons.join("; ")),
     ]);
     if (review) meta.append(clipped(`badge label-badge label-${review.label}`, labelText(review)));
-    const img = el("img", { alt: `result ${item.id}` });
+    // No picture kept (a missed trigger, retention): an empty alt, not the id over a black box.
+    const img = el("img", { alt: thumbUrl(item) ? `result ${item.id}` : "" });
     showImage(img, thumbUrl(item));
     const node = el(
       "article",
@@ -250,7 +251,7 @@
     const img = $("detail-image");
     zoom.expect(item.id);
     showImage(img, src);
-    img.alt = `result ${item.id}`;
+    img.alt = src ? `result ${item.id}` : "no picture kept for this result";
     $("show-overlay").classList.toggle("on", state.showOverlay);
     $("show-image").classList.toggle("on", !state.showOverlay);
     $("detail-title").textContent = item.id;
