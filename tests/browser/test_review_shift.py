@@ -89,7 +89,8 @@ def wait_width_near(page: Any, width: float) -> None:
 def image_ready(page: Any) -> None:
     page.wait_for_function(
         "() => { const i = document.getElementById('detail-image');"
-        " return i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0; }"
+        " return i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0"
+        " && document.getElementById('zoom').dataset.scale !== undefined; }"  # placed (fit)
     )
 
 
