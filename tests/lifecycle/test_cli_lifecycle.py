@@ -109,7 +109,7 @@ def test_online_commands_go_through_the_api_as_the_tokens_user(
     assert code_anon == 1 and "401" in out_anon and "CELLINSPECT_API_TOKEN" in out_anon
     assert admin not in out_anon + out_denied  # no secret printed
     assert code_list == 0 and "flange-anomaly" in out_list and "live" in out_list
-    assert code_denied == 1 and "403" in out_denied
+    assert code_denied == 1 and "403" in out_denied and "has role viewer" in out_denied
     assert code_add == 0, out_add
     assert code_shadow == 0 and "flange-anomaly@wide: shadow" in out_shadow, out_shadow
     assert shadowing == (SLOT, "wide")  # the running station judges it beside the live model

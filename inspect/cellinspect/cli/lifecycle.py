@@ -105,8 +105,9 @@ def call(method: str, station_path: Path, url: str | None, path: str, **kwargs: 
         ) from err
     if reply.status_code >= 400:
         try:
-            detail = reply.json().get("detail", reply.text)
-        except ValueError:
+            body = reply.json()
+            detail = body.get("message") or body.get("detail") or reply.text
+        except (ValueError, AttributeError):
             detail = reply.text
         hint = f" (set {TOKEN_ENV})" if reply.status_code == 401 else ""
         raise fail(f"{method} {path}: {reply.status_code}: {detail}{hint}")

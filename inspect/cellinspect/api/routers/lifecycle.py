@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from cellinspect.api.deps import AUTH_RESPONSES, ReadDep, ServicesDep, get_identity
+from cellinspect.api.errors import scrub_with
+from cellinspect.api.schemas import display_name
 from cellinspect.api.services import ApiServices
 from cellinspect.errors import CellInspectError
 from cellinspect.lifecycle import promotion
@@ -52,8 +54,7 @@ class VersionOut(BaseModel):
     version: str
     state: str
     sha256: str = Field(description="Seal's package hash, as results record it.")
-    package_dir: str
-    source: str
+    source: str | None = Field(description="Folder name it was added from (no server path).")
     created_by: str
     created_at: datetime
     updated_at: datetime
@@ -65,8 +66,7 @@ class VersionOut(BaseModel):
             version=v.version,
             state=v.state.value,
             sha256=v.sha256,
-            package_dir=str(v.package_dir),
-            source=v.source,
+            source=display_name(v.source),
             created_by=v.created_by,
             created_at=v.created_at,
             updated_at=v.updated_at,
@@ -137,30 +137,29 @@ def _registry(services: ApiServices) -> ModelRegistry:
     return registry
 
 
-async def _call(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Run a registry change off the event loop; its errors as 409 (state) or 422 (package)."""
+async def _call(services: ApiServices, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Run a registry change off the event loop; its errors as 409 (state) or 422 (package),
+    with the station's folders named, not shown."""
     try:
         result = await run_in_threadpool(fn, *args, **kwargs)
-    except promotion.GateRefusedError as err:
-        raise HTTPException(409, str(err)) from err
-    except LifecycleError as err:
-        raise HTTPException(409, str(err)) from err
+    except LifecycleError as err:  # GateRefusedError too
+        raise HTTPException(409, scrub_with(services.settings, str(err))) from err
     except CellInspectError as err:
-        raise HTTPException(422, str(err)) from err
+        raise HTTPException(422, scrub_with(services.settings, str(err))) from err
     return result
 
 
 @router.get("/versions", dependencies=[ReadDep])
 async def list_versions(services: ServicesDep, slot: str | None = None) -> list[VersionOut]:
     """Registered versions (of one slot), oldest first."""
-    versions: list[ModelVersion] = await _call(_registry(services).versions, slot)
+    versions: list[ModelVersion] = await _call(services, _registry(services).versions, slot)
     return [VersionOut.of(v) for v in versions]
 
 
 @router.get("/audit", dependencies=[ReadDep])
 async def audit(services: ServicesDep, slot: str | None = None) -> list[EventOut]:
     """Every registry change (of one slot): who, what, when, why."""
-    events: list[ModelEvent] = await _call(_registry(services).audit, slot)
+    events: list[ModelEvent] = await _call(services, _registry(services).audit, slot)
     return [EventOut.of(e) for e in events]
 
 
@@ -170,6 +169,7 @@ async def add_version(slot: Slot, body: AddIn, user: Admin, services: ServicesDe
     registry = _registry(services)
     keys = getattr(services.station, "trusted_model_keys", None)
     v: ModelVersion = await _call(
+        services,
         registry.add,
         slot,
         FsPath(body.path),
@@ -188,7 +188,7 @@ async def shadow(
     """Judge every part with this version beside the live model (shadow_results only)."""
     registry = _registry(services)
     v: ModelVersion = await _call(
-        promotion.shadow, registry, slot, version, user.name, services.station
+        services, promotion.shadow, registry, slot, version, user.name, services.station
     )
     return VersionOut.of(v)
 
@@ -200,7 +200,14 @@ async def retire(
     """Give up a candidate or shadow version (its shadow run stops)."""
     registry = _registry(services)
     v: ModelVersion = await _call(
-        promotion.retire, registry, slot, version, user.name, body.reason, services.station
+        services,
+        promotion.retire,
+        registry,
+        slot,
+        version,
+        user.name,
+        body.reason,
+        services.station,
     )
     return VersionOut.of(v)
 
@@ -212,6 +219,7 @@ async def promote(
     """Gate, then hot swap between two parts; the previous live version is retired."""
     registry = _registry(services)
     change: promotion.Change = await _call(
+        services,
         promotion.promote,
         registry,
         slot,
@@ -229,7 +237,13 @@ async def rollback(slot: Slot, body: RollbackIn, user: Admin, services: Services
     """Return the slot to the version live before this one, hot swapped."""
     registry = _registry(services)
     change: promotion.Change = await _call(
-        promotion.rollback, registry, slot, user.name, body.reason, station=services.station
+        services,
+        promotion.rollback,
+        registry,
+        slot,
+        user.name,
+        body.reason,
+        station=services.station,
     )
     return _change(change)
 
