@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cellinspect.calibration.camera_file import load_camera_calibration
 from cellinspect.config import PreprocessOp, Recipe, Roi
@@ -168,14 +167,6 @@ def good_images(root: Path | str) -> Dataset:
     return Dataset(folder, [LabelledImage(p, "good") for p in files])
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """How an exported image was prepared at the station (None ops: not recorded)."""
-
-    recipe: RecipeRecord
-    ops: list[dict[str, Any]] | None
-
-
 def _pick_roi(rois: Sequence[Roi], roi: str | None, owner: str) -> list[Roi]:
     names = [r.name for r in rois]
     if roi is None and len(names) > 1:
@@ -193,7 +184,7 @@ class RoiReader:
         self.ops: tuple[PreprocessOp, ...] = tuple(recipe.preprocess) if recipe else ()
         self.where = f"recipe '{recipe.name}'" if recipe else "reading without a recipe"
         # Exported images (resolved path -> how the station prepared them): crop only.
-        self._prepared: dict[Path, _Prepared] | None = None
+        self._prepared: dict[Path, RecipeRecord] | None = None
         self._recipe_sha: str | None = None
         if recipe is None:
             self._chain = None
@@ -244,7 +235,7 @@ class RoiReader:
             how = record.recipe(image.recipe_sha256) or RecipeRecord(
                 name="?", sha256=image.recipe_sha256
             )
-            reader._prepared[(root / image.file).resolve()] = _Prepared(how, how.preprocess)
+            reader._prepared[(root / image.file).resolve()] = how
         return reader
 
     @property
@@ -289,16 +280,16 @@ class RoiReader:
                 "is unknown"
             )
         applied = preprocess_record(self.ops)
-        if how.ops is None and how.recipe.sha256 != self._recipe_sha:
+        if how.preprocess is None and how.sha256 != self._recipe_sha:
             raise DatasetError(
-                f"{path}: prepared at the station by {how.recipe.label}, whose preprocessing "
+                f"{path}: prepared at the station by {how.label}, whose preprocessing "
                 f"the export does not record: train with -r <that recipe file>, or export "
                 "again with --recipe <that recipe file>"
             )
-        if how.ops is not None and how.ops != applied:
+        if how.preprocess is not None and how.preprocess != applied:
             raise DatasetError(
-                f"{path}: prepared at the station by {how.recipe.label} with "
-                f"{describe_record(how.ops)}, but {self.where} applies "
+                f"{path}: prepared at the station by {how.label} with "
+                f"{describe_record(how.preprocess)}, but {self.where} applies "
                 f"{describe_record(applied)}: train it through that recipe"
             )
         return self._crop(image)
