@@ -27,8 +27,8 @@ RATE_PER_MIN = 360.0
 CASES: dict[DriftKind, tuple[Drift, set[str]]] = {
     DriftKind.FOCUS: (Drift(DriftKind.FOCUS, 45, 400), {"focus", "noise"}),
     DriftKind.LIGHT: (Drift(DriftKind.LIGHT, 45, 180), {"brightness", "contrast", "focus"}),
-    DriftKind.SHIFT: (Drift(DriftKind.SHIFT, 45, 250), {"position"}),
-    DriftKind.WEAR: (Drift(DriftKind.WEAR, 40, 500), {"score_drift"}),
+    DriftKind.SHIFT: (Drift(DriftKind.SHIFT, 45, 250), {"position", "score_shift"}),
+    DriftKind.WEAR: (Drift(DriftKind.WEAR, 40, 400), {"score_drift", "score_shift"}),
 }
 
 
@@ -50,3 +50,4 @@ def test_health_alarm_comes_before_escapes_and_false_rejects(kind: DriftKind) ->
     assert lead.alarm_stat in expected, lead
     assert lead.alarm_part < lead.onset_part, lead
     assert lead.warn_part is not None and lead.warn_part <= lead.alarm_part
+    print(f"{kind}: " + "; ".join(f"{k}: {v}" for k, v in lead.rows()))  # docs/health.md

@@ -29,7 +29,8 @@ class Levels(_Strict):
 
 def default_levels() -> dict[Stat, Levels]:
     """Units: relative change (0.2 = 20 %) for focus, brightness, contrast and noise; fraction
-    of clipped pixels for clipping; pixels for position; the KS statistic for score_drift."""
+    of clipped pixels for clipping; pixels for position; the KS statistic for score_drift;
+    robust standard deviations of the reference scores for score_shift."""
     return {
         Stat.FOCUS: Levels(warn=0.10, alarm=0.15),
         Stat.BRIGHTNESS: Levels(warn=0.06, alarm=0.10),
@@ -38,6 +39,7 @@ def default_levels() -> dict[Stat, Levels]:
         Stat.CLIPPING: Levels(warn=0.02, alarm=0.05),
         Stat.POSITION: Levels(warn=2.0, alarm=3.0),
         Stat.SCORE_DRIFT: Levels(warn=0.25, alarm=0.35),
+        Stat.SCORE_SHIFT: Levels(warn=0.5, alarm=0.8),
     }
 
 

@@ -36,6 +36,7 @@ class Stat(enum.StrEnum):
     CLIPPING = "clipping"
     POSITION = "position"
     SCORE_DRIFT = "score_drift"
+    SCORE_SHIFT = "score_shift"
 
 
 FRAME_STATS: tuple[Stat, ...] = (

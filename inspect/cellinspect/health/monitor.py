@@ -28,7 +28,7 @@ from cellinspect.health.baseline import Baseline, baseline_path, load_baseline, 
 from cellinspect.health.config import HealthConfig
 from cellinspect.health.frame_stats import FRAME_STATS, FrameStats, Stat, frame_stats
 from cellinspect.health.levels import Level, next_level
-from cellinspect.health.score_drift import ks_statistic
+from cellinspect.health.score_drift import ks_statistic, median_shift
 from cellinspect.health.trend import Prediction, predict
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ UNITS: dict[Stat, str] = {
     Stat.CLIPPING: "",
     Stat.POSITION: "px",
     Stat.SCORE_DRIFT: "",
+    Stat.SCORE_SHIFT: "sd",
 }
 
 
@@ -47,7 +48,9 @@ class HealthAlarm:
 
     `change` is what the levels apply to (relative for focus, brightness, contrast, noise;
     absolute for clipping; pixels off the baseline position; the KS statistic for score
-    drift). `since` is when the current level was entered (None while ok from the start).
+    drift; the median's shift in reference standard deviations for score shift, where
+    `value` is the window's median score and `baseline` the reference's). `since` is when
+    the current level was entered (None while ok from the start).
     """
 
     name: str
@@ -232,8 +235,10 @@ class HealthMonitor:
             out[Stat.POSITION] = (math.hypot(dx, dy), math.hypot(dx, dy))
         ref_scores = self.reference_scores
         if len(self._scores) == self._scores.maxlen and ref_scores:
-            ks = ks_statistic(list(self._scores), ref_scores)
-            out[Stat.SCORE_DRIFT] = (float(np.median(self._scores)), ks)
+            scores = list(self._scores)
+            median = float(np.median(scores))
+            out[Stat.SCORE_DRIFT] = (median, ks_statistic(scores, ref_scores))
+            out[Stat.SCORE_SHIFT] = (median, median_shift(scores, ref_scores))
         return out
 
     def _evaluate(self, part: int) -> bool:
@@ -275,7 +280,9 @@ class HealthMonitor:
     def alarms(self) -> list[HealthAlarm]:
         """Every statistic's state, with the trend and when it would reach its alarm level."""
         with self._lock:
-            base = self.baseline.stats if self.baseline is not None else {}
+            base = dict(self.baseline.stats) if self.baseline is not None else {}
+            ref = self.reference_scores
+            base["score"] = float(np.median(ref)) if ref else math.nan
             rows = [(s, _State(**_fields(self._states[s])), list(self._history[s])) for s in Stat]
         out: list[HealthAlarm] = []
         for stat, state, history in rows:
@@ -348,7 +355,7 @@ def _fields(state: _State) -> dict[str, Any]:
 
 def _baseline_value(stat: Stat, base: dict[str, float]) -> float:
     if stat is Stat.POSITION:
-        return 0.0 if base else math.nan
-    if stat is Stat.SCORE_DRIFT:
-        return 0.0
+        return 0.0 if "x" in base else math.nan  # the change is the distance moved
+    if stat in (Stat.SCORE_DRIFT, Stat.SCORE_SHIFT):
+        return base["score"]  # the reference's median score; `value` is the window's
     return base.get(stat.value, math.nan)

@@ -261,7 +261,7 @@ REGISTER_DOCS: tuple[RegisterDoc, ...] = (
         "station→PLC",
         "bits",
         "at warn or alarm: 0 focus, 1 brightness, 2 contrast, 3 noise, 4 clipping, 5 position, "
-        "6 score drift",
+        "6 score drift, 7 score shift",
     ),
 )
 
