@@ -8,6 +8,7 @@ with the reason) images it cannot cut the way the station did.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,7 @@ def test_the_export_records_each_image_and_its_recipe(
         "dent",
     )
     assert (tmp_path / "ds" / r2.file).is_file() and r2.recipe_sha256 == SHA
+    assert r2.error is None
     (rec,) = record.recipes
     assert rec.preprocess == preprocess_record(recipe().preprocess)
     assert rec.rois is not None and rec.rois[0]["width"] == 32
@@ -188,3 +190,14 @@ def test_unreadable_images_are_named_with_the_reason(tmp_path: Path) -> None:
     dataset = good_images(tmp_path / "good")
     with pytest.raises(DatasetError, match=r"none of its 1 image\(s\) could be read \(.*a\.png: "):
         list(read_images(dataset, RoiReader(None)))
+
+
+def test_a_fail_safe_result_keeps_its_error_in_the_record(
+    store: SqlResultStore, tmp_path: Path
+) -> None:
+    failed = replace(synthetic_result(7, V.FAIL, defect_class="dent"), error="undistort: bad size")
+    store.add_many([synthetic_frame(failed)])
+    store.set_review("r000007", ReviewInput(ReviewLabel.DEFECT, "ann", "dent"))
+    report = export_dataset(store, tmp_path / "ds", recipes=[(recipe(), SHA)])
+    (image,) = read_export_record(report.record).images
+    assert (image.result_id, image.error) == ("r000007", "undistort: bad size")

@@ -210,7 +210,7 @@ def _write(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     rows: list[dict[str, str]] = []
-    images: list[tuple[dict[str, str], str | None]] = []
+    images: list[tuple[dict[str, str], InspectionResult]] = []
     by_label: Counter[str] = Counter()
     try:
         for entry in sorted(entries, key=lambda e: (e.result.captured_wall, e.result.result_id)):
@@ -243,8 +243,7 @@ def _write(
                     "recipe_sha256": entry.result.recipe_sha256,
                 }
             )
-            model_class = entry.result.defect_class
-            images.append((rows[-1], model_class))
+            images.append((rows[-1], entry.result))
         if not rows:
             raise ExportError(
                 f"nothing to export: every image was missing or corrupt ({dict(skipped)})"
@@ -274,7 +273,7 @@ def _write(
     )
 
 
-def _record(target: _Target, images: list[tuple[dict[str, str], str | None]]) -> ExportRecord:
+def _record(target: _Target, images: list[tuple[dict[str, str], InspectionResult]]) -> ExportRecord:
     """export.json for the written rows: each image with its recipe, each recipe's ops."""
     pairs = [(row["recipe_name"], row["recipe_sha256"]) for row, _ in images]
     return target.record.model_copy(
@@ -288,13 +287,14 @@ def _record(target: _Target, images: list[tuple[dict[str, str], str | None]]) ->
                     reviewer=row["reviewer"],
                     result_id=row["result_id"],
                     verdict=row["verdict"],
-                    model_defect_class=model_class,
+                    model_defect_class=result.defect_class,
+                    error=result.error,
                     recipe_sha256=row["recipe_sha256"],
                     image_sha256=row["image_sha256"],
                     captured_wall=row["captured_wall"],
                     model_version=row["model_version"],
                 )
-                for row, model_class in images
+                for row, result in images
             ],
         }
     )

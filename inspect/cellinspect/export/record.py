@@ -76,6 +76,9 @@ class ImageRecord(_Strict):
     result_id: str
     verdict: str
     model_defect_class: str | None = None
+    # Set when the result was a fail-safe one: its image may be the frame as it came, if the
+    # preprocessing was what failed.
+    error: str | None = None
     recipe_sha256: str
     image_sha256: str
     captured_wall: str
