@@ -151,7 +151,8 @@ def test_a_promotion_mid_run_loses_and_double_judges_no_part(
     first_new = uses_new.index(True)
     assert first_new >= 3 and all(uses_old[:first_new]) and all(uses_new[first_new:])
     assert triggered - first_new >= AFTER_SWAP  # parts after the swap carry the new hash
-    assert not any("fail-safe" in (r or "") for s in by_part for r in s.result.reasons)
+    # every part judged by a whole inspector: both of the recipe's models, each sealed
+    assert all(len(s.result.models) == 2 for s in by_part)
 
     events = [(e["version"], e["action"], e["to_state"], e["actor"]) for e in audit.json()]
     assert events[-2:] == [("1", "promote", "retired", "ada"), ("loose", "promote", "live", "ada")]
