@@ -242,7 +242,8 @@ class VisionOpcUaServer:
         await parent.add_method(self._idx, name, handler, list(inputs), list(outputs))
 
     def node_id(self, name: str) -> ua.NodeId:
-        """NodeId of a named node (system, state, auto, error, recipe, event_type) for clients."""
+        """NodeId of a named node (system, state, auto, error, recipe, health, health_alarms,
+        event_type) for clients."""
         return self._nodes[name].nodeid
 
     # ------------------------------------------------------------------ state publishing
@@ -336,11 +337,14 @@ class VisionOpcUaServer:
             self.machine.job_done()
         await self._publish_state()
 
-    def publish_health(self, level: str, lines: Sequence[str]) -> None:
+    def publish_health(self, level: str, lines: Sequence[str]) -> Future[None] | None:
         """From any thread: the camera health level and its alarm lines (HealthLevel/Alarms)."""
         loop = self._loop
-        if loop is not None and loop.is_running() and "health" in self._nodes:
-            asyncio.run_coroutine_threadsafe(self._write_health(level, list(lines) or [""]), loop)
+        if loop is None or not loop.is_running() or "health" not in self._nodes:
+            return None
+        return asyncio.run_coroutine_threadsafe(
+            self._write_health(level, list(lines) or [""]), loop
+        )
 
     async def _write_health(self, level: str, lines: list[str]) -> None:
         await self._nodes["health"].write_value(level)
