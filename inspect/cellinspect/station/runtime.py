@@ -325,7 +325,15 @@ class StationRuntime:
         model is registered as the first one of an empty slot)."""
         registry = self.model_registry()
         for model in self.catalog[self.active_recipe].recipe.models:
-            registry.ensure_live(model.name, model.path)
+            live = registry.ensure_live(model.name, model.path)
+            if live.package_dir != model.path.parent.resolve():
+                log.warning(
+                    "model slot %s runs registry version %s, not the recipe's %s "
+                    "(`cellinspect models add/promote` to change it)",
+                    model.name,
+                    live.version,
+                    model.path,
+                )
         self.live_models = {s: v.model_file for s, v in registry.live_models().items()}
 
     @staticmethod
