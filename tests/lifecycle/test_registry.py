@@ -173,3 +173,20 @@ def test_promote_without_shadow_report_is_refused_and_an_override_is_audited(
     last = registry.audit(SLOT)[-1]
     assert last.actor == "ada" and last.action == "promote"
     assert last.reason.startswith("gate overridden: urgent fix (gate: no shadow report")
+
+
+def test_a_shadow_of_another_version_stops_when_the_live_model_changes(
+    tmp_path: Path, registry: ModelRegistry
+) -> None:
+    registry.ensure_live(SLOT, SHIPPED / "model.onnx")
+    registry.add(SLOT, resealed(tmp_path, "b", 0.9), "ann")
+    registry.add(SLOT, resealed(tmp_path, "c", 0.8), "ann")
+    registry.set_state(SLOT, "c", State.SHADOW, "quinn", action="shadow")
+    registry.promote(SLOT, "b", "ada", "urgent")
+    assert {v.version: v.state for v in registry.versions(SLOT)} == {
+        "1": State.RETIRED,
+        "b": State.LIVE,
+        "c": State.CANDIDATE,
+    }
+    last = registry.audit(SLOT)[-1]
+    assert (last.version, last.action, last.reason) == ("c", "unshadow", "b went live")

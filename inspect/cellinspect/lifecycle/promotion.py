@@ -216,10 +216,7 @@ def _switch_locked(
         if isinstance(station, SwappableStation):
             station.swap_model(slot, current.model_file)
         raise
-    if target.state is State.SHADOW or current.state is State.SHADOW:
-        _clear_shadow(station, slot)
-    elif getattr(getattr(station, "shadow", None), "slot", None) == slot:
-        _clear_shadow(station, slot)  # the shadow compared against the model just replaced
+    _clear_shadow(station, slot)  # promoted, or compared against the model just replaced
     return Change(slot=slot, retired=retired, live=live, swapped=swapped)
 
 

@@ -296,6 +296,12 @@ class ModelRegistry:
         self._move(s, current, State.RETIRED, actor, action, reason or f"{row.version} went live")
         s.flush()
         self._move(s, row, State.LIVE, actor, action, reason)
+        for other in s.scalars(
+            select(ModelVersionRow).where(
+                ModelVersionRow.slot == slot, ModelVersionRow.state == State.SHADOW.value
+            )
+        ):  # a shadow run compared against the model just replaced: it stops
+            self._move(s, other, State.CANDIDATE, actor, "unshadow", f"{row.version} went live")
         return ModelVersion.of(current)
 
     def _previous_row(self, s: Session, slot: str) -> ModelVersionRow:
