@@ -37,7 +37,7 @@ def default_levels() -> dict[Stat, Levels]:
         Stat.CONTRAST: Levels(warn=0.08, alarm=0.12),
         Stat.NOISE: Levels(warn=0.15, alarm=0.25),
         Stat.CLIPPING: Levels(warn=0.02, alarm=0.05),
-        Stat.POSITION: Levels(warn=2.0, alarm=3.0),
+        Stat.POSITION: Levels(warn=2.5, alarm=3.5),
         Stat.SCORE_DRIFT: Levels(warn=0.25, alarm=0.35),
         Stat.SCORE_SHIFT: Levels(warn=0.5, alarm=0.8),
     }
