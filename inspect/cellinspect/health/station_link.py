@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from cellinspect.entities import Task
+from cellinspect.errors import ConfigError
 from cellinspect.health.frame_stats import Stat
 from cellinspect.health.levels import Level
 from cellinspect.health.monitor import HealthAlarm, HealthMonitor
@@ -63,7 +64,15 @@ def recipe_live(
     entry = runtime.catalog[number]
     sha = (inspector or runtime.interface.inspector).recipe_sha256
     key = f"{entry.recipe.name}-{sha[:12]}"
-    runtime.health.use_recipe(key, reference_scores(entry.recipe), baseline_folder(runtime))
+    reference, folder = reference_scores(entry.recipe), baseline_folder(runtime)
+    try:
+        runtime.health.use_recipe(key, reference, folder)
+    except ConfigError as err:
+        if inspector is None:
+            raise  # at start: the station does not start on a damaged baseline
+        # a recipe select has already swapped the models: follow it on a fresh baseline
+        log.error("health: %s; a new baseline is taken in memory", err)
+        runtime.health.use_recipe(key, reference, None)
     publish(runtime, runtime.health.alarms())
 
 
