@@ -71,3 +71,32 @@ def test_a_dimming_lamp_alarms_everywhere_the_station_reports(
     stored = list((tmp_path / "data" / "health").glob("baseline-flange-default-*.json"))
     assert len(stored) == 1
     assert json.loads(stored[0].read_text())["parts"] == 40
+
+
+def test_recipe_select_follows_the_new_recipe_and_survives_a_damaged_baseline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cellinspect.plc.registers import ErrorCode
+
+    path = write_station(
+        tmp_path / "station.yaml",
+        recipes={
+            1: str(ROOT / "recipes" / "flange.yaml"),
+            2: str(ROOT / "recipes" / "flange-measure.yaml"),
+        },
+        source={"type": "folder", "path": str(ROOT / "sample_images"), "pattern": "*.bmp"},
+        trigger={"mode": "software"},
+    )
+    with StationRuntime(load_station(path)) as runtime:
+        first = runtime.health.recipe
+        assert first.startswith("flange-default-")
+        assert runtime.select_recipe(2) is ErrorCode.NONE
+        second = runtime.health.recipe
+        assert second.startswith("flange-measure-")
+        assert runtime.select_recipe(1) is ErrorCode.NONE
+        folder = tmp_path / "data" / "health"  # no part judged yet: no baseline stored
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"baseline-{second}.json").write_text("{broken")
+        assert runtime.select_recipe(2) is ErrorCode.NONE  # the swap is not undone
+        assert runtime.health.recipe == second and runtime.health.baseline is None
+        assert f"baseline-{second}.json" in caplog.text
