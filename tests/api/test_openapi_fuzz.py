@@ -52,11 +52,20 @@ OPERATIONS = [
     ("GET", "/metrics"),
     ("GET", "/me"),
     ("GET", "/models/{slot}/shadow/{version}/report"),
+    # The model lifecycle: without a running station, a 409 (no registry) after the role check.
+    ("GET", "/models/versions"),
+    ("GET", "/models/audit"),
+    ("POST", "/models/{slot}/versions"),
+    ("POST", "/models/{slot}/versions/{version}/shadow"),
+    ("POST", "/models/{slot}/versions/{version}/retire"),
+    ("POST", "/models/{slot}/versions/{version}/promote"),
+    ("POST", "/models/{slot}/rollback"),
 ]
 STATION_OPERATIONS = [
     ("GET", "/station"),
     ("POST", "/station/trigger"),
     ("POST", "/station/recipe"),
+    ("GET", "/station/health"),
 ]
 OPERATIONS += STATION_OPERATIONS
 # Not in any operation's responses: FastAPI's answer to a body that is not JSON at all.
@@ -220,6 +229,9 @@ def test_station_routes_with_a_station_answer_as_documented(
             assert body["station_id"] == "fuzz-station" and body["verdict"], _says(case, response)
         elif path == "/station/recipe":
             assert body["number"] in (1, 2) and body["code"] == "NONE", _says(case, response)
+        elif path == "/station/health":
+            assert body["level"] in ("ok", "warn", "alarm"), _says(case, response)
+            assert isinstance(body["alarms"], list), _says(case, response)
         else:
             assert body["station_id"] == "fuzz-station", _says(case, response)
 

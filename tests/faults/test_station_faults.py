@@ -465,6 +465,8 @@ def test_db_server_down(
     assert code == 0, "\n".join(log_lines[-40:])
     assert outage["level"] == "error"
     assert failing["links"]["store"]["deferred"] >= 1
+    assert any(a.startswith("STORE_UNREACHABLE") for a in failing["alarms"])
+    assert not any(a.startswith("STORE_UNREACHABLE") for a in stopped["alarms"])
     store_link = stopped["links"]["store"]
     assert (store_link["state"], store_link["dropped"], store_link["spilled"]) == ("ok", 0, 0)
     assert store_link["replayed"] >= 1  # the parts judged while the server was down

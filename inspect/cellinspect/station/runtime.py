@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from cellinspect.config import SourceConfig, SyntheticSource
 from cellinspect.entities import FrameFailure, InspectedFrame, SourceItem, Verdict
 from cellinspect.errors import ConfigError
+from cellinspect.health import station_link as health_link
 from cellinspect.health.monitor import HealthMonitor
 from cellinspect.inference.manifest import load_public_keys
 from cellinspect.plc.handshake import TriggerJob
@@ -46,7 +47,6 @@ from cellinspect.plc.station_interface import (
     StationInterface,
 )
 from cellinspect.runtime.protocols import ImageInspector
-from cellinspect.health import station_link as health_link
 from cellinspect.station.camera import LIVE_SOURCE_TYPES, SourceCamera
 from cellinspect.station.catalog import RecipeCatalog
 from cellinspect.station.config import StationFile, TriggerMode
@@ -681,6 +681,11 @@ class StationRuntime:
         error = iface.handshake.active_error if iface is not None else None
         if error is not None and error is not ErrorCode.RECORD_FAILED:
             out.append(f"{error.name}: PLC interface in its safe state, triggers refused")
+        if self.writer is not None and self.writer.stats.store_failing:
+            out.append(
+                "STORE_UNREACHABLE: the result store does not answer; results wait in the "
+                f"journal ({self.writer.stats.journal_pending} pending), nothing is lost"
+            )
         out.extend(self.health.alarm_lines())
         return out
 
