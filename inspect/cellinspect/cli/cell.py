@@ -84,6 +84,16 @@ def line(
     drift_parts: Annotated[
         int, typer.Option(min=1, help="Parts over which the drift reaches full severity.")
     ] = 400,
+    new_defect: Annotated[
+        str | None,
+        typer.Option(
+            help="A defect kind the shipped models never saw (hairline) on a share of the "
+            "defective parts: the line changed (docs/benchmarks/adaptive-loop.md)."
+        ),
+    ] = None,
+    new_defect_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of defective parts with --new-defect.")
+    ] = 0.5,
 ) -> None:
     """The main job: `run` on the simulated cell (camera, PLC, conveyor, gate, robot), audited."""
     from cellinspect.line.command import make_drift, run_benchmark, run_line
@@ -123,6 +133,8 @@ def line(
                     drift=None
                     if drift is None
                     else make_drift(drift, drift_start, drift_start + drift_parts),
+                    new_defect=new_defect,
+                    new_defect_share=new_defect_share,
                 )
             except KeyboardInterrupt:
                 stop.set()

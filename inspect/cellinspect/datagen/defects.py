@@ -277,6 +277,33 @@ def stain(rng: np.random.Generator, geom: Geometry, layers: Layers) -> F32:
     return (alpha > 0.08).astype(np.float32)
 
 
+def hairline(rng: np.random.Generator, geom: Geometry, layers: Layers) -> F32:
+    """A faint hairline crack: one pixel wide and shallow, running out from a bolt hole.
+
+    Not among the shipped classes (`part.NEW_DEFECT_CLASSES`): the simulated line's
+    `--new-defect hairline` brings it in so the adaptive loop has a defect the shipped
+    anomaly model lets pass often (docs/benchmarks/adaptive-loop.md).
+    """
+    ppm = geom.ppm
+    k = int(rng.choice(sorted(layers.drilled)))
+    hx, hy = geom.hole_centre(k)
+    heading = geom.theta + geom.hole_angle(k) + rng.choice([-1.0, 1.0]) * rng.uniform(1.2, 2.4)
+    r_h = geom.spec.hole_diameter_mm / 2.0 * ppm - 1.0
+    start = (hx + r_h * math.cos(heading), hy - r_h * math.sin(heading))
+    length = rng.uniform(HAIRLINE_LENGTH_MM[0], HAIRLINE_LENGTH_MM[1]) * ppm
+    trunk = _walk(start, heading, length, rng, turn_sd=0.25, step_px=2.0, pull=0.5)
+    canvas = _canvas(layers)
+    _polyline(canvas, trunk, 1)
+    line = canvas.astype(np.float32) / 255.0
+    depth = rng.uniform(HAIRLINE_DEPTH[0], HAIRLINE_DEPTH[1])
+    layers.metal *= (1.0 - depth * line).astype(np.float32)
+    return _mask(canvas)
+
+
+HAIRLINE_LENGTH_MM = (6.0, 11.0)
+HAIRLINE_DEPTH = (0.25, 0.45)
+
+
 # Defects whose truth region reaches past the top face (the belt shows where metal is gone).
 MASK_BEYOND_FACE = frozenset({"chipped_edge"})
 
@@ -287,4 +314,5 @@ PAINTERS: dict[str, Painter] = {
     "missing_hole": missing_hole,
     "chipped_edge": chipped_edge,
     "stain": stain,
+    "hairline": hairline,
 }

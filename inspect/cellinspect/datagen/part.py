@@ -24,7 +24,10 @@ DEFECT_CLASSES: tuple[str, ...] = (
     "chipped_edge",
     "stain",
 )
-LABELS: tuple[str, ...] = (GOOD, *DEFECT_CLASSES)
+# Defects the shipped models never saw: the simulated line brings them in on demand
+# (`cellinspect line --new-defect`); plans and sample sets draw only DEFECT_CLASSES.
+NEW_DEFECT_CLASSES: tuple[str, ...] = ("hairline",)
+LABELS: tuple[str, ...] = (GOOD, *DEFECT_CLASSES, *NEW_DEFECT_CLASSES)
 
 # Nominal drawing of the part (mm).
 OUTER_DIAMETER_MM = 60.0

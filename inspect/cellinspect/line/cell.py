@@ -54,7 +54,13 @@ class LineProgress:
 def make_catalog(config: LineConfig) -> PartCatalog:
     if config.samples is not None:
         return FolderCatalog(config.samples, seed=config.seed)
-    return rendered_catalog(config.parts, config.seed, config.defect_rate)
+    return rendered_catalog(
+        config.parts,
+        config.seed,
+        config.defect_rate,
+        new_defect=config.new_defect,
+        new_defect_share=config.new_defect_share,
+    )
 
 
 def _labels(catalog: PartCatalog, count: int) -> Sequence[str]:

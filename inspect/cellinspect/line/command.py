@@ -65,6 +65,8 @@ def run_line(
     sim_robot: bool = False,
     on_started: Callable[[StationRuntime], None] | None = None,
     drift: Drift | None = None,
+    new_defect: str | None = None,
+    new_defect_share: float = 0.5,
 ) -> LineReport:
     """The main job: the station runtime on the simulated cell, until `parts` passed the gate.
 
@@ -73,6 +75,8 @@ def run_line(
     `runtime.deadline_ms`; its `decision.fail_safe` decides what a dropped frame becomes.
     `sim_robot` starts a simulated robot and points the station's robot link at it.
     `drift` degrades the simulated camera or the parts slowly (docs/health.md).
+    `new_defect` turns a seeded `new_defect_share` of the defective parts into a defect kind
+    the shipped models never saw (docs/benchmarks/adaptive-loop.md).
     """
     base = line_station(LineConfig(modbus_port=modbus_port), station)
     if recipe_path is not None:
@@ -90,6 +94,8 @@ def run_line(
         samples=samples,
         modbus_port=modbus_port,
         drift=drift,
+        new_defect=new_defect,
+        new_defect_share=new_defect_share,
     )
     plane = plane_from_file(plane_calibration) if plane_calibration else None
     robot = SimRobot() if sim_robot else None

@@ -41,6 +41,8 @@ class LineConfig:
     modbus_port: int = 0
     timeout_s: float | None = None
     drift: Drift | None = None  # a slow camera or part fault (`--drift`), docs/health.md
+    new_defect: str | None = None  # a defect kind the shipped models never saw (`--new-defect`)
+    new_defect_share: float = 0.5  # of the defective parts, seeded
 
     def __post_init__(self) -> None:
         if self.parts < 1:

@@ -9,6 +9,7 @@ images with their labels.csv, or parts rendered on demand. Fault injection drops
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import queue
 import random
@@ -21,6 +22,7 @@ from typing import Protocol
 import cv2
 
 from cellinspect.datagen.drift import Drift
+from cellinspect.datagen.part import PartSpec
 from cellinspect.entities import Frame, FrameFailure, ImageU8, SourceItem, check_image
 from cellinspect.errors import ConfigError, FrameReadError
 
@@ -285,12 +287,24 @@ class SimCamera:
 
 
 def rendered_catalog(
-    count: int, seed: int, defect_rate: float, cache_size: int = 64, read_ahead: int = 4
+    count: int,
+    seed: int,
+    defect_rate: float,
+    cache_size: int = 64,
+    read_ahead: int = 4,
+    new_defect: str | None = None,
+    new_defect_share: float = 0.5,
 ) -> RenderCatalog:
-    """Unique synthetic flanges, rendered on demand (datagen), labels from the plan."""
+    """Unique synthetic flanges, rendered on demand (datagen), labels from the plan.
+
+    `new_defect` (a `NEW_DEFECT_CLASSES` kind) turns a seeded `new_defect_share` of the
+    defective parts into that kind: the line changed, the shipped models never saw it.
+    """
     from cellinspect.datagen.flange import plan_parts, render_part
 
     specs = plan_parts(count, seed, defect_rate)
+    if new_defect is not None:
+        specs = with_new_defect(specs, new_defect, new_defect_share, seed)
 
     def render(part_id: int) -> ImageU8:
         return render_part(specs[part_id - 1])
@@ -302,3 +316,24 @@ def rendered_catalog(
         read_ahead=read_ahead,
         names=[f"part_{s.index:05d}_{s.label}.png" for s in specs],
     )
+
+
+def with_new_defect(
+    specs: Sequence[PartSpec], kind: str, share: float, seed: int
+) -> list[PartSpec]:
+    """The plan with a seeded `share` of its defective parts turned into defect `kind`.
+
+    Poses, textures and positions stay as planned (the part streams do not depend on the
+    label); only which defect a defective part carries changes.
+    """
+    from cellinspect.datagen.part import NEW_DEFECT_CLASSES
+
+    if kind not in NEW_DEFECT_CLASSES:
+        raise ConfigError(f"new defect must be one of {list(NEW_DEFECT_CLASSES)}, got {kind!r}")
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"new defect share must be in [0, 1], got {share}")
+    rng = random.Random(f"new-defect:{seed}")
+    return [
+        dataclasses.replace(s, label=kind) if not s.is_good and rng.random() < share else s
+        for s in specs
+    ]
