@@ -28,6 +28,7 @@ from cellinspect.api.routers import (
     shadow,
     station_control,
     stats,
+    teach,
 )
 from cellinspect.api.routers.review_page import STATIC
 from cellinspect.api.services import ApiServices, StationControl
@@ -131,6 +132,7 @@ def create_app(
         me,
         shadow,
         lifecycle,
+        teach,
         review_page,
         api_docs,
     ):
