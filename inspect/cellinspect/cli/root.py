@@ -19,6 +19,7 @@ from cellinspect.cli import (
     calibrate,
     cell,
     demo,
+    hub,
     inspection,
     lifecycle,
     modelling,
@@ -101,6 +102,7 @@ lifecycle.register(modelling.models_app)  # models versions|add|shadow|promote|r
 cell.register(app)
 demo.register(app)
 station.register(app)
+hub.register(app)
 train.register(app)
 app.add_typer(calibrate.app, name="calibrate")
 app.add_typer(users.app, name="users")

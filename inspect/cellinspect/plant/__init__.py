@@ -1,0 +1,1 @@
+"""Plant level: forwarding from stations to a central store, the hub, live events."""
