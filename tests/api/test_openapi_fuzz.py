@@ -60,6 +60,13 @@ OPERATIONS = [
     ("POST", "/models/{slot}/versions/{version}/retire"),
     ("POST", "/models/{slot}/versions/{version}/promote"),
     ("POST", "/models/{slot}/rollback"),
+    # Teach on the line: without a running station, idle (GET) or a 409 after the role check.
+    ("POST", "/teach"),
+    ("GET", "/teach"),
+    ("POST", "/teach/parts/{result_id}/confirm"),
+    ("POST", "/teach/parts/{result_id}/reject"),
+    ("GET", "/teach/parts/{result_id}/image"),
+    ("POST", "/teach/cancel"),
 ]
 STATION_OPERATIONS = [
     ("GET", "/station"),

@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,11 @@ def wait_until(check: Callable[[], Any], timeout_s: float = 120.0) -> Any:
         time.sleep(0.1)
 
 
+def collected(http: httpx.Client, headers: dict[str, str], result_id: str) -> bool:
+    parts = http.get("/teach", headers=headers).json()["parts"]
+    return any(p["result_id"] == result_id for p in parts)
+
+
 def shadow_rows(data_dir: Path) -> list[tuple[str, str, str, str | None]]:
     """(live result, version, package hash, verdict) of every shadow row, read with sqlite3."""
     with sqlite3.connect(data_dir / "results.db") as db:
@@ -110,12 +116,7 @@ def test_teach_collects_confirmed_parts_fits_and_shadows(
         for part, name in enumerate(names[: WANTED + 1], start=1):
             rid = runtime.trigger(part_id=part).result.result_id
             by_result[rid] = name
-            listed = wait_until(
-                lambda rid=rid: any(
-                    p["result_id"] == rid for p in http.get("/teach", headers=vera).json()["parts"]
-                )
-            )
-            assert listed, f"part {part} was not collected"
+            assert wait_until(partial(collected, http, vera, rid)), f"part {part} not collected"
             assert http.post(f"/teach/parts/{rid}/confirm", headers=vera).status_code == 403
             verb = "reject" if "_scratch" in name else "confirm"
             decided = http.post(f"/teach/parts/{rid}/{verb}", headers=otto)
