@@ -285,8 +285,14 @@ def run_story(
     rate_per_min: float = 240.0,
     baseline: bool = True,
     min_reviewed: int = 20,
+    target_escape: float = 0.25,
 ) -> Story:
-    """The whole loop; see the module docstring. Seeds: shift A 1, B 2, C 3, D 4."""
+    """The whole loop; see the module docstring. Seeds: shift A 1, B 2, C 3, D 4.
+
+    `target_escape` is what `train` sets the candidate's thresholds for: with the handful
+    of defective parts a short shift gives its val part, the default 1 % would put
+    `review_at` under the lowest-scoring one (every good part to REVIEW).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     station_path = story_station(workdir)
     data_dir = workdir / "data"
@@ -302,7 +308,9 @@ def run_story(
     def shift(name: str, seed: int, new: str | None, started: Any = None) -> Shift:
         s = run_shift(station, name, parts, seed, defect_rate, new, rate_per_min, started)
         story.shifts.append(s)
-        log(f"{s.name}: escapes {s.escapes}/{s.defective}, false rejects {s.false_rejects}/{s.good}")
+        log(
+            f"{s.name}: escapes {s.escapes}/{s.defective}, false rejects {s.false_rejects}/{s.good}"
+        )
         return s
 
     if baseline:
@@ -316,8 +324,9 @@ def run_story(
     story.outputs["export"] = cli("export", export, "-r", recipe, "--settings", settings)
     model_dir = workdir / "models" / SLOT / CANDIDATE
     story.outputs["train"] = cli(
-        "train", export, "--out", model_dir, "-r", recipe, "--roi", "part"
-    )
+        "train", export, "--out", model_dir, "-r", recipe, "--roi", "part",
+        "--target-escape", str(target_escape),
+    )  # fmt: skip
 
     def start_shadow(runtime: StationRuntime) -> None:
         assert runtime.api is not None

@@ -1,0 +1,55 @@
+"""The adaptive loop end to end on the simulated line (benchmarks/loop_story.py).
+
+The line changes (`--new-defect hairline`: a faint crack the shipped models never saw), the
+live models let defective parts pass, QA labels the rejected parts and an audit sample of the
+passed ones through the API, `cellinspect export` and `cellinspect train` make a candidate,
+`cellinspect models add` + `models shadow` run it beside the live model on the running line,
+QA reviews, `models shadow-report` and `models promote` (the gate on its merit) make it live,
+and the changed line escapes fewer defective parts. Ground truth is the renderer's seeded plan.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from benchmarks.loop_story import CANDIDATE, SLOT, run_story
+
+pytestmark = pytest.mark.slow  # four short shifts and one head fit: about a minute
+
+
+def test_the_loop_brings_escapes_of_a_new_defect_back_down(tmp_path: Path) -> None:
+    story = run_story(tmp_path / "story", parts=30, baseline=False, min_reviewed=20)
+    changed, shadowed, promoted = (story.shift(n) for n in ("B", "C", "D"))
+
+    # the change matters: the shipped models let new defects through
+    assert changed.defective > 0 and changed.escapes > 0
+    # QA labelled every part (rejects and the audit sample of passed parts) through the API
+    assert story.reviewed == {"B": changed.parts, "C": shadowed.parts}
+    export = json.loads((tmp_path / "story" / "export" / "export.json").read_text())
+    assert {i["label"] for i in export["images"]} == {"good", "hairline"}
+
+    # the candidate judged the shadow shift beside the live model; the gate passed on merit
+    report = json.loads(story.outputs["shadow-report"])
+    assert report["reviewed"] >= 20
+    assert report["escapes_candidate"] <= report["escapes_live"], report
+    assert "2 is live" in story.outputs["promote"] and "hot swapped" in story.outputs["promote"]
+    data = tmp_path / "story" / "data"
+    with sqlite3.connect(data / "results.db") as db:
+        events = db.execute(
+            "SELECT version, action, to_state, actor, reason FROM model_events "
+            "WHERE slot = ? ORDER BY id",
+            (SLOT,),
+        ).fetchall()
+    # promoted by the admin with no override reason: the gate passed on its merit
+    assert events[-1] == (CANDIDATE, "promote", "live", "ada", "")
+
+    # after promotion the changed line escapes fewer defective parts than before it
+    assert promoted.escapes / promoted.defective < changed.escapes / changed.defective
+    # nothing lost: every part of every shift has a verdict and exactly one stored row
+    for shift in (changed, shadowed, promoted):
+        assert sorted(shift.verdicts) == list(range(1, shift.parts + 1))
+    assert story.stored_rows == sum(s.parts for s in story.shifts)
