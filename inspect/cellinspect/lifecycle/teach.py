@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from cellinspect.entities import ImageU8, InspectedFrame
+from cellinspect.entities import ImageU8, InspectedFrame, Task
 from cellinspect.errors import CellInspectError, ConfigError, ModelError
 from cellinspect.inference.manifest import load_manifest, sha256_file
 from cellinspect.lifecycle import promotion
@@ -138,13 +138,37 @@ def find_backbone(model_file: Path) -> Path:
     raise ModelError(f"backbone {name}/{version} (with the recorded hash) not found")
 
 
+def anomaly_slots(station: StationRuntime) -> list[str]:
+    """The live recipe's slots whose model is an anomaly detector (what teach can fit)."""
+    recipe = station.catalog[station.active_recipe].recipe
+    slots = []
+    for model in recipe.models:
+        try:
+            task = load_manifest(station.live_models.get(model.name, model.path)).task
+        except CellInspectError:
+            continue
+        if task is Task.ANOMALY:
+            slots.append(model.name)
+    return slots
+
+
+def pick_slot(station: StationRuntime, slot: str | None) -> str:
+    """`slot`, or the live recipe's one anomaly slot when none is named."""
+    if slot is not None:
+        return slot
+    found = anomaly_slots(station)
+    if len(found) != 1:
+        raise TeachError(f"teach: name the model slot to teach (anomaly slots: {found})")
+    return found[0]
+
+
 class TeachSession:
     """One teach run on a station; `start()` hooks it to the station's results."""
 
     def __init__(
         self,
         station: StationRuntime,
-        slot: str,
+        slot: str | None,
         wanted: int,
         operator: str,
         *,
@@ -154,6 +178,7 @@ class TeachSession:
     ) -> None:
         if not MIN_WANTED <= wanted <= MAX_WANTED:
             raise TeachError(f"teach: ask for {MIN_WANTED} to {MAX_WANTED} good parts")
+        slot = pick_slot(station, slot)
         if slot not in station.model_slots():
             raise TeachError(
                 f"teach: model slot {slot!r} is not in the live recipe "

@@ -40,7 +40,9 @@ Teacher = Annotated[Identity, Depends(_teacher)]
 
 class StartIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    slot: str = Field(min_length=1, max_length=128, description="Anomaly model slot to teach.")
+    slot: str | None = Field(
+        default=None, max_length=128, description="Model slot; None: the recipe's anomaly slot."
+    )
     wanted: int = Field(
         default=20,
         ge=teach.MIN_WANTED,
@@ -78,6 +80,9 @@ class StatusOut(BaseModel):
     progress: float | None = Field(default=None, description="0..1 while fitting.")
     started_at: datetime | None = None
     parts: list[PartOut] = Field(default_factory=list)
+    anomaly_slots: list[str] = Field(
+        default_factory=list, description="The live recipe's slots a session can teach."
+    )
 
 
 def _station(services: ApiServices) -> object:
@@ -98,9 +103,17 @@ def _session(services: ApiServices) -> teach.TeachSession:
         raise HTTPException(404, str(err)) from err
 
 
+def _slots(station: object) -> list[str]:
+    try:
+        return teach.anomaly_slots(station)  # type: ignore[arg-type]
+    except Exception:  # a station double without a catalog: nothing to offer
+        return []
+
+
 def _out(services: ApiServices, session: teach.TeachSession) -> StatusOut:
     s = session.status()
     return StatusOut(
+        anomaly_slots=_slots(session.station),
         state=s.state.value,
         session=s.session,
         slot=s.slot,
@@ -164,7 +177,8 @@ async def status(services: ServicesDep) -> StatusOut:
         return StatusOut(state="idle", message="no running station")
     session = teach.manager_for(services.station).session
     if session is None:
-        return StatusOut(state="idle", message="no teach session yet")
+        slots = _slots(services.station)
+        return StatusOut(state="idle", message="no teach session yet", anomaly_slots=slots)
     return _out(services, session)
 
 

@@ -635,6 +635,7 @@
     renderGallery();
     renderDetail();
     $("more").hidden = true;
+    document.dispatchEvent(new CustomEvent("cellinspect:signed-out"));
   }
 
   function signedIn(me) {
@@ -650,6 +651,7 @@
     $("undo").disabled = !undoStack().length;
     loadClasses().then(() => load(true));
     listen();
+    document.dispatchEvent(new CustomEvent("cellinspect:signed-in", { detail: me }));  // review-teach.js
   }
 
   // Checks a token with GET /me before keeping it; a refused one is not kept.
