@@ -7,6 +7,7 @@ database that crashes mid-run leaves a backlog at each station that drains once 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -77,8 +78,13 @@ def _state_is(fw: Forwarder, state: str) -> Callable[[], bool]:
 
 
 def test_three_stations_exactly_once_through_a_central_crash(
-    tmp_path: Path, postgres: PostgresServer, central_url: str, hub: HubProcess
+    tmp_path: Path,
+    postgres: PostgresServer,
+    central_url: str,
+    hub: HubProcess,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="cellinspect.plant.forwarder")
     stores = {s: _local_store(tmp_path, s) for s in STATIONS}
     forwarders = {
         s: Forwarder(
@@ -136,6 +142,12 @@ def test_three_stations_exactly_once_through_a_central_crash(
                     body = hub.get(f"/results/{rid}/{kind.value}")
                     assert sha256(body) == local.images[kind].sha256
         assert fails == 3 * 9
+
+        # One warning per station for the outage and one for the recovery; no secret in any.
+        lines = [r.getMessage() for r in caplog.records if r.name.endswith("forwarder")]
+        assert sum("cannot forward" in m for m in lines) == 3, lines
+        assert sum("forwarding to" in m and "again" in m for m in lines) == 3, lines
+        assert not [m for m in lines if postgres.password in m or hub.token in m]
     finally:
         for fw in forwarders.values():
             fw.close()
