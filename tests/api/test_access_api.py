@@ -54,6 +54,8 @@ ROUTES: list[tuple[str, str, dict[str, Any], str]] = [
     ("GET", "/results/r000001/audit", {}, "read"),
     ("GET", "/defect-classes", {}, "read"),
     ("GET", "/stats", {}, "read"),
+    ("GET", "/spc/measurements", {}, "read"),
+    ("GET", "/spc/reject-rate", {}, "read"),
     ("GET", "/station", {}, "read"),
     ("POST", "/station/trigger", {"json": {}}, "operate"),
     ("POST", "/station/recipe", {"json": {"number": 1}}, "operate"),

@@ -16,6 +16,7 @@ from cellinspect.api.limits import BodySizeLimitMiddleware, ConcurrencySlots, Qu
 from cellinspect.api.metrics import ApiMetrics, MetricsMiddleware
 from cellinspect.api.routers import (
     api_docs,
+    dashboard,
     events,
     export,
     health,
@@ -26,6 +27,7 @@ from cellinspect.api.routers import (
     review_page,
     reviews,
     shadow,
+    spc,
     station_control,
     stats,
     teach,
@@ -125,6 +127,7 @@ def create_app(
         results,
         reviews,
         stats,
+        spc,
         station_control,
         export,
         events,
@@ -134,6 +137,7 @@ def create_app(
         lifecycle,
         teach,
         review_page,
+        dashboard,
         api_docs,
     ):
         app.include_router(module.router)

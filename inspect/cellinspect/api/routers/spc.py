@@ -1,0 +1,269 @@
+"""GET /spc/...: control charts of measured dimensions and of the reject rate, with Cp/Cpk.
+
+Charts are computed on request from stored results (phase I: limits from the data shown).
+Specification limits come from the loaded recipe's measurement tolerances when its name
+matches the results' recipe, or from `lsl`/`usl` on the request.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from cellinspect.api.deps import AUTH_RESPONSES, ReadDep, ServicesDep
+from cellinspect.api.schemas import ErrorOut, UtcDatetime
+from cellinspect.api.services import ApiServices
+from cellinspect.calibration.measure_config import MeasurementSpec
+from cellinspect.entities import InspectionResult
+from cellinspect.health.spc import RULE_TEXT, capability, imr_chart, p_chart
+from cellinspect.health.spc_series import measurement_series, subgroups, tolerance_for
+from cellinspect.storage.records import ResultFilter
+
+router = APIRouter(tags=["spc"], dependencies=[ReadDep], responses=AUTH_RESPONSES)
+
+PAGE = 500
+RULES = {rule.value: text for rule, text in RULE_TEXT.items()}
+
+
+class CapabilityOut(BaseModel):
+    lsl: float
+    usl: float
+    cp: float | None = Field(description="(USL-LSL) / 6 sigma, sigma = MR-bar / 1.128.")
+    cpk: float | None = Field(description="min(USL-mean, mean-LSL) / 3 sigma.")
+    pp: float | None = Field(description="As Cp with the overall sample standard deviation.")
+    ppk: float | None
+
+
+class PointOut(BaseModel):
+    result_id: str
+    captured_wall: datetime
+    value: float
+    moving_range: float | None = Field(description="|x_i - x_(i-1)|; None on the first point.")
+    rules: list[str] = Field(description="Rules this point breaks (see `rules` on the chart).")
+
+
+class MeasurementChartOut(BaseModel):
+    name: str
+    count: int
+    centre: float
+    sigma: float
+    ucl: float
+    lcl: float
+    mr_centre: float
+    mr_ucl: float
+    capability: CapabilityOut | None
+    flagged: int = Field(description="Points breaking at least one rule.")
+    rules: dict[str, str]
+    points: list[PointOut]
+
+
+class MeasurementSummaryOut(BaseModel):
+    name: str
+    count: int
+    mean: float
+    flagged: int
+    capability: CapabilityOut | None
+
+
+class MeasurementListOut(BaseModel):
+    recipe: str | None
+    items: list[MeasurementSummaryOut]
+
+
+class SubgroupOut(BaseModel):
+    start: datetime
+    end: datetime
+    size: int
+    rejected: int
+    p: float
+    ucl: float
+    lcl: float
+    rules: list[str]
+
+
+class RejectRateOut(BaseModel):
+    centre: float = Field(description="p-bar: rejected / inspected over all subgroups.")
+    flagged: int
+    rules: dict[str, str]
+    subgroups: list[SubgroupOut]
+
+
+Since = Annotated[UtcDatetime | None, Query(description="Captured at or after.")]
+StationId = Annotated[str | None, Query(max_length=200, description="Only this station.")]
+RecipeName = Annotated[str | None, Query(max_length=200, description="Only this recipe.")]
+Limit = Annotated[int, Query(ge=2, le=20000, description="Newest parts charted, at most.")]
+
+
+def _results(
+    services: ApiServices, since: datetime | None, station_id: str | None, recipe: str | None
+) -> list[InspectionResult]:
+    filters = ResultFilter(since=since, station_id=station_id)
+    return [r for r in _paged(services, filters) if recipe is None or r.recipe_name == recipe]
+
+
+def _paged(services: ApiServices, filters: ResultFilter) -> list[InspectionResult]:
+    out: list[InspectionResult] = []
+    cursor: str | None = None
+    while True:
+        page = services.store.query(filters, limit=PAGE, cursor=cursor)
+        out.extend(s.result for s in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            return out
+
+
+def _load(
+    services: ApiServices,
+    since: datetime | None,
+    station_id: str | None,
+    recipe: str | None,
+    limit: int,
+) -> list[InspectionResult]:
+    results = _results(services, since, station_id, recipe)
+    results.sort(key=lambda r: (r.captured_wall, r.result_id))
+    return results[-limit:]
+
+
+def _spec(services: ApiServices, results: list[InspectionResult]) -> MeasurementSpec | None:
+    """The loaded recipe's tolerances, if every charted result came from that recipe."""
+    recipe = getattr(services.inspector, "recipe", None)
+    spec = getattr(recipe, "measurements", None)
+    name = getattr(recipe, "name", None)
+    if not isinstance(spec, MeasurementSpec) or any(r.recipe_name != name for r in results):
+        return None
+    return spec
+
+
+def _limits(
+    spec: MeasurementSpec | None, name: str, lsl: float | None, usl: float | None
+) -> tuple[float, float] | None:
+    if (lsl is None) != (usl is None):
+        raise HTTPException(422, "give both lsl and usl, or neither")
+    if lsl is not None and usl is not None:
+        if usl <= lsl:
+            raise HTTPException(422, f"usl ({usl}) must be above lsl ({lsl})")
+        return lsl, usl
+    tol = tolerance_for(spec, name)
+    return None if tol is None else (tol.nominal - tol.tol, tol.nominal + tol.tol)
+
+
+def _capability(values: list[float], limits: tuple[float, float] | None) -> CapabilityOut | None:
+    if limits is None:
+        return None
+    c = capability(values, *limits)
+    return CapabilityOut(lsl=c.lsl, usl=c.usl, cp=c.cp, cpk=c.cpk, pp=c.pp, ppk=c.ppk)
+
+
+@router.get("/spc/measurements", response_model=MeasurementListOut)
+async def list_measurements(
+    services: ServicesDep,
+    since: Since = None,
+    station_id: StationId = None,
+    recipe: RecipeName = None,
+    limit: Limit = 1000,
+) -> MeasurementListOut:
+    """Every measured dimension with its count, mean, flagged points and Cp/Cpk."""
+    results = await run_in_threadpool(_load, services, since, station_id, recipe, limit)
+    spec = _spec(services, results)
+    items = []
+    for name, samples in measurement_series(results).items():
+        values = [s.value for s in samples]
+        flagged = sum(bool(f) for f in imr_chart(values).flags) if len(values) >= 2 else 0
+        items.append(
+            MeasurementSummaryOut(
+                name=name,
+                count=len(values),
+                mean=sum(values) / len(values),
+                flagged=flagged,
+                capability=_capability(values, _limits(spec, name, None, None)),
+            )
+        )
+    recipes = {r.recipe_name for r in results}
+    return MeasurementListOut(recipe=recipes.pop() if len(recipes) == 1 else None, items=items)
+
+
+@router.get("/spc/reject-rate", response_model=RejectRateOut, responses={422: {"model": ErrorOut}})
+async def reject_rate(
+    services: ServicesDep,
+    since: Since = None,
+    station_id: StationId = None,
+    recipe: RecipeName = None,
+    limit: Limit = 5000,
+    subgroup: Annotated[int, Query(ge=2, le=10000, description="Parts per subgroup.")] = 25,
+    bucket_s: Annotated[
+        int | None, Query(ge=60, le=31 * 86400, description="Group by time instead, seconds.")
+    ] = None,
+) -> RejectRateOut:
+    """A p-chart of the FAIL fraction per subgroup of parts (or per time bucket)."""
+    results = await run_in_threadpool(_load, services, since, station_id, recipe, limit)
+    groups = subgroups(results, size=subgroup, bucket_s=bucket_s)
+    if not groups:
+        return RejectRateOut(centre=0.0, flagged=0, rules=RULES, subgroups=[])
+    chart = p_chart([g.rejected for g in groups], [g.size for g in groups])
+    out = [
+        SubgroupOut(
+            start=g.start,
+            end=g.end,
+            size=g.size,
+            rejected=g.rejected,
+            p=chart.p[i],
+            ucl=chart.ucl[i],
+            lcl=chart.lcl[i],
+            rules=[r.value for r in chart.flags[i]],
+        )
+        for i, g in enumerate(groups)
+    ]
+    flagged = sum(bool(f) for f in chart.flags)
+    return RejectRateOut(centre=chart.centre, flagged=flagged, rules=RULES, subgroups=out)
+
+
+@router.get(
+    "/spc/measurements/{name}",
+    response_model=MeasurementChartOut,
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+async def measurement_chart(
+    services: ServicesDep,
+    name: Annotated[str, Path(max_length=100, description="e.g. outer_diameter_mm.")],
+    since: Since = None,
+    station_id: StationId = None,
+    recipe: RecipeName = None,
+    limit: Limit = 1000,
+    lsl: Annotated[float | None, Query(description="Lower spec limit (with usl).")] = None,
+    usl: Annotated[float | None, Query(description="Upper spec limit (with lsl).")] = None,
+) -> MeasurementChartOut:
+    """The I-MR chart of one dimension, each point with the rules it breaks, and Cp/Cpk."""
+    results = await run_in_threadpool(_load, services, since, station_id, recipe, limit)
+    samples = measurement_series(results).get(name, [])
+    if len(samples) < 2:
+        raise HTTPException(404, f"fewer than 2 parts measured {name!r} in this selection")
+    values = [s.value for s in samples]
+    chart = imr_chart(values)
+    points = [
+        PointOut(
+            result_id=s.result_id,
+            captured_wall=s.captured,
+            value=s.value,
+            moving_range=chart.moving_ranges[i - 1] if i else None,
+            rules=[r.value for r in chart.flags[i]],
+        )
+        for i, s in enumerate(samples)
+    ]
+    return MeasurementChartOut(
+        name=name,
+        count=len(values),
+        centre=chart.centre,
+        sigma=chart.sigma,
+        ucl=chart.ucl,
+        lcl=chart.lcl,
+        mr_centre=chart.mr_centre,
+        mr_ucl=chart.mr_ucl,
+        capability=_capability(values, _limits(_spec(services, results), name, lsl, usl)),
+        flagged=sum(bool(p.rules) for p in points),
+        rules=RULES,
+        points=points,
+    )
