@@ -160,3 +160,27 @@ def hub_image_url(hub: HubProcess, result_id: str) -> object:
     import json
 
     return json.loads(hub.get(f"/results/{result_id}"))["image_url"]
+
+
+def test_stopping_ships_what_was_stored_just_before(
+    tmp_path: Path, central_url: str, hub: HubProcess
+) -> None:
+    """A station that stops with the link up leaves no backlog behind (no wait for a pass)."""
+    store = _local_store(tmp_path, "st-z")
+    fw = Forwarder(
+        store, central_url, tmp_path / "st-z", hub_url=hub.url, token=hub.token, interval_s=600
+    )
+    central = central_engine(central_url)
+    try:
+        _add(store, "st-z", 0, 4)
+        fw.start()
+        wait_for("the first pass", lambda: len(central_rows(central)) == 4)
+        _add(store, "st-z", 4, 5)  # the next pass would be in ten minutes
+        fw.close(drain_s=60)
+        assert [rid for rid, _ in central_rows(central)] == _local_ids(store)
+        assert len(_local_ids(store)) == 9
+        assert fw.stats.backlog == 0
+    finally:
+        fw.close()
+        store.close()
+        central.dispose()

@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -148,6 +149,7 @@ class Forwarder:
         self._error: str | None = None
         self._backlog = 0
         self._lag: float | None = None
+        self._passes = 0  # forwarding passes finished, with or without an error
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,12 +158,28 @@ class Forwarder:
         self._thread.start()
         return self
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 10.0, drain_s: float = 5.0) -> None:
+        """Stop; with the link up, first give it `drain_s` to ship what the writer just stored."""
+        if self._thread is not None and self._thread.is_alive() and drain_s > 0:
+            self._drain(drain_s)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
         self.central.close()
+
+    def _drain(self, drain_s: float) -> None:
+        deadline = time.monotonic() + drain_s
+        with self._lock:
+            start = self._passes
+        self.poke()
+        while time.monotonic() < deadline:
+            with self._lock:
+                done = self._passes > start and self._error is None and self._backlog == 0
+                failing = self._passes > start and self._error is not None
+            if done or failing:
+                return
+            time.sleep(0.05)
 
     def poke(self) -> None:
         """Forward now instead of after the interval (new rows, a test)."""
@@ -187,9 +205,13 @@ class Forwarder:
                 while self.forward_once() and not self._stop.is_set():
                     pass  # a full batch: more may wait
                 self._recovered()
+                with self._lock:
+                    self._passes += 1
                 delay = self.interval_s
             except (ForwardError, StoreError) as err:
                 self._failed(str(err))
+                with self._lock:
+                    self._passes += 1
                 delay = min(max(delay * 2, self.interval_s), MAX_BACKOFF_S)
             except Exception as err:  # a bug must not end forwarding for the station's life
                 log.exception("forwarder: unexpected error")
