@@ -55,6 +55,8 @@
     if (charts[id]) charts[id].destroy();
     config.options = Object.assign({ animation: false, responsive: true, aspectRatio: 2.2 },
       config.options || {});
+    const x = { ticks: { maxTicksLimit: 8, maxRotation: 0 } };
+    config.options.scales = Object.assign({ x }, config.options.scales || {});
     charts[id] = new Chart($(id), config);
   }
 
@@ -176,6 +178,7 @@
     } catch (error) {
       if (error.status !== 404) throw error;
       $("station-note").textContent = "Not a running station (cellinspect serve): no links or health.";
+      $("station-detail").hidden = true;
       return;
     }
     const links = $("links").tBodies[0];
@@ -190,8 +193,11 @@
     } catch (error) {
       if (error.status !== 404) throw error;
       $("station-note").textContent = "This station follows no camera health.";
+      $("health-detail").hidden = true;
       return;
     }
+    $("station-detail").hidden = false;
+    $("health-detail").hidden = false;
     const table = $("health").tBodies[0];
     table.replaceChildren();
     const sample = { t: new Date().toISOString(), stats: {} };
@@ -211,7 +217,7 @@
         datasets: names.map((n, i) => ({ label: n, data: healthHistory.map((h) => h.stats[n] ?? null),
           borderColor: `hsl(${(i * 67) % 360} 70% 60%)`, pointRadius: 2 })),
       },
-      options: { plugins: { legend: { position: "right" } } },
+      options: { aspectRatio: 4, plugins: { legend: { position: "right" } } },
     });
   }
 
