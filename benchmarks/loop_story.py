@@ -4,8 +4,8 @@
 (`cellinspect line`'s `run_line`, rendered parts with seeded ground truth):
 
 1. shift A: the line as shipped (no change): escape and false-reject rates;
-2. shift B: the line changed: `--new-defect hairline` (a faint crack the shipped models never
-   saw) on every defective part; the live models let many pass;
+2. shift B: the line changed: `--new-defect haze` (a faint film over the whole face, a defect
+   the shipped models never saw) on every defective part; the live models let many pass;
 3. office: a station with its API up; QA labels every rejected part and an audit sample of the
    passed ones (all of them here) through `PUT /results/{id}/review` -- an escape is found
    only in that audit sample; `cellinspect export`, `cellinspect train` (a classifier head on
@@ -17,7 +17,7 @@
 6. shift D: the changed line with the promoted model: the escape rate is back down.
 
 The story recipe is recipes/flange.yaml with the classifier judging too (`judge: true`):
-the anomaly detector's scores for a hairline overlap good parts' (a retrained detector with
+the anomaly detector's scores for a hazed part overlap good parts' (a retrained detector with
 lower thresholds would reject good parts instead), while a supervised head learns the new
 class from a few dozen reviewed parts. docs/benchmarks/adaptive-loop.md shows the figures.
 """
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_RECIPE = ROOT / "recipes" / "flange.yaml"
 SIM_STATION = ROOT / "stations" / "sim.yaml"
 SLOT = "flange-classifier"
-NEW_DEFECT = "hairline"
+NEW_DEFECT = "haze"
 CANDIDATE = "2"
 
 
@@ -282,10 +282,11 @@ def run_story(
     workdir: Path,
     parts: int = 40,
     defect_rate: float = 0.5,
-    rate_per_min: float = 240.0,
+    rate_per_min: float = 120.0,
     baseline: bool = True,
     min_reviewed: int = 20,
     target_escape: float = 0.25,
+    review_parts: int | None = None,
 ) -> Story:
     """The whole loop; see the module docstring. Seeds: shift A 1, B 2, C 3, D 4.
 
@@ -305,8 +306,10 @@ def run_story(
     settings = workdir / "settings.yaml"
     recipe = workdir / "recipes" / "loop.yaml"
 
-    def shift(name: str, seed: int, new: str | None, started: Any = None) -> Shift:
-        s = run_shift(station, name, parts, seed, defect_rate, new, rate_per_min, started)
+    def shift(
+        name: str, seed: int, new: str | None, started: Any = None, count: int = parts
+    ) -> Shift:
+        s = run_shift(station, name, count, seed, defect_rate, new, rate_per_min, started)
         story.shifts.append(s)
         log(
             f"{s.name}: escapes {s.escapes}/{s.defective}, false rejects {s.false_rejects}/{s.good}"
@@ -315,7 +318,8 @@ def run_story(
 
     if baseline:
         shift("A: as shipped", 1, None)
-    changed = shift("B: new defect", 2, NEW_DEFECT)
+    # the shift QA reviews to train on is longer: the head learns the new class from it
+    changed = shift("B: new defect", 2, NEW_DEFECT, count=review_parts or 2 * parts)
 
     with office(station_path) as desk:
         assert desk.api is not None

@@ -1,6 +1,6 @@
 """The adaptive loop end to end on the simulated line (benchmarks/loop_story.py).
 
-The line changes (`--new-defect hairline`: a faint crack the shipped models never saw), the
+The line changes (`--new-defect haze`: a faint film the shipped models never saw), the
 live models let defective parts pass, QA labels the rejected parts and an audit sample of the
 passed ones through the API, `cellinspect export` and `cellinspect train` make a candidate,
 `cellinspect models add` + `models shadow` run it beside the live model on the running line,
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loop_story import CANDIDATE, SLOT, run_story
+from benchmarks.loop_story import CANDIDATE, NEW_DEFECT, SLOT, run_story
 
 pytestmark = pytest.mark.slow  # four short shifts and one head fit: about a minute
 
@@ -30,7 +30,7 @@ def test_the_loop_brings_escapes_of_a_new_defect_back_down(tmp_path: Path) -> No
     # QA labelled every part (rejects and the audit sample of passed parts) through the API
     assert story.reviewed == {"B": changed.parts, "C": shadowed.parts}
     export = json.loads((tmp_path / "story" / "export" / "export.json").read_text())
-    assert {i["label"] for i in export["images"]} == {"good", "hairline"}
+    assert {i["label"] for i in export["images"]} == {"good", NEW_DEFECT}
 
     # the candidate judged the shadow shift beside the live model; the gate passed on merit
     report = json.loads(story.outputs["shadow-report"])

@@ -304,6 +304,32 @@ HAIRLINE_LENGTH_MM = (6.0, 11.0)
 HAIRLINE_DEPTH = (0.25, 0.45)
 
 
+def haze(rng: np.random.Generator, geom: Geometry, layers: Layers) -> F32:
+    """A faint film over the whole face (dried coolant, heat tint): a warm colour cast.
+
+    Not among the shipped classes (`part.NEW_DEFECT_CLASSES`): its contrast is low and its
+    edges far apart, so the shipped patch-wise anomaly detector passes about half of them,
+    while the part as a whole changes colour, which a head on pooled features learns from a
+    few dozen reviewed parts (docs/benchmarks/adaptive-loop.md).
+    """
+    ppm = geom.ppm
+    size = rng.uniform(*HAZE_SIZE_MM) * ppm
+    x, y = _face_point(rng, geom, layers, (14.0, 22.0), 0.0)
+    h_img, w_img = layers.metal.shape
+    yy, xx = np.mgrid[0:h_img, 0:w_img].astype(np.float32)
+    blob = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / np.float32(size) ** 2)
+    coarse = _unit_noise(rng, blob.shape, 6.0)
+    strength = rng.uniform(*HAZE_STRENGTH)
+    alpha = np.clip(strength * blob * (0.85 + 0.15 * coarse), 0.0, 1.0).astype(np.float32)
+    layers.stain_transmission = (0.55, 0.75, 0.95)  # BGR: a yellow-brown film
+    layers.stain_alpha = alpha * layers.part_alpha
+    return (layers.stain_alpha > 0.05).astype(np.float32)
+
+
+HAZE_SIZE_MM = (40.0, 50.0)
+HAZE_STRENGTH = (0.15, 0.3)
+
+
 # Defects whose truth region reaches past the top face (the belt shows where metal is gone).
 MASK_BEYOND_FACE = frozenset({"chipped_edge"})
 
@@ -315,4 +341,5 @@ PAINTERS: dict[str, Painter] = {
     "chipped_edge": chipped_edge,
     "stain": stain,
     "hairline": hairline,
+    "haze": haze,
 }

@@ -26,7 +26,7 @@ DEFECT_CLASSES: tuple[str, ...] = (
 )
 # Defects the shipped models never saw: the simulated line brings them in on demand
 # (`cellinspect line --new-defect`); plans and sample sets draw only DEFECT_CLASSES.
-NEW_DEFECT_CLASSES: tuple[str, ...] = ("hairline",)
+NEW_DEFECT_CLASSES: tuple[str, ...] = ("hairline", "haze")
 LABELS: tuple[str, ...] = (GOOD, *DEFECT_CLASSES, *NEW_DEFECT_CLASSES)
 
 # Nominal drawing of the part (mm).
