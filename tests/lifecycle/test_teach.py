@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from cellinspect.inference.manifest import load_manifest
+from cellinspect.lifecycle.teach import TeachSession, TeachState, manager_for
 from cellinspect.station.config import load_station
 from cellinspect.station.runtime import StationRuntime
 from cellinspect.training.fitted_images import RECORD_KEY, image_id
@@ -173,3 +174,76 @@ def test_teach_collects_confirmed_parts_fits_and_shadows(
     rows = shadow_rows(data_dir)
     assert [r[:3] for r in rows] == [(rid, version, mine["sha256"]) for rid in after]
     assert all(r[3] in ("pass", "review", "fail") for r in rows), rows  # judged, not skipped
+
+
+def test_qa_labels_decide_parts_and_cancel_registers_nothing(
+    tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    path, _ = station_file(tmp_path)
+    otto, quinn = auth(tokens["otto"]), auth(tokens["quinn"])
+    runtime = StationRuntime(load_station(path), interface_overrides={"deadline_ms": DEADLINE_MS})
+    with runtime, httpx.Client(base_url=runtime.api.url if runtime.api else "", timeout=60) as http:
+        before = http.get("/models/versions", headers=otto).json()
+        assert http.post("/teach", json={"wanted": WANTED}, headers=otto).status_code == 201
+        good, bad = (runtime.trigger(part_id=n).result.result_id for n in (1, 2))
+        assert runtime.writer is not None and runtime.writer.flush(timeout=60)
+        labelled = [
+            http.put(f"/results/{good}/review", json={"label": "good"}, headers=quinn),
+            http.put(
+                f"/results/{bad}/review",
+                json={"label": "defect", "defect_class": "scratch"},
+                headers=quinn,
+            ),
+        ]
+
+        def decided() -> dict[str, Any] | None:
+            body: dict[str, Any] = http.get("/teach", headers=otto).json()
+            return body if body["confirmed"] == 1 and body["rejected"] == 1 else None
+
+        status = wait_until(decided)
+        cancelled = http.post("/teach/cancel", headers=otto)
+        runtime.trigger(part_id=3)
+        after = http.get("/teach", headers=otto).json()
+        cancel_again = http.post("/teach/cancel", headers=otto)
+        versions = http.get("/models/versions", headers=otto).json()
+
+    assert [r.status_code for r in labelled] == [200, 200]
+    assert status, "the QA labels did not decide the parts"
+    assert status["slot"] == SLOT  # the recipe's one anomaly slot, not named in the request
+    by_id = {p["result_id"]: p for p in status["parts"]}
+    assert by_id[good]["status"] == "confirmed" and by_id[bad]["status"] == "rejected"
+    assert by_id[good]["decided_by"] == "quinn (QA label)"
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert after["collected"] == 2  # nothing collected once cancelled
+    assert cancel_again.status_code == 409
+    assert versions == before  # nothing registered
+
+
+def test_a_failed_fit_is_reported_and_the_station_judges_on(
+    tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    path, _ = station_file(tmp_path)
+    runtime = StationRuntime(load_station(path), interface_overrides={"deadline_ms": DEADLINE_MS})
+    with runtime:
+        session = manager_for(runtime).start(
+            lambda: TeachSession(
+                runtime, SLOT, WANTED, "otto", backbone=tmp_path / "no-backbone.onnx"
+            )
+        )
+        for part in range(1, WANTED + 1):
+            rid = runtime.trigger(part_id=part).result.result_id
+            assert wait_until(partial(session.parts.__contains__, rid))
+            session.decide(rid, True, "otto")
+        assert session.wait(120)
+        status = session.status()
+        hook_after = runtime.extra_on_result
+        later = runtime.trigger(part_id=WANTED + 1)
+        restarted = manager_for(runtime).start(lambda: TeachSession(runtime, SLOT, WANTED, "otto"))
+        restarted.cancel("otto")
+        versions = runtime.model_registry().versions(SLOT)
+
+    assert status.state is TeachState.FAILED, status.message
+    assert "no-backbone.onnx" in status.message and status.version is None
+    assert hook_after is None  # the station's result hook is given back
+    assert later.result.error is None and later.result.verdict.value in ("pass", "review", "fail")
+    assert [v.version for v in versions] == ["1"]  # nothing was added
