@@ -22,9 +22,13 @@ import pytest
 
 from cellinspect.entities import InspectedFrame, RoiDecision, Verdict
 from cellinspect.settings import StationSettings
+from cellinspect.station.config import load_station
+from cellinspect.station.runtime import StationRuntime
 from cellinspect.storage.factory import open_store
 from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.synthetic import EPOCH, synthetic_result
+from tests.conftest import ROOT
+from tests.station.runner import write_station
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -176,3 +180,57 @@ def test_sign_in_with_a_token_then_the_charts_appear(
         page.close()
     assert errors == []
     assert set(refused) == {"401 /me", "404 /station"}  # no token, the wrong one; not a station
+
+
+def dimmed_line(folder: Path) -> None:
+    """The 40 sample images as they are, then the same 40 at 55 % of the light."""
+    folder.mkdir()
+    samples = sorted((ROOT / "sample_images").glob("*.bmp"))
+    for i, path in enumerate(samples + samples):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        assert image is not None
+        if i >= len(samples):
+            image = np.asarray(cv2.convertScaleAbs(image, alpha=0.55), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"part_{i:03d}.bmp"), image)
+
+
+def test_a_running_station_shows_links_health_alarms_and_measured_dimensions(
+    browser_context: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real station measures a folder of parts whose lamp dims halfway: the dashboard shows
+    its links, the brightness alarm with its level, the health trend and an I chart per
+    measured dimension with Cp/Cpk from the recipe's tolerances."""
+    token = "dashboard-token-7a2f"
+    monkeypatch.setenv("CELLINSPECT_API_TOKEN", token)
+    dimmed_line(tmp_path / "parts")
+    path = write_station(
+        tmp_path / "station.yaml",
+        recipes={1: str(ROOT / "recipes" / "flange-measure.yaml")},
+        source={"type": "folder", "path": str(tmp_path / "parts"), "pattern": "*.bmp"},
+        api={"enabled": True, "host": "127.0.0.1", "port": 0},
+        health={"baseline_parts": 40, "window": 20, "score_window": 10},
+    )
+    runtime = StationRuntime(load_station(path), exit_when_source_ends=True)
+    with runtime:
+        assert runtime.wait(300), "the folder source should end"
+        runtime.interface.wait_idle(60)
+        assert runtime.api is not None
+        page, errors, refused = open_dashboard(browser_context, runtime.api.url, token)
+        try:
+            page.wait_for_function(
+                "() => window.cellinspectDashboard.charts['chart-health']"
+                " && document.body.dataset.loading === '0'"
+            )
+            assert drawn_share(page, "chart-health") > 0.02
+            expect(page.locator("#links")).to_contain_text("camera")
+            brightness = page.locator("#health tbody tr", has_text="brightness")
+            expect(brightness.locator("td").nth(1)).to_have_text("alarm")
+            expect(brightness.locator("td").nth(1)).to_have_class("level-alarm")
+            outer = page.locator("#capability tbody tr", has_text="outer_diameter_mm")
+            expect(outer).to_have_count(1)
+            cpk = outer.locator("td").nth(5).inner_text()
+            assert cpk != "\N{EN DASH}" and float(cpk) > 0  # tolerance from the station's recipe
+            assert drawn_share(page, "chart-imr-outer_diameter_mm") > 0.02
+        finally:
+            page.close()
+    assert errors == [] and refused == []

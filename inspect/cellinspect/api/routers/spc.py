@@ -1,14 +1,15 @@
 """GET /spc/...: control charts of measured dimensions and of the reject rate, with Cp/Cpk.
 
 Charts are computed on request from stored results (phase I: limits from the data shown).
-Specification limits come from the loaded recipe's measurement tolerances when its name
-matches the results' recipe, or from `lsl`/`usl` on the request.
+Specification limits come from the measurement tolerances of the results' recipe when the app
+knows it (the loaded inspector's, or one in a running station's catalog), or from `lsl`/`usl`
+on the request.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
@@ -128,14 +129,26 @@ def _load(
     return results[-limit:]
 
 
+def _known_recipes(services: ApiServices) -> list[object]:
+    """Recipes this app knows: the loaded inspector's, and every one in a station's catalog."""
+    known = [getattr(services.inspector, "recipe", None)]
+    catalog: Any = getattr(services.station, "catalog", None)
+    for number in getattr(catalog, "numbers", []):
+        known.append(getattr(catalog[number], "recipe", None))
+    return [r for r in known if r is not None]
+
+
 def _spec(services: ApiServices, results: list[InspectionResult]) -> MeasurementSpec | None:
-    """The loaded recipe's tolerances, if every charted result came from that recipe."""
-    recipe = getattr(services.inspector, "recipe", None)
-    spec = getattr(recipe, "measurements", None)
-    name = getattr(recipe, "name", None)
-    if not isinstance(spec, MeasurementSpec) or any(r.recipe_name != name for r in results):
+    """The tolerances of the one recipe every charted result came from, if this app knows it."""
+    names = {r.recipe_name for r in results}
+    if len(names) != 1:
         return None
-    return spec
+    (name,) = names
+    for recipe in _known_recipes(services):
+        spec = getattr(recipe, "measurements", None)
+        if getattr(recipe, "name", None) == name and isinstance(spec, MeasurementSpec):
+            return spec
+    return None
 
 
 def _limits(
