@@ -44,6 +44,7 @@ class HubProcess:
         self.data_dir = data_dir
         self.token = add_user(data_dir / "users.yaml", "station", Role.OPERATOR)
         self.viewer_token = add_user(data_dir / "users.yaml", "viewer", Role.VIEWER)
+        self.qa_token = add_user(data_dir / "users.yaml", "qa-anna", Role.QA)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = (data_dir / "hub.log").open("w")
@@ -72,6 +73,20 @@ class HubProcess:
         with urllib.request.urlopen(request, timeout=10) as reply:
             body: bytes = reply.read()
             return body
+
+    def review(self, result_id: str, body: bytes) -> int:
+        """PUT a QA label on the hub as qa-anna; the HTTP status."""
+        request = urllib.request.Request(
+            f"{self.url}/results/{result_id}/review",
+            data=body,
+            method="PUT",
+            headers={
+                "Authorization": f"Bearer {self.qa_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return int(reply.status)
 
     def log(self) -> str:
         return (self.data_dir / "hub.log").read_text(errors="replace")[-3000:]

@@ -27,15 +27,17 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cellinspect.entities import InspectedFrame
 from cellinspect.errors import ConfigError
 from cellinspect.storage.codec import result_from_json
 from cellinspect.storage.db import make_engine
-from cellinspect.storage.errors import StoreError
+from cellinspect.storage.errors import ResultNotFoundError, StoreError
 from cellinspect.storage.images import ImageStore
-from cellinspect.storage.models import ResultRow
+from cellinspect.storage.models import ResultRow, ReviewEventRow
+from cellinspect.storage.records import ReviewInput
 from cellinspect.storage.sql_store import SqlResultStore
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CURSOR_FILE = "forward.cursor"
+REVIEW_CURSOR_FILE = "forward.reviews.cursor"  # last central review event copied back
 MAX_BACKOFF_S = 60.0
 HTTP_TIMEOUT_S = 30.0
 PG_CONNECT_TIMEOUT_S = "10"
@@ -129,13 +132,17 @@ class Forwarder:
         token: str | None = None,
         batch_size: int = 200,
         interval_s: float = 2.0,
+        reviews_from_hub: str | None = None,
     ) -> None:
+        """`reviews_from_hub`: this station's id, to copy labels set centrally back to it."""
         self.local = local
         self.central_display = make_url(central_url).render_as_string(hide_password=True)
         engine = make_engine(central_engine_url(central_url))
         # No image is written through this store: images go to the hub over HTTP.
         self.central = SqlResultStore(engine, ImageStore(state_dir / "central-unused"))
         self.cursor = CursorFile(state_dir / CURSOR_FILE)
+        self.review_cursor = CursorFile(state_dir / REVIEW_CURSOR_FILE)
+        self.reviews_from_hub = reviews_from_hub
         self.hub_url = hub_url.rstrip("/") if hub_url else None
         self._token = token
         self.batch_size = batch_size
@@ -204,6 +211,8 @@ class Forwarder:
             try:
                 while self.forward_once() and not self._stop.is_set():
                     pass  # a full batch: more may wait
+                while self.reviews_from_hub and self.pull_reviews() and not self._stop.is_set():
+                    pass
                 self._recovered()
                 with self._lock:
                     self._passes += 1
@@ -259,6 +268,53 @@ class Forwarder:
                 self._forwarded += len(rows)
         self._measure_backlog()
         return len(rows) == self.batch_size
+
+    def pull_reviews(self) -> bool:
+        """Copy labels set centrally on this station's results back to its store.
+
+        Follows the central audit trail (review events) after a cursor; for each result
+        touched, the central label in effect becomes the station's, unless it already is.
+        An undo on the hub that leaves no label is not copied. True when the batch was full.
+        """
+        assert self.reviews_from_hub is not None
+        after = self.review_cursor.read()
+        stmt = (
+            select(ReviewEventRow.id, ResultRow.result_id)
+            .join(ResultRow, ResultRow.id == ReviewEventRow.result_pk)
+            .where(ResultRow.station_id == self.reviews_from_hub, ReviewEventRow.id > after)
+            .order_by(ReviewEventRow.id)
+            .limit(self.batch_size)
+        )
+        try:
+            with Session(self.central.engine) as session:
+                events = [(int(e), str(r)) for e, r in session.execute(stmt)]
+            for result_id in dict.fromkeys(r for _, r in events):
+                central = self.central.get(result_id).review
+                if central is None:
+                    continue
+                try:
+                    local = self.local.get(result_id).review
+                except ResultNotFoundError:
+                    continue
+                same = local is not None and (local.label, local.defect_class) == (
+                    central.label,
+                    central.defect_class,
+                )
+                if not same:
+                    self.local.set_review(
+                        result_id,
+                        ReviewInput(
+                            label=central.label,
+                            reviewer=f"{central.reviewer}@hub"[:128],
+                            defect_class=central.defect_class,
+                            comment=central.comment,
+                        ),
+                    )
+        except SQLAlchemyError as err:
+            raise ForwardError(_short(err)) from None
+        if events:
+            self.review_cursor.write(events[-1][0])
+        return len(events) == self.batch_size
 
     def _read_batch(self, after: int) -> list[tuple[ResultRow, list[_Image]]]:
         stmt = (select(ResultRow).where(ResultRow.id > after).order_by(ResultRow.id)).limit(
@@ -339,7 +395,9 @@ def _secret(env: str, file: Path | None, what: str) -> str | None:
         raise ConfigError(f"forward: cannot read the {what} file {file}: {err}") from err
 
 
-def forwarder_from(config: ForwardConfig, local: SqlResultStore, data_dir: Path) -> Forwarder:
+def forwarder_from(
+    config: ForwardConfig, local: SqlResultStore, data_dir: Path, station_id: str
+) -> Forwarder:
     """The station's forwarder from its `forward:` section; secrets from env or files."""
     url = _secret(config.central_url_env, config.central_url_file, "central URL")
     if url is None:
@@ -360,6 +418,7 @@ def forwarder_from(config: ForwardConfig, local: SqlResultStore, data_dir: Path)
         token=token,
         batch_size=config.batch_size,
         interval_s=config.interval_s,
+        reviews_from_hub=station_id if config.reviews_from_hub else None,
     )
 
 
