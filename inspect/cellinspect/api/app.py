@@ -54,7 +54,7 @@ Roles: viewer reads; operator also triggers, selects recipes and uploads images;
 results (as the token's user) and exports; admin does everything. A station with no
 credentials serves reads to anyone on its (by default loopback) address and refuses changes.
 Errors are JSON: `{"error": ..., "message": ..., "details": [...]}`. The review page for QA is
-at [/review](/review).
+at [/review](/review); yield, control charts (SPC) and station health at [/dashboard](/dashboard).
 """
 
 
