@@ -184,3 +184,17 @@ def test_spc_needs_a_reading_token(spc_client: TestClient) -> None:
     for path in ("/spc/measurements", "/spc/reject-rate", "/spc/measurements/outer_diameter_mm"):
         assert spc_client.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
         assert spc_client.get(path).status_code == 200  # a viewer may read
+
+
+def test_limit_charts_the_newest_parts(
+    spc_client: TestClient, measured: list[InspectedFrame]
+) -> None:
+    newest = results_of(measured)[-12:]
+    body = spc_client.get("/spc/measurements/outer_diameter_mm?limit=12").json()
+    assert [p["result_id"] for p in body["points"]] == [
+        r.result_id for r in newest if "outer_diameter_mm" in measurements_of(r)
+    ]
+    groups = spc_client.get("/spc/reject-rate?limit=12&subgroup=4").json()["subgroups"]
+    assert [g["rejected"] for g in groups] == [
+        sum(r.verdict is Verdict.FAIL for r in newest[i : i + 4]) for i in range(0, 12, 4)
+    ]

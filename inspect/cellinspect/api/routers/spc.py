@@ -99,24 +99,6 @@ RecipeName = Annotated[str | None, Query(max_length=200, description="Only this 
 Limit = Annotated[int, Query(ge=2, le=20000, description="Newest parts charted, at most.")]
 
 
-def _results(
-    services: ApiServices, since: datetime | None, station_id: str | None, recipe: str | None
-) -> list[InspectionResult]:
-    filters = ResultFilter(since=since, station_id=station_id)
-    return [r for r in _paged(services, filters) if recipe is None or r.recipe_name == recipe]
-
-
-def _paged(services: ApiServices, filters: ResultFilter) -> list[InspectionResult]:
-    out: list[InspectionResult] = []
-    cursor: str | None = None
-    while True:
-        page = services.store.query(filters, limit=PAGE, cursor=cursor)
-        out.extend(s.result for s in page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            return out
-
-
 def _load(
     services: ApiServices,
     since: datetime | None,
@@ -124,9 +106,21 @@ def _load(
     recipe: str | None,
     limit: int,
 ) -> list[InspectionResult]:
-    results = _results(services, since, station_id, recipe)
-    results.sort(key=lambda r: (r.captured_wall, r.result_id))
-    return results[-limit:]
+    """The newest `limit` matching results, oldest first; pages stop once there are enough."""
+    filters = ResultFilter(since=since, station_id=station_id)
+    newest: list[InspectionResult] = []
+    cursor: str | None = None
+    while len(newest) < limit:
+        page = services.store.query(filters, limit=PAGE, cursor=cursor)
+        newest.extend(
+            s.result for s in page.items if recipe is None or s.result.recipe_name == recipe
+        )
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    chosen = newest[:limit]
+    chosen.sort(key=lambda r: (r.captured_wall, r.result_id))
+    return chosen
 
 
 def _known_recipes(services: ApiServices) -> list[object]:
