@@ -32,6 +32,10 @@ if [ "$dev" = 1 ]; then
   command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
   command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+  # mosquitto: the MQTT tests start a private broker (tests/servers/mosquitto.py, /usr/sbin)
+  # and read it with the third-party mosquitto_sub.
+  [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+  command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
   # postgresql: the store and fault tests start private servers (tests/servers/postgres.py);
   # Debian keeps the server binaries in /usr/lib/postgresql/<version>/bin, off PATH.
   if ! command -v pg_ctl >/dev/null 2>&1 \

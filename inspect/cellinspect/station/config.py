@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cellinspect.config import SourceConfig, format_validation_error
 from cellinspect.errors import ConfigError
 from cellinspect.health.config import HealthConfig
+from cellinspect.plant.mqtt_config import MqttConfig
 
 OpcUaPolicy = Literal["none", "basic256sha256_sign", "basic256sha256_sign_encrypt"]
 
@@ -176,6 +177,41 @@ class StoreConfig(_Strict):
     )
 
 
+class ForwardConfig(_Strict):
+    """Store-and-forward to the plant (plant/forwarder.py); the local store stays the truth."""
+
+    enabled: bool = Field(default=False, description="Forward results to a central store.")
+    central_url_env: str = Field(
+        default="CELLINSPECT_CENTRAL_DB_URL",
+        description="Environment variable holding the central SQLAlchemy URL (with its "
+        "password, which never belongs in this file).",
+    )
+    central_url_file: Path | None = Field(
+        default=None,
+        description="Or a file (mode 600) holding that URL; used when the variable is unset.",
+    )
+    hub_url: str | None = Field(
+        default=None,
+        description="Base URL of `cellinspect hub` for kept images (None: results only).",
+    )
+    token_env: str = Field(
+        default="CELLINSPECT_HUB_TOKEN",
+        description="Environment variable holding this station's hub token (role operator).",
+    )
+    token_file: Path | None = Field(
+        default=None, description="Or a file holding the token; used when the variable is unset."
+    )
+    batch_size: int = Field(default=200, ge=1, le=5000, description="Results per round trip.")
+    interval_s: float = Field(
+        default=2.0, gt=0, description="Pause between passes; failures back off up to 60 s."
+    )
+    reviews_from_hub: bool = Field(
+        default=False,
+        description="Copy labels set on the hub (central database) for this station's results "
+        "back into its own store (reviewer recorded as NAME@hub).",
+    )
+
+
 class StationFile(_Strict):
     station_id: str = Field(
         min_length=1,
@@ -185,6 +221,9 @@ class StationFile(_Strict):
     )
     line: str | None = Field(default=None, description="Line the station stands on.")
     site: str | None = Field(default=None, description="Plant or site.")
+    area: str | None = Field(
+        default=None, description="Area of the site (MQTT topics and messages)."
+    )
     recipes: dict[int, Path] = Field(
         min_length=1,
         description="Recipe catalog: number (what the PLC selects with command 1) -> file.",
@@ -200,8 +239,14 @@ class StationFile(_Strict):
     robot: RobotConfig = Field(default_factory=RobotConfig, description="Robot link.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="Results API and review page.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Where results live.")
+    forward: ForwardConfig = Field(
+        default_factory=ForwardConfig, description="Store-and-forward to the plant's store."
+    )
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="Camera health and score drift alarms."
+    )
+    mqtt: MqttConfig = Field(
+        default_factory=MqttConfig, description="Results, state and alarms to a broker."
     )
     status_every_s: float = Field(
         default=10.0, gt=0, description="Status log line interval when not on a terminal."
@@ -221,9 +266,11 @@ class StationFile(_Strict):
             raise ValueError(
                 f"active_recipe: {self.active_recipe} is not in the catalog {sorted(self.recipes)}"
             )
+        if self.forward.enabled and not self.store.enabled:
+            raise ValueError("forward.enabled: forwarding needs store.enabled: true")
         if self.trigger.mode is TriggerMode.PLC and not self.modbus.enabled:
             raise ValueError("trigger.mode: 'plc' needs modbus.enabled: true")
-        for name in ("modbus", "opcua", "robot", "api"):
+        for name in ("modbus", "opcua", "robot", "api", "mqtt"):
             host = getattr(self, name).host
             if not _is_address(host):
                 raise ValueError(f"{name}.host: {host!r} is not an IP address or host name")
@@ -261,6 +308,12 @@ def _resolve_paths(station: StationFile, base: Path) -> StationFile:
             "settings": absolute(station.store.settings),
         }
     )
+    forward = station.forward.model_copy(
+        update={
+            "central_url_file": absolute(station.forward.central_url_file),
+            "token_file": absolute(station.forward.token_file),
+        }
+    )
     opcua = station.opcua.model_copy(
         update={
             "certificate": absolute(station.opcua.certificate),
@@ -273,10 +326,19 @@ def _resolve_paths(station: StationFile, base: Path) -> StationFile:
             "recipes": {n: absolute(p) for n, p in station.recipes.items()},
             "source": None if station.source is None else _resolve(base, station.source),
             "store": store,
+            "forward": forward,
             "opcua": opcua,
+            "mqtt": _resolve_mqtt(station.mqtt, absolute),
             "trusted_model_keys": [base / p for p in station.trusted_model_keys],
         }
     )
+
+
+def _resolve_mqtt(mqtt: MqttConfig, absolute: Any) -> MqttConfig:
+    tls = mqtt.tls
+    if tls is not None:
+        tls = tls.model_copy(update={k: absolute(getattr(tls, k)) for k in ("ca", "cert", "key")})
+    return mqtt.model_copy(update={"password_file": absolute(mqtt.password_file), "tls": tls})
 
 
 def parse_station(data: Any, file: Path) -> StationFile:

@@ -298,6 +298,10 @@ class _StateCollector(Collector):
         if rt.robot is not None:
             _add_states(family, "robot", _values(LinkState.IDLE), rt.robot.state)
             reconnects.add_metric(["robot"], rt.robot.reconnects)
+        if rt.mqtt is not None:
+            states = ["connected", "disconnected", "closed"]
+            _add_states(family, "mqtt", states, rt.mqtt.state)
+            reconnects.add_metric(["mqtt"], max(0, rt.mqtt.connects - 1))
         camera = rt.camera
         if camera is not None:
             state = getattr(camera, "state", None)
@@ -310,6 +314,9 @@ class _StateCollector(Collector):
         if rt.journal is not None:
             failing = iface is not None and iface.record_error is not None
             _add_states(family, "journal", ["ok", "failed"], "failed" if failing else "ok")
+        if rt.forwarder is not None:
+            states = ["ok", "failing", "stopped"]
+            _add_states(family, "forward", states, rt.forwarder.stats.state)
         if rt.api is not None:
             _add_states(family, "api", ["listening", "closed"], serving)
         yield family
@@ -369,6 +376,12 @@ class _StateCollector(Collector):
 
     def _queues(self, rt: StationRuntime) -> Iterator[Metric]:
         iface = rt._interface
+        if rt.mqtt is not None:
+            yield _gauge(
+                f"{PREFIX}_mqtt_backlog",
+                "Results and alarms in the MQTT outbox, not yet acknowledged by the broker.",
+                rt.mqtt.outbox.backlog,
+            )
         if iface is not None:
             yield _gauge(
                 f"{PREFIX}_dispatch_queue_depth",
@@ -402,6 +415,22 @@ class _StateCollector(Collector):
             )
             yield _counter(
                 f"{PREFIX}_journal_failures", "Journal appends that failed.", journal.failures
+            )
+        forwarder = rt.forwarder
+        if forwarder is not None:
+            fs = forwarder.stats
+            yield _gauge(
+                f"{PREFIX}_forward_backlog",
+                "Stored results not yet in the central store (a link down is a backlog).",
+                fs.backlog,
+            )
+            yield _gauge(
+                f"{PREFIX}_forward_lag_seconds",
+                "Age (capture time) of the oldest result not yet forwarded; 0: none waits.",
+                fs.lag_s or 0.0,
+            )
+            yield _counter(
+                f"{PREFIX}_forward_results", "Results forwarded since start.", fs.forwarded
             )
 
     def _models(self, rt: StationRuntime) -> Iterator[Metric]:

@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellinspect.config import SourceConfig, SyntheticSource
-from cellinspect.entities import FrameFailure, InspectedFrame, SourceItem, Verdict
+from cellinspect.entities import (
+    FrameFailure,
+    InspectedFrame,
+    InspectionResult,
+    SourceItem,
+    Verdict,
+)
 from cellinspect.errors import ConfigError
 from cellinspect.health import station_link as health_link
 from cellinspect.health.monitor import HealthMonitor
@@ -59,6 +65,8 @@ if TYPE_CHECKING:
     from cellinspect.config import Recipe
     from cellinspect.lifecycle.registry import ModelRegistry
     from cellinspect.lifecycle.shadow import ShadowRunner
+    from cellinspect.plant.forwarder import Forwarder
+    from cellinspect.plant.mqtt_link import MqttLink
     from cellinspect.plc.modbus_adapter import ModbusServer
     from cellinspect.plc.opcua_server import VisionOpcUaServer
     from cellinspect.runtime.inspector import Inspector
@@ -183,6 +191,9 @@ class StationRuntime:
         self.store: SqlResultStore | None = None
         self.writer: AsyncResultWriter | None = None
         self.journal: ResultJournal | None = None
+        self.forwarder: Forwarder | None = None  # store-and-forward to the plant (plant/)
+        self.mqtt: MqttLink | None = None  # results, state and alarms to the plant broker
+        self.mqtt_recovered: list[InspectionResult] = []  # journaled before a crash
         self.unrecorded = 0  # results outside any job that the journal refused
         self.modbus: ModbusServer | None = None
         self.modbus_port: int | None = None
@@ -266,6 +277,10 @@ class StationRuntime:
         )
         self.interface.on_record = self.metrics.record
         health_link.attach(self)
+        if st.mqtt.enabled:
+            from cellinspect.plant.mqtt_station import start_mqtt
+
+            self.mqtt = start_mqtt(self)
         if st.modbus.enabled:
             self._start_modbus()
         if st.robot.enabled:
@@ -374,9 +389,17 @@ class StationRuntime:
         self.store = open_store(self.settings)
         self.journal = ResultJournal(self.settings.resolved_journal_dir)
         self.journal.open()
+        if self.station.mqtt.enabled:  # a kill -9 may have come between journal and outbox
+            self.mqtt_recovered = self.journal.pending_results()
         self.writer = make_writer(self.settings, self.store)
         self.writer.attach_journal(self.journal)
         self.writer.start()  # replays what the journal holds from before (a crash, a stall)
+        if self.station.forward.enabled:
+            from cellinspect.plant.forwarder import forwarder_from
+
+            self.forwarder = forwarder_from(
+                self.station.forward, self.store, self.settings.data_dir, self.station.station_id
+            ).start()
 
     def _open_camera(self, recipe_source: SourceConfig) -> TriggeredCamera:
         """The station's camera: its own `source:` if set, else the recipe's."""
@@ -690,6 +713,13 @@ class StationRuntime:
         return out
 
     def _on_result(self, inspected: InspectedFrame) -> None:
+        if self.mqtt is not None:
+            try:  # in the outbox before the store commits it (and the journal forgets it)
+                self.mqtt.result(inspected.result)
+            except Exception:
+                log.exception(
+                    "station: MQTT outbox for result %s failed", inspected.result.result_id
+                )
         if self.writer is not None:
             self.writer.submit(inspected)
         if self.extra_on_result is not None:
@@ -744,6 +774,8 @@ class StationRuntime:
             ("robot", self.robot.close if self.robot else None),
             ("store writer", self.writer.close if self.writer else None),
             ("journal", self.journal.close if self.journal else None),
+            ("MQTT", self.mqtt.close if self.mqtt else None),
+            ("forwarder", self.forwarder.close if self.forwarder else None),
             ("OPC UA", self.opcua.stop if self.opcua else None),
             ("API", self.api.stop if self.api else None),
             ("Modbus", self.modbus.stop if self.modbus else None),

@@ -88,6 +88,17 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
             "pending": runtime.journal.pending,
             "failures": runtime.journal.failures,
         }
+    if runtime.forwarder is not None:
+        fs = runtime.forwarder.stats
+        links["forward"] = {
+            "state": fs.state,
+            "backlog": fs.backlog,  # local results not yet in the central store
+            "lag_s": None if fs.lag_s is None else round(fs.lag_s, 1),
+            "forwarded": fs.forwarded,
+            "images_sent": fs.images_sent,
+        }
+    if runtime.mqtt is not None:
+        links["mqtt"] = runtime.mqtt.snapshot()
     if runtime.api is not None:
         links["api"] = {"state": serving, "url": runtime.api.url}
     p50 = counts.latency_p50()
@@ -95,6 +106,7 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
         "station_id": runtime.station.station_id,
         "line": runtime.station.line,
         "site": runtime.station.site,
+        "area": runtime.station.area,
         "recipe": {"number": runtime.active_recipe, "name": entry.recipe.name},
         "trigger": runtime.mode.value,
         "uptime_s": round(now - runtime.started_mono, 1),
