@@ -9,12 +9,16 @@ clean stop by the station itself, after a SIGKILL by the broker (the last will).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from cellinspect.entities import Verdict
+from cellinspect.storage.journal import ResultJournal
+from cellinspect.storage.synthetic import synthetic_result
 from tests.servers.mosquitto import MosquittoServer, Subscriber, mosquitto_fixture
 from tests.station.runner import StationProcess, stored_results, write_station
 
@@ -178,3 +182,25 @@ def test_nothing_is_lost_when_the_station_is_killed_with_the_broker_down(
         sub.close()
     retained, _, payload = _retained_state(mosquitto)
     assert retained and json.loads(payload)["state"] == "offline"
+
+
+def test_a_result_only_in_the_journal_is_published_at_the_next_start(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    # What a kill -9 between the journal append and the outbox leaves: a journaled result
+    # that neither the store nor the outbox has.
+    journal = ResultJournal(tmp_path / "data" / "journal")
+    journal.open()
+    crashed = synthetic_result(0, Verdict.FAIL, defect_class="dent", station_id="cell-7")
+    journal.append(dataclasses.replace(crashed, line="line-3", site="plant-a"))
+    journal.close()
+
+    sub = mosquitto.subscribe("cellinspect/#", "-q", "1")
+    try:
+        with StationProcess(_station(tmp_path, mosquitto, count=3), "--until-source-ends") as proc:
+            assert proc.wait_exit(60) == 0, proc.log_text()
+        got = _check_complete_and_ordered(sub, tmp_path / "data")
+    finally:
+        sub.close()
+    assert got[0]["result_id"] == crashed.result_id  # recovered before the new parts
+    assert len(got) == 1 + proc.stopped()["status"]["parts"]
