@@ -97,6 +97,9 @@ def venv_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_holds_the_shipped_cell_and_no_tests(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"cellinspect/{shipped.PACKAGE_DIR}/{f}" for f in shipped.FILES} <= set(names)
+    static = ("review.js", "dashboard.html", "dashboard.js", "vendor/chart.umd.js")
+    assert {f"cellinspect/api/static/{f}" for f in static} <= set(names)
+    assert "cellinspect/api/static/vendor/chart.js.LICENSE.md" in names
     assert not [n for n in names if n.startswith(("benchmarks/", "tests/"))]
     assert not [n for n in names if "sample_images" in n or n.endswith((".bmp", ".png"))]
     assert wheel.stat().st_size < 25_000_000
