@@ -106,8 +106,9 @@ class Story:
     outputs: dict[str, str] = field(default_factory=dict)  # command -> its output
     stored_rows: int = 0
 
-    def shift(self, name: str) -> Shift:
-        return next(s for s in self.shifts if s.name == name)
+    def shift(self, letter: str) -> Shift:
+        """The shift named `letter` ("B" for "B: new defect")."""
+        return next(s for s in self.shifts if s.name.split(":")[0] == letter)
 
     def figures(self) -> dict[str, Any]:
         return {

@@ -17,10 +17,24 @@ from pathlib import Path
 import pytest
 
 from benchmarks.loop_story import CANDIDATE, NEW_DEFECT, SLOT, run_story
+from cellinspect.errors import ConfigError
+from cellinspect.plc.sim_camera import rendered_catalog
 
-pytestmark = pytest.mark.slow  # four short shifts and one head fit: about a minute
+
+def test_a_new_defect_changes_only_which_defect_a_defective_part_carries() -> None:
+    plain = rendered_catalog(40, 2, 0.5)
+    changed = rendered_catalog(40, 2, 0.5, new_defect=NEW_DEFECT, new_defect_share=1.0)
+    half = rendered_catalog(40, 2, 0.5, new_defect=NEW_DEFECT, new_defect_share=0.5)
+    goods = [i for i, label in enumerate(plain.labels) if label == "good"]
+    assert [i for i, label in enumerate(changed.labels) if label == "good"] == goods
+    assert {label for label in changed.labels} == {"good", NEW_DEFECT}
+    assert 0 < half.labels.count(NEW_DEFECT) < changed.labels.count(NEW_DEFECT)
+    assert changed.image(1).shape == plain.image(1).shape
+    with pytest.raises(ConfigError, match="new defect must be one of"):
+        rendered_catalog(4, 2, 0.5, new_defect="scratch")
 
 
+@pytest.mark.slow  # three shifts (120 parts) and one head fit: about two minutes
 def test_the_loop_brings_escapes_of_a_new_defect_back_down(tmp_path: Path) -> None:
     story = run_story(tmp_path / "story", parts=30, baseline=False, min_reviewed=20)
     changed, shadowed, promoted = (story.shift(n) for n in ("B", "C", "D"))
@@ -49,6 +63,9 @@ def test_the_loop_brings_escapes_of_a_new_defect_back_down(tmp_path: Path) -> No
 
     # after promotion the changed line escapes fewer defective parts than before it
     assert promoted.escapes / promoted.defective < changed.escapes / changed.defective
+    # ... and not by sending every good part to REVIEW (as a head calibrated on a handful of
+    # val defects did, before the story calibrated it on the test part)
+    assert promoted.false_rejects < promoted.good
     # nothing lost: every part of every shift has a verdict and exactly one stored row
     for shift in (changed, shadowed, promoted):
         assert sorted(shift.verdicts) == list(range(1, shift.parts + 1))
