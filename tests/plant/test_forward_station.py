@@ -8,6 +8,7 @@ which the central side already holds: every result still arrives exactly once, i
 from __future__ import annotations
 
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def _station(path: Path, hub: HubProcess, count: int, seed: int) -> Path:
         source={"type": "synthetic", "count": count, "seed": seed, "defect_rate": 0.5},
         trigger={"mode": "free_run"},
         forward={"enabled": True, "hub_url": hub.url, "batch_size": 4, "interval_s": 0.2},
+        api={"enabled": True, "port": 0},
         status_every_s=0.2,
     )
 
@@ -89,6 +91,11 @@ def test_a_station_killed_mid_run_loses_nothing_centrally(
                 return len(local) >= 22 and mine == local
 
             wait_for("every stored result centrally", arrived, timeout=90)
+            api = running["links"]["api"]["url"]
+            with urllib.request.urlopen(f"{api}/metrics", timeout=10) as reply:
+                metrics = reply.read().decode()
+            assert 'cellinspect_station_link_state{link="forward",state="ok"} 1.0' in metrics
+            assert "cellinspect_station_forward_backlog 0.0" in metrics
             assert proc.stop(signal.SIGTERM) == 0, proc.log_text()
         final = proc.stopped()["status"]["links"]["forward"]
         assert final["backlog"] == 0
