@@ -57,9 +57,16 @@ def require_mosquitto() -> Path:
 class MosquittoServer:
     """One private broker; `start()`/`stop()`/`kill()` as often as a test needs, `close()`."""
 
-    def __init__(self, broker: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        broker: Path,
+        users: dict[str, str] | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """`tls`: (CA, server certificate, server key) PEM files: the listener speaks TLS."""
         self.broker = broker
         self.users = users
+        self.tls = tls
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="cellinspect-mqtt-"))
         self.logfile = self.root / "mosquitto.log"
@@ -69,6 +76,11 @@ class MosquittoServer:
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *(
+                [f"cafile {self.tls[0]}", f"certfile {self.tls[1]}", f"keyfile {self.tls[2]}"]
+                if self.tls
+                else []
+            ),
             f"allow_anonymous {'false' if self.users else 'true'}",
             "persistence true",
             f"persistence_location {self.root}/",

@@ -117,6 +117,7 @@ class MqttLink:
         client.max_inflight_messages_set(WINDOW)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         return client
 
     def start(self) -> MqttLink:
@@ -153,6 +154,13 @@ class MqttLink:
         self._connected.set()
         self._wake.set()
         log.info("MQTT: connected to %s:%d", self.cfg.host, self.cfg.port)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        del client, userdata
+        first = self.last_error is None
+        self.last_error = "cannot connect (broker unreachable, or TLS refused)"
+        if first:  # once per outage, not at every retry
+            log.warning("MQTT: %s:%d %s", self.cfg.host, self.cfg.port, self.last_error)
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
