@@ -87,7 +87,7 @@ def line(
     new_defect: Annotated[
         str | None,
         typer.Option(
-            help="A defect kind the shipped models never saw (hairline) on a share of the "
+            help="A defect kind the shipped models never saw (haze, hairline) on a share of the "
             "defective parts: the line changed (docs/benchmarks/adaptive-loop.md)."
         ),
     ] = None,
