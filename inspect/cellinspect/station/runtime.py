@@ -210,6 +210,9 @@ class StationRuntime:
         self.shadow: ShadowRunner | None = None  # a candidate model judging beside the live one
         # slot -> model.onnx of its live registry version (lifecycle/), over the recipe's path
         self.live_models: dict[str, Path] = {}
+        # slot -> the package its first version came from: a recipe naming another package
+        # under the same model name keeps its own (a registry never rescues a broken recipe)
+        self._slot_origins: dict[str, Path] = {}
         self._swap_models = threading.Lock()
         self._shadow_lock = threading.Lock()
 
@@ -350,13 +353,20 @@ class StationRuntime:
                     model.path,
                 )
         self.live_models = {s: v.model_file for s, v in registry.live_models().items()}
+        self._slot_origins = {}
+        for version in registry.versions():  # oldest first
+            self._slot_origins.setdefault(version.slot, version.package_dir.resolve())
 
-    @staticmethod
-    def _with_live_models(recipe: Recipe, live: Mapping[str, Path]) -> Recipe:
-        models = [
-            m.model_copy(update={"path": live[m.name]}) if m.name in live else m
-            for m in recipe.models
-        ]
+    def _with_live_models(self, recipe: Recipe, live: Mapping[str, Path]) -> Recipe:
+        """The recipe with each slot's live version, where the recipe's model is that slot's."""
+
+        models = []
+        for m in recipe.models:
+            origin = self._slot_origins.get(m.name)
+            same_slot = origin is None or m.path.parent.resolve() == origin
+            models.append(
+                m.model_copy(update={"path": live[m.name]}) if m.name in live and same_slot else m
+            )
         return recipe.model_copy(update={"models": models})
 
     def model_slots(self) -> list[str]:
