@@ -190,3 +190,30 @@ def test_a_shadow_of_another_version_stops_when_the_live_model_changes(
     }
     last = registry.audit(SLOT)[-1]
     assert (last.version, last.action, last.reason) == ("c", "unshadow", "b went live")
+
+
+@pytest.mark.parametrize(
+    ("good", "held_live", "held_candidate", "passes"),
+    [
+        (20, 0, 2, True),  # 10 % of 20 good parts: two more held back is the limit
+        (20, 0, 3, False),
+        (20, 20, 20, True),  # no worse than live
+        (5, 0, 1, True),  # at least one part of slack
+        (30, 1, 30, False),  # everything to REVIEW: nothing escapes, the line stops
+    ],
+)
+def test_gate_refuses_a_candidate_that_holds_back_good_parts(
+    good: int, held_live: int, held_candidate: int, passes: bool
+) -> None:
+    problems = check_gate(
+        40,
+        0,
+        0,
+        20,
+        good_reviewed=good,
+        held_good_live=held_live,
+        held_good_candidate=held_candidate,
+    )
+    assert (problems == []) is passes, problems
+    if not passes:
+        assert problems[0].startswith(f"{held_candidate} of {good} QA-good part(s) held back")

@@ -8,6 +8,7 @@ loads the live versions at its next start.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +43,28 @@ class SwappableStation(Protocol):
 
 
 def check_gate(
-    reviewed: int, escapes_live: int, escapes_candidate: int, min_reviewed: int
+    reviewed: int,
+    escapes_live: int,
+    escapes_candidate: int,
+    min_reviewed: int,
+    *,
+    good_reviewed: int = 0,
+    held_good_live: int = 0,
+    held_good_candidate: int = 0,
 ) -> list[str]:
-    """Why a candidate fails the gate (empty: it passes)."""
+    """Why a candidate fails the gate (empty: it passes).
+
+    Besides escapes, the candidate may not hold back (FAIL or REVIEW) more QA-good parts than
+    the live model by more than 10 % of the good parts compared (at least one part): a model
+    that sends every good part to REVIEW lets nothing escape and stops the line all the same.
+    """
     problems = []
+    allowed = held_good_live + max(1, math.ceil(0.1 * good_reviewed))
+    if held_good_candidate > allowed:
+        problems.append(
+            f"{held_good_candidate} of {good_reviewed} QA-good part(s) held back (FAIL or "
+            f"REVIEW) against the live model's {held_good_live} (at most {allowed})"
+        )
     if reviewed < min_reviewed:
         problems.append(f"{reviewed} QA-reviewed part(s) compared, the gate needs {min_reviewed}")
     if escapes_candidate > escapes_live:
@@ -63,7 +82,15 @@ def gate_problems(engine: Engine, slot: str, version: str, min_reviewed: int) ->
     report = reports.shadow_report(engine, slot, version)
     if report.compared == 0:
         return [f"no shadow report for {slot}@{version} (run `cellinspect models shadow` first)"]
-    return check_gate(report.reviewed, report.escapes_live, report.escapes_candidate, min_reviewed)
+    return check_gate(
+        report.reviewed,
+        report.escapes_live,
+        report.escapes_candidate,
+        min_reviewed,
+        good_reviewed=report.good_reviewed,
+        held_good_live=report.held_good_live,
+        held_good_candidate=report.held_good_candidate,
+    )
 
 
 @dataclass(frozen=True, slots=True)

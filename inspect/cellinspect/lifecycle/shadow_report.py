@@ -69,6 +69,11 @@ class ShadowReport:
     candidate_sha256: tuple[str, ...] = ()
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     disagreements: tuple[Disagreement, ...] = ()
+    # QA-good parts compared, and how many each model held back (FAIL or REVIEW): a candidate
+    # that sends good parts to REVIEW costs the line as a false reject does.
+    good_reviewed: int = 0
+    held_good_live: int = 0
+    held_good_candidate: int = 0
 
     @property
     def agreement(self) -> float | None:
@@ -104,6 +109,10 @@ def _false_reject(label: ReviewLabel | None, verdict: Verdict) -> bool:
     return label is ReviewLabel.GOOD and verdict is Verdict.FAIL
 
 
+def _held_good(label: ReviewLabel | None, verdict: Verdict) -> bool:
+    return label is ReviewLabel.GOOD and verdict is not Verdict.PASS
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -127,7 +136,7 @@ def shadow_report(engine_or_store: Engine | HasEngine, slot: str, version: str) 
     except SQLAlchemyError as err:
         raise StoreError(f"cannot read the shadow results of {slot}@{version}: {err}") from err
     counts = dict.fromkeys(
-        ("compared", "agreed", "reviewed", "el", "ec", "fl", "fc"),
+        ("compared", "agreed", "reviewed", "el", "ec", "fl", "fc", "good", "hl", "hc"),
         0,
     )
     skipped: dict[str, int] = {}
@@ -150,6 +159,9 @@ def shadow_report(engine_or_store: Engine | HasEngine, slot: str, version: str) 
         counts["ec"] += _escape(label, cand)
         counts["fl"] += _false_reject(label, live)
         counts["fc"] += _false_reject(label, cand)
+        counts["good"] += label is ReviewLabel.GOOD
+        counts["hl"] += _held_good(label, live)
+        counts["hc"] += _held_good(label, cand)
         if shadow.latency_ms is not None:
             latencies.append(shadow.latency_ms)
         if live is not cand:
@@ -180,4 +192,7 @@ def shadow_report(engine_or_store: Engine | HasEngine, slot: str, version: str) 
         candidate_sha256=tuple(shas),
         skipped_by_reason=skipped,
         disagreements=tuple(disagreements),
+        good_reviewed=counts["good"],
+        held_good_live=counts["hl"],
+        held_good_candidate=counts["hc"],
     )
