@@ -593,33 +593,9 @@ class _Servers:
 
 def _bench_postgres() -> Any:
     """The test PostgreSQL with room for one connection per station (max_connections 50 there)."""
-    from tests.servers.postgres import START_TIMEOUT_S, PostgresServer
+    from tests.servers.postgres import PostgresServer
 
-    class BenchPostgres(PostgresServer):
-        def start(self) -> PostgresServer:
-            if not self._initialised:
-                self._initdb()
-            options = (
-                f"-h 127.0.0.1 -p {self.port} -k {self.sockets} -F "
-                "-c max_connections=300 -c shared_buffers=128MB"
-            )
-            self._pg(
-                "pg_ctl",
-                "start",
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.logfile),
-                "-w",
-                "-t",
-                str(START_TIMEOUT_S),
-                "-o",
-                options,
-                timeout=START_TIMEOUT_S + 30,
-            )
-            return self
-
-    return BenchPostgres()
+    return PostgresServer(max_connections=300, shared_buffers="128MB")
 
 
 # ---------------------------------------------------------------------- report

@@ -116,7 +116,17 @@ def free_port() -> int:
 class PostgresServer:
     """One private PostgreSQL cluster; `start()` creates it, `close()` removes it all."""
 
-    def __init__(self, bindir: Path | None = None, user: str = "cellinspect") -> None:
+    def __init__(
+        self,
+        bindir: Path | None = None,
+        user: str = "cellinspect",
+        max_connections: int = 50,
+        shared_buffers: str = "16MB",
+    ) -> None:
+        """`max_connections`/`shared_buffers`: the tests' small server unless told otherwise
+        (the plant load benchmark needs one connection per simulated station)."""
+        self.max_connections = max_connections
+        self.shared_buffers = shared_buffers
         self.bindir = bindir if bindir is not None else find_bindir()
         self.user = user
         self.password = secrets.token_urlsafe(18)
@@ -179,7 +189,7 @@ class PostgresServer:
             self._initdb()
         options = (
             f"-h 127.0.0.1 -p {self.port} -k {self.sockets} -F "
-            "-c max_connections=50 -c shared_buffers=16MB"
+            f"-c max_connections={self.max_connections} -c shared_buffers={self.shared_buffers}"
         )
         self._pg(
             "pg_ctl",
