@@ -171,6 +171,16 @@ def _said(change: dict[str, Any]) -> None:
     )
 
 
+def _offline_change(change: promotion.Change) -> dict[str, Any]:
+    """A promote or rollback done offline, shaped as the API answers it (nothing swapped)."""
+    return {
+        "slot": change.slot,
+        "live": _dump(change.live),
+        "retired": _dump(change.retired),
+        "swapped": False,
+    }
+
+
 # ------------------------------------------------------------------ commands
 
 
@@ -288,12 +298,7 @@ def promote_cmd(
                 min_reviewed=min_reviewed,
                 override_reason=override,
             )
-            data = {
-                "slot": slot,
-                "live": _dump(change.live),
-                "retired": _dump(change.retired),
-                "swapped": False,
-            }
+            data = _offline_change(change)
     else:
         body = {"override_reason": override, "min_reviewed": min_reviewed}
         data = call("POST", station, url, f"/models/{slot}/versions/{version}/promote", json=body)
@@ -312,12 +317,7 @@ def rollback_cmd(
     if offline:
         with user_errors(), offline_registry(station) as (registry, _):
             change = promotion.rollback(registry, slot, _actor(actor), reason)
-            data = {
-                "slot": slot,
-                "live": _dump(change.live),
-                "retired": _dump(change.retired),
-                "swapped": False,
-            }
+            data = _offline_change(change)
     else:
         data = call("POST", station, url, f"/models/{slot}/rollback", json={"reason": reason})
     _said(data)
