@@ -282,9 +282,8 @@ class StationInterface:
         if self._job_recorded:
             self.handshake.complete_job(None, still_busy=False)
         else:
-            failed = self._fail_safe(None, f"station error: {type(err).__name__}: {err}")
-            result = dataclasses.replace(failed.result, part_id=job.part_id, encoder=job.encoder)
-            inspected = self.stamp(InspectedFrame(result=result))
+            inspected = self._job_fail_safe(job, f"station error: {type(err).__name__}: {err}")
+            result = inspected.result
             if not self._durable(job, inspected):
                 self._refuse(job)
             else:
@@ -528,8 +527,14 @@ class StationInterface:
             f"deadline {self.config.deadline_ms:.0f} ms missed; the PLC got NO RESULT "
             "(the late verdict was not recorded)"
         )
-        placeholder = self._fail_safe(item, why)
-        result = dataclasses.replace(placeholder.result, part_id=job.part_id, encoder=job.encoder)
+        return self._job_fail_safe(job, why, item)
+
+    def _job_fail_safe(
+        self, job: TriggerJob, reason: str, item: FrameFailure | Frame | None = None
+    ) -> InspectedFrame:
+        """The fail-safe row of a job's part (its PLC part id and encoder), stamped."""
+        failed = self._fail_safe(item, reason)
+        result = dataclasses.replace(failed.result, part_id=job.part_id, encoder=job.encoder)
         return self.stamp(InspectedFrame(result=result))
 
     @staticmethod
@@ -658,10 +663,8 @@ class StationInterface:
 
     def _on_missed(self, missed: MissedTrigger) -> None:
         """Runs under the image lock: a missed PLC trigger becomes a fail-safe row to store."""
-        failed = self._fail_safe(None, missed.reason)
-        result = dataclasses.replace(failed.result, part_id=missed.part_id, encoder=missed.encoder)
         job = TriggerJob(0, missed.part_id, missed.encoder, missed.missed_mono, MISSED_TRIGGER)
-        self._emit(self.stamp(InspectedFrame(result=result)), job)
+        self._emit(self._job_fail_safe(job, missed.reason), job)
 
     def _store_missed(self, inspected: InspectedFrame) -> None:
         """A missed trigger's row: recorded and stored; it posted no verdict, so no outcome."""
