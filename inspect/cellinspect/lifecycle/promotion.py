@@ -185,7 +185,8 @@ def promote(
         reason = f"gate overridden: {override_reason.strip()} (gate: {'; '.join(problems)})"
     elif override_reason:
         reason = override_reason.strip()
-    return _switch(registry, slot, target, actor, reason, station, rollback=False)
+    with _SWITCHING:
+        return _switch_locked(registry, slot, target, actor, reason, station, rollback=False)
 
 
 def rollback(
@@ -200,21 +201,7 @@ def rollback(
     _check_slot(station, slot)
     with _SWITCHING:
         target = registry.previous_live(slot)
-        return _switch(registry, slot, target, actor, reason, station, rollback=True)
-
-
-def _switch(
-    registry: ModelRegistry,
-    slot: str,
-    target: ModelVersion,
-    actor: str,
-    reason: str,
-    station: object | None,
-    *,
-    rollback: bool,
-) -> Change:
-    with _SWITCHING:
-        return _switch_locked(registry, slot, target, actor, reason, station, rollback=rollback)
+        return _switch_locked(registry, slot, target, actor, reason, station, rollback=True)
 
 
 def _switch_locked(
