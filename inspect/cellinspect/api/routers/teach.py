@@ -63,6 +63,19 @@ class PartOut(BaseModel):
     collected_at: datetime
     has_frame: bool
 
+    @classmethod
+    def of(cls, p: teach.TeachPart) -> PartOut:
+        return cls(
+            result_id=p.result_id,
+            part_id=p.part_id,
+            verdict=p.verdict,
+            score=p.score,
+            status=p.status.value,
+            decided_by=p.decided_by,
+            collected_at=p.collected_at,
+            has_frame=p.file is not None,
+        )
+
 
 class StatusOut(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -127,19 +140,7 @@ def _out(services: ApiServices, session: teach.TeachSession) -> StatusOut:
         message=scrub_with(services.settings, s.message),
         progress=s.progress,
         started_at=s.started_at,
-        parts=[
-            PartOut(
-                result_id=p.result_id,
-                part_id=p.part_id,
-                verdict=p.verdict,
-                score=p.score,
-                status=p.status.value,
-                decided_by=p.decided_by,
-                collected_at=p.collected_at,
-                has_frame=p.file is not None,
-            )
-            for p in s.parts
-        ],
+        parts=[PartOut.of(p) for p in s.parts],
     )
 
 
@@ -200,16 +201,7 @@ def _decide(services: ApiServices, result_id: str, good: bool, user: Identity) -
         p = session.decide(result_id, good, user.name)
     except CellInspectError as err:
         raise _refused(services, err) from err
-    return PartOut(
-        result_id=p.result_id,
-        part_id=p.part_id,
-        verdict=p.verdict,
-        score=p.score,
-        status=p.status.value,
-        decided_by=p.decided_by,
-        collected_at=p.collected_at,
-        has_frame=p.file is not None,
-    )
+    return PartOut.of(p)
 
 
 @router.get(
