@@ -19,7 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from cellinspect.inference.manifest import load_manifest
+from cellinspect.errors import ModelError
+from cellinspect.inference.manifest import (
+    load_manifest,
+    load_private_key,
+    write_key_pair,
+    write_manifest,
+)
 from cellinspect.lifecycle.teach import TeachSession, TeachState, manager_for
 from cellinspect.station.config import load_station
 from cellinspect.station.runtime import StationRuntime
@@ -37,7 +43,26 @@ AFTER = 3  # parts judged once the shadow runs
 DEADLINE_MS = 5000.0
 
 
-def station_file(tmp_path: Path) -> tuple[Path, list[str]]:
+def signed_recipe(folder: Path) -> tuple[Path, Path, Path]:
+    """The flange recipe over copies of its two models signed with a new key: (recipe,
+    private key, public key), for a station that loads only signed models."""
+    (folder / "keys").mkdir(exist_ok=True)
+    private, public = write_key_pair(folder / "keys" / "qa")
+    key = load_private_key(private)
+    text = (ROOT / "recipes" / "flange.yaml").read_text()
+    for name in ("flange-anomaly", "flange-classifier"):
+        package = folder / "models" / name / "1"
+        shutil.copytree(ROOT / "models" / name / "1", package)
+        model = package / "model.onnx"
+        write_manifest(load_manifest(model), model, sealed_by="qa", private_key=key)
+        text = text.replace(f"../models/{name}/1/model.onnx", str(model))
+    recipe = folder / "recipes" / "flange.yaml"
+    recipe.parent.mkdir(parents=True)
+    recipe.write_text(text.replace("../", f"{ROOT}/"))
+    return recipe, private, public
+
+
+def station_file(tmp_path: Path, **fields: Any) -> tuple[Path, list[str]]:
     """A folder source: two good parts, the defect, the good parts after; file order."""
     source = tmp_path / "images"
     source.mkdir()
@@ -53,6 +78,7 @@ def station_file(tmp_path: Path) -> tuple[Path, list[str]]:
         trigger={"mode": "software"},
         api={"enabled": True, "host": "127.0.0.1", "port": 0},
         store={"data_dir": str(tmp_path / "data")},
+        **fields,
     )
     return path, names
 
@@ -101,7 +127,14 @@ def shadow_rows(data_dir: Path) -> list[tuple[str, str, str, str | None]]:
 def test_teach_collects_confirmed_parts_fits_and_shadows(
     tmp_path: Path, tokens: dict[str, str]
 ) -> None:
-    path, names = station_file(tmp_path)
+    # a station that loads only signed models: what it teaches is signed with its own key
+    recipe, private, public = signed_recipe(tmp_path)
+    path, names = station_file(
+        tmp_path,
+        recipes={1: str(recipe)},
+        trusted_model_keys=[str(public)],
+        teach_signing_key=str(private),
+    )
     data_dir = tmp_path / "data"
     otto, vera = auth(tokens["otto"]), auth(tokens["vera"])
     runtime = StationRuntime(load_station(path), interface_overrides={"deadline_ms": DEADLINE_MS})
@@ -163,6 +196,8 @@ def test_teach_collects_confirmed_parts_fits_and_shadows(
     # what was fitted or kept apart for thresholds: exactly the confirmed frames
     package = data_dir / "models" / SLOT / version
     manifest = load_manifest(package / "model.onnx")
+    assert manifest.seal is not None and manifest.seal.sealed_by == "otto"
+    assert manifest.seal.signature is not None  # signed by the station's teach key
     fitted = set(manifest.provenance[RECORD_KEY]["ids"])
     calibrated = set(manifest.provenance["thresholds"]["data"]["images"]["ids"])
     frames = {p.stem: image_id(p) for p in (data_dir / "teach").glob("*/*.png")}
@@ -247,3 +282,28 @@ def test_a_failed_fit_is_reported_and_the_station_judges_on(
     assert hook_after is None  # the station's result hook is given back
     assert later.result.error is None and later.result.verdict.value in ("pass", "review", "fail")
     assert [v.version for v in versions] == ["1"]  # nothing was added
+
+
+def test_a_station_of_signed_models_teaches_only_with_its_own_signing_key(
+    tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    recipe, _, public = signed_recipe(tmp_path)
+    path, _ = station_file(tmp_path, recipes={1: str(recipe)}, trusted_model_keys=[str(public)])
+    runtime = StationRuntime(load_station(path), interface_overrides={"deadline_ms": DEADLINE_MS})
+    with runtime, httpx.Client(base_url=runtime.api.url if runtime.api else "", timeout=60) as http:
+        refused = http.post("/teach", json={"wanted": WANTED}, headers=auth(tokens["otto"]))
+    assert refused.status_code == 409
+    assert "teach_signing_key" in refused.json()["message"]
+    assert str(tmp_path) not in refused.text
+
+    stranger, _ = write_key_pair(tmp_path / "keys" / "stranger")
+    other = tmp_path / "other"
+    other.mkdir()
+    path, _ = station_file(
+        other,
+        recipes={1: str(recipe)},
+        trusted_model_keys=[str(public)],
+        teach_signing_key=str(stranger),
+    )
+    with pytest.raises(ModelError, match=r"teach_signing_key: .*not the private half"):
+        StationRuntime(load_station(path))

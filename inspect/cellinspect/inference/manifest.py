@@ -21,7 +21,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from cellinspect.config import ClassThreshold, format_validation_error
 from cellinspect.entities import Task
@@ -44,6 +51,21 @@ class ColourOrder(enum.StrEnum):
     BGR = "BGR"
 
 
+class ResizeMode(enum.StrEnum):
+    STRETCH = "stretch"
+    LETTERBOX = "letterbox"
+    TILE = "tile"
+
+
+class TileSpec(_Strict):
+    scale: float = Field(
+        default=1.0, gt=0.0, le=8.0, description="Images are resized by this factor, then cut."
+    )
+    overlap: float = Field(
+        default=0.25, ge=0.0, lt=0.9, description="Share of a tile its neighbour also covers."
+    )
+
+
 class InputSpec(_Strict):
     name: str = Field(description="Graph input name.")
     shape: list[int | None] = Field(
@@ -54,6 +76,35 @@ class InputSpec(_Strict):
     scale: float = Field(default=1.0, description="Pixels (0..255) are multiplied by this first.")
     mean: list[float] = Field(default=[0.0, 0.0, 0.0], description="Subtracted per channel.")
     std: list[float] = Field(default=[1.0, 1.0, 1.0], description="Divided per channel.")
+    resize: ResizeMode | None = Field(
+        default=None,
+        description="How an image meets the input size: stretch (to the input's shape), "
+        "letterbox (longer side to the input, the rest padded; anomaly maps cover the image "
+        "only) or tile (overlapping input-size tiles at `tile.scale`; worst tile decides). "
+        "Absent: stretch (manifests written before the key).",
+    )
+    tile: TileSpec | None = Field(
+        default=None, description="Tiling scale and overlap; used when `resize` is tile."
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_resize(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Absent keys stay absent, so manifests sealed before they existed keep their hash.
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("resize", "tile"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
+
+    @property
+    def resize_mode(self) -> ResizeMode:
+        """The mode in force: stretch where the manifest does not say."""
+        return self.resize or ResizeMode.STRETCH
+
+    @property
+    def tiling(self) -> TileSpec:
+        return self.tile or TileSpec()
 
     @property
     def height(self) -> int:
@@ -266,6 +317,20 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         raise ModelError(f"{path}: cannot read private key: {err}") from err
     if not isinstance(key, Ed25519PrivateKey):
         raise ModelError(f"{path}: not an ed25519 private key")
+    return key
+
+
+def trusted_signing_key(
+    path: Path, trusted_keys: Mapping[str, Ed25519PublicKey] | None, field: str
+) -> Ed25519PrivateKey:
+    """A private key the station signs with; refused (naming `field`) when the station's own
+    trust list would then refuse what it signs."""
+    key = load_private_key(path)
+    if trusted_keys is not None and key_id(key.public_key()) not in trusted_keys:
+        raise ModelError(
+            f"{field}: {path} is not the private half of any of trusted_model_keys "
+            f"(key id {key_id(key.public_key())}): what it signs would be refused"
+        )
     return key
 
 

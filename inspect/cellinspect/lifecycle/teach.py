@@ -32,7 +32,7 @@ import numpy as np
 
 from cellinspect.entities import ImageU8, InspectedFrame, Task
 from cellinspect.errors import CellInspectError, ConfigError, ModelError
-from cellinspect.inference.manifest import load_manifest, sha256_file
+from cellinspect.inference.manifest import load_manifest, sha256_file, write_manifest
 from cellinspect.lifecycle import promotion
 from cellinspect.lifecycle.registry import check_name
 from cellinspect.sources.decode import decode_image_file
@@ -186,6 +186,11 @@ class TeachSession:
             )
         if station.store is None or station.settings is None:
             raise TeachError("teach: the station needs store.enabled (the registry is there)")
+        if station.trusted_model_keys and station.teach_signing_key is None:
+            raise TeachError(
+                "teach: this station loads only signed models (trusted_model_keys) and has no "
+                "teach_signing_key to sign what it teaches; add one to the station file"
+            )
         entry = station.catalog[station.active_recipe]
         self.recipe: Recipe = entry.recipe
         rois = [r.name for r in self.recipe.rois]
@@ -478,6 +483,14 @@ class TeachSession:
         )
         if self._cancel.is_set():
             raise _CancelledError
+        if self.station.teach_signing_key is not None:
+            model_path = fitted.report.model_path
+            write_manifest(
+                load_manifest(model_path),
+                model_path,
+                sealed_by=self.operator,
+                private_key=self.station.teach_signing_key,
+            )
         with self._lock:
             self.message = "adding to the registry and starting the shadow run"
         reason = (

@@ -210,6 +210,11 @@ class ForwardConfig(_Strict):
         description="Copy labels set on the hub (central database) for this station's results "
         "back into its own store (reviewer recorded as NAME@hub).",
     )
+    reviews_to_hub: bool = Field(
+        default=True,
+        description="Send labels set on this station's review page (and their undos) to the "
+        "central store, after their results (reviewer recorded as NAME@<station_id>).",
+    )
 
 
 class StationFile(_Strict):
@@ -255,6 +260,12 @@ class StationFile(_Strict):
         default_factory=list,
         description="ed25519 public keys (PEM, `cellinspect models keygen`); when listed, every "
         "model must carry a valid signature by one of them (`models seal --key`) or is refused.",
+    )
+    teach_signing_key: Path | None = Field(
+        default=None,
+        description="ed25519 private key (PEM, `cellinspect models keygen`, readable only by the "
+        "station) that signs the models taught on the line; its public key must be one of "
+        "trusted_model_keys. A station with trusted_model_keys and no such key refuses teach.",
     )
 
     @model_validator(mode="after")
@@ -330,6 +341,7 @@ def _resolve_paths(station: StationFile, base: Path) -> StationFile:
             "opcua": opcua,
             "mqtt": _resolve_mqtt(station.mqtt, absolute),
             "trusted_model_keys": [base / p for p in station.trusted_model_keys],
+            "teach_signing_key": absolute(station.teach_signing_key),
         }
     )
 

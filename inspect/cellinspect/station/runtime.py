@@ -41,7 +41,7 @@ from cellinspect.entities import (
 from cellinspect.errors import ConfigError
 from cellinspect.health import station_link as health_link
 from cellinspect.health.monitor import HealthMonitor
-from cellinspect.inference.manifest import load_public_keys
+from cellinspect.inference.manifest import load_public_keys, trusted_signing_key
 from cellinspect.plc.handshake import TriggerJob
 from cellinspect.plc.register_image import RegisterImage
 from cellinspect.plc.registers import ErrorCode
@@ -170,6 +170,14 @@ class StationRuntime:
         # None: no signature required; a (non-empty) dict: only models signed by these load.
         self.trusted_model_keys = (
             load_public_keys(station.trusted_model_keys) if station.trusted_model_keys else None
+        )
+        # Signs what teach fits, so a station that accepts only signed models can still teach.
+        self.teach_signing_key = (
+            None
+            if station.teach_signing_key is None
+            else trusted_signing_key(
+                station.teach_signing_key, self.trusted_model_keys, "teach_signing_key"
+            )
         )
         self.active_recipe = station.active_recipe
         self.make_overlays = make_overlays
