@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from cellinspect.cli import shadow
 from cellinspect.cli.support import (
     DEFAULT_RECIPE,
+    AugmentOpt,
     BagsOpt,
     CrossFitOpt,
     DetectorOpt,
@@ -60,6 +61,7 @@ def fit_anomaly_cmd(
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
     cross_fit: CrossFitOpt = None,
+    augment: AugmentOpt = "",
     defects: Annotated[
         Path | None,
         typer.Option(
@@ -82,6 +84,7 @@ def fit_anomaly_cmd(
     """Teach an anomaly detector from a folder of good parts (no torch needed); thresholds are
     set on good parts kept apart (and --defects)."""
     from cellinspect.training.anomaly_params import AnomalyFitParams
+    from cellinspect.training.bank_augment import parse_augment
     from cellinspect.training.dataset import good_images
     from cellinspect.training.fit_calibration import CalibrationTargets, fit_anomaly_calibrated
 
@@ -99,6 +102,7 @@ def fit_anomaly_cmd(
             groups=groups,
             top_k=top_k,
             cross_fit=cross_fit,
+            augment=parse_augment(augment),
         )
         with progress_bar() as progress:
             fitted = fit_anomaly_calibrated(
@@ -159,19 +163,36 @@ def fit_classifier_cmd(
 
 
 def convert_backbone_cmd(
-    out: Annotated[Path, typer.Option("--out")] = Path("models/efficientnet-lite0/1"),
-    size: Annotated[int, typer.Option(help="Input size in pixels.")] = 224,
+    variant: Annotated[
+        str, typer.Option(help="Backbone size: lite0 (224 px), lite1 (240 px) or lite2 (260 px).")
+    ] = "lite0",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder; default models/efficientnet-<variant>/1."),
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Input size in pixels; default the variant's own.")
+    ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
-    """One-time conversion of the pretrained EfficientNet-Lite0 to ONNX (needs torch)."""
+    """One-time conversion of a pretrained EfficientNet-Lite to ONNX (needs torch)."""
+    if variant not in ("lite0", "lite1", "lite2"):
+        raise fail(f"--variant {variant!r}: choose lite0, lite1 or lite2")
     try:
         from cellinspect.training.convert_backbone import convert_backbone
     except ImportError as err:
         raise fail(f"{err}; install the conversion extra: pip install -e '.[convert]'") from err
     with user_errors():
-        path = convert_backbone(
-            out, image_size=size, opset=opset, progress=lambda msg: console.print(msg)
-        )
+        try:
+            path = convert_backbone(
+                out,
+                image_size=size,
+                opset=opset,
+                progress=lambda msg: console.print(msg),
+                variant=variant,
+            )
+        except ValueError as err:  # a bad --size
+            raise fail(str(err)) from err
     console.print(f"wrote {path}")
 
 

