@@ -198,3 +198,24 @@ def test_limit_charts_the_newest_parts(
     assert [g["rejected"] for g in groups] == [
         sum(r.verdict is Verdict.FAIL for r in newest[i : i + 4]) for i in range(0, 12, 4)
     ]
+
+
+def test_a_baseline_fixes_the_limits_on_the_first_points(
+    spc_client: TestClient, measured: list[InspectedFrame]
+) -> None:
+    values = outer_values(results_of(measured))
+    body = spc_client.get("/spc/measurements/outer_diameter_mm?baseline=10").json()
+    first = values[:10]
+    mr_bar = sum(abs(b - a) for a, b in itertools.pairwise(first)) / 9
+    assert body["baseline"] == 10
+    assert body["centre"] == pytest.approx(sum(first) / 10)
+    assert body["ucl"] == pytest.approx(body["centre"] + 3 * mr_bar / D2)
+    assert len(body["points"]) == len(values)  # every point still charted and judged
+    assert spc_client.get("/spc/measurements/outer_diameter_mm").json()["baseline"] == len(values)
+
+    too_long = spc_client.get(f"/spc/measurements/outer_diameter_mm?baseline={len(values) + 1}")
+    assert too_long.status_code == 422 and "baseline must be" in too_long.json()["message"]
+    rate = spc_client.get("/spc/reject-rate?subgroup=10&baseline=2").json()
+    groups = rate["subgroups"]
+    assert rate["baseline"] == 2
+    assert rate["centre"] == pytest.approx(sum(g["rejected"] for g in groups[:2]) / 20)

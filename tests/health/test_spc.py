@@ -110,3 +110,31 @@ def test_p_chart_limits_follow_subgroup_size_and_flag_a_jump() -> None:
     assert wider.ucl[1] - wider.centre == pytest.approx(2 * (wider.ucl[0] - wider.centre))
     with pytest.raises(ValueError):
         p_chart([3], [2])
+
+
+def test_phase_two_judges_later_points_against_the_baseline_limits() -> None:
+    rng = np.random.default_rng(7)
+    before = rng.normal(10.0, 0.1, 30)
+    after = rng.normal(10.5, 0.1, 10)  # a 5-sigma shift after the baseline
+    values = np.concatenate([before, after])
+    phase_two = imr_chart(values, baseline=30)
+    alone = imr_chart(before)
+    assert (phase_two.centre, phase_two.sigma, phase_two.ucl) == (
+        alone.centre,
+        alone.sigma,
+        alone.ucl,
+    )
+    assert phase_two.baseline == 30 and imr_chart(values).baseline == 40
+    assert all(Rule.BEYOND_3SIGMA in f for f in phase_two.flags[30:])
+    # phase I over the same data: the shift drags the centre and loosens what counts as out
+    assert imr_chart(values).centre > alone.centre + 0.1
+
+
+def test_p_chart_baseline_sets_p_bar_from_the_first_subgroups() -> None:
+    chart = p_chart([1, 2, 1, 2, 9], [50] * 5, baseline=4)
+    assert chart.centre == 6 / 200 and chart.baseline == 4
+    assert Rule.BEYOND_3SIGMA in chart.flags[4]
+    with pytest.raises(ValueError, match=r"baseline must be 1\.\.5 subgroups, got 6"):
+        p_chart([1, 2, 1, 2, 9], [50] * 5, baseline=6)
+    with pytest.raises(ValueError, match=r"baseline must be 2\.\.3 values, got 1"):
+        imr_chart([1.0, 2.0, 3.0], baseline=1)

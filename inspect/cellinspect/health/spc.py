@@ -133,16 +133,29 @@ class IMRChart:
     mr_ucl: float
     flags: tuple[tuple[Rule, ...], ...]  # one per value
     mr_flags: tuple[bool, ...]  # moving range above its UCL
+    baseline: int  # the leading values the limits come from (all of them: phase I)
 
 
-def imr_chart(values: Sequence[float] | F64) -> IMRChart:
-    """I-MR limits from the data themselves (phase I); needs at least two values."""
+def _baseline_of(size: int, baseline: int | None, least: int, what: str) -> int:
+    """How many leading points set the limits: all (phase I) or the first `baseline` (phase
+    II: later points are judged against limits they did not move)."""
+    if baseline is None:
+        return size
+    if not least <= baseline <= size:
+        raise ValueError(f"baseline must be {least}..{size} {what}, got {baseline}")
+    return baseline
+
+
+def imr_chart(values: Sequence[float] | F64, baseline: int | None = None) -> IMRChart:
+    """I-MR limits from the data themselves (phase I), or from the first `baseline` values
+    with every value judged against them (phase II); needs at least two values."""
     x = np.asarray(values, dtype=np.float64)
     if x.size < 2:
         raise ValueError(f"an I-MR chart needs at least 2 values, got {x.size}")
     mr = np.abs(np.diff(x))
-    mr_bar = float(mr.mean())
-    centre = float(x.mean())
+    base = _baseline_of(x.size, baseline, 2, "values")
+    mr_bar = float(mr[: base - 1].mean())
+    centre = float(x[:base].mean())
     sigma = mr_bar / D2
     z = (x - centre) / sigma if sigma > 0 else np.zeros_like(x)
     return IMRChart(
@@ -156,6 +169,7 @@ def imr_chart(values: Sequence[float] | F64) -> IMRChart:
         mr_ucl=D4 * mr_bar,
         flags=tuple(run_rules(z, x)),
         mr_flags=tuple(bool(v > D4 * mr_bar) for v in mr) if mr_bar > 0 else (False,) * mr.size,
+        baseline=base,
     )
 
 
@@ -170,17 +184,20 @@ class PChart:
     ucl: tuple[float, ...]
     lcl: tuple[float, ...]
     flags: tuple[tuple[Rule, ...], ...]
+    baseline: int  # the leading subgroups p-bar comes from (all of them: phase I)
 
 
-def p_chart(rejected: Sequence[int], sizes: Sequence[int]) -> PChart:
-    """p-chart: p-bar +- 3 sqrt(p-bar (1 - p-bar) / n_i), rules on each subgroup's z-score."""
+def p_chart(rejected: Sequence[int], sizes: Sequence[int], baseline: int | None = None) -> PChart:
+    """p-chart: p-bar +- 3 sqrt(p-bar (1 - p-bar) / n_i), rules on each subgroup's z-score;
+    p-bar from all subgroups (phase I) or from the first `baseline` (phase II)."""
     d = np.asarray(rejected, dtype=np.float64)
     n = np.asarray(sizes, dtype=np.float64)
     if d.shape != n.shape or d.size == 0:
         raise ValueError("rejected and sizes must be equally long and not empty")
     if np.any(n <= 0) or np.any(d < 0) or np.any(d > n):
         raise ValueError("every subgroup needs a size > 0 and 0 <= rejected <= size")
-    pbar = float(d.sum() / n.sum())
+    base = _baseline_of(d.size, baseline, 1, "subgroups")
+    pbar = float(d[:base].sum() / n[:base].sum())
     p = d / n
     sigma = np.sqrt(pbar * (1 - pbar) / n)
     z = np.divide(p - pbar, sigma, out=np.zeros_like(p), where=sigma > 0)
@@ -192,4 +209,5 @@ def p_chart(rejected: Sequence[int], sizes: Sequence[int]) -> PChart:
         ucl=tuple(float(v) for v in np.minimum(1.0, pbar + 3 * sigma)),
         lcl=tuple(float(v) for v in np.maximum(0.0, pbar - 3 * sigma)),
         flags=tuple(run_rules(z, p)),
+        baseline=base,
     )

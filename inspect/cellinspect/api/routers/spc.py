@@ -8,8 +8,9 @@ on the request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
@@ -56,6 +57,7 @@ class MeasurementChartOut(BaseModel):
     lcl: float
     mr_centre: float
     mr_ucl: float
+    baseline: int = Field(description="Leading points the limits come from (all: phase I).")
     capability: CapabilityOut | None
     flagged: int = Field(description="Points breaking at least one rule.")
     rules: dict[str, str]
@@ -87,7 +89,8 @@ class SubgroupOut(BaseModel):
 
 
 class RejectRateOut(BaseModel):
-    centre: float = Field(description="p-bar: rejected / inspected over all subgroups.")
+    centre: float = Field(description="p-bar: rejected / inspected over the baseline subgroups.")
+    baseline: int = Field(description="Leading subgroups p-bar comes from (all: phase I).")
     flagged: int
     rules: dict[str, str]
     subgroups: list[SubgroupOut]
@@ -97,6 +100,25 @@ Since = Annotated[UtcDatetime | None, Query(description="Captured at or after.")
 StationId = Annotated[str | None, Query(max_length=200, description="Only this station.")]
 RecipeName = Annotated[str | None, Query(max_length=200, description="Only this recipe.")]
 Limit = Annotated[int, Query(ge=2, le=20000, description="Newest parts charted, at most.")]
+Baseline = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=20000,
+        description="Phase II: the limits come from the first N points (subgroups) charted "
+        "and every later one is judged against them (default: all, phase I).",
+    ),
+]
+
+_Chart = TypeVar("_Chart")
+
+
+def _charted(make: Callable[[], _Chart]) -> _Chart:
+    """A chart, or 422 naming what is wrong with the request (a baseline too long)."""
+    try:
+        return make()
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from err
 
 
 def _load(
@@ -204,13 +226,16 @@ async def reject_rate(
     bucket_s: Annotated[
         int | None, Query(ge=60, le=31 * 86400, description="Group by time instead, seconds.")
     ] = None,
+    baseline: Baseline = None,
 ) -> RejectRateOut:
     """A p-chart of the FAIL fraction per subgroup of parts (or per time bucket)."""
     results = await run_in_threadpool(_load, services, since, station_id, recipe, limit)
     groups = subgroups(results, size=subgroup, bucket_s=bucket_s)
     if not groups:
-        return RejectRateOut(centre=0.0, flagged=0, rules=RULES, subgroups=[])
-    chart = p_chart([g.rejected for g in groups], [g.size for g in groups])
+        return RejectRateOut(centre=0.0, baseline=0, flagged=0, rules=RULES, subgroups=[])
+    chart = _charted(
+        lambda: p_chart([g.rejected for g in groups], [g.size for g in groups], baseline)
+    )
     out = [
         SubgroupOut(
             start=g.start,
@@ -225,7 +250,9 @@ async def reject_rate(
         for i, g in enumerate(groups)
     ]
     flagged = sum(bool(f) for f in chart.flags)
-    return RejectRateOut(centre=chart.centre, flagged=flagged, rules=RULES, subgroups=out)
+    return RejectRateOut(
+        centre=chart.centre, baseline=chart.baseline, flagged=flagged, rules=RULES, subgroups=out
+    )
 
 
 @router.get(
@@ -242,6 +269,7 @@ async def measurement_chart(
     limit: Limit = 1000,
     lsl: Annotated[float | None, Query(description="Lower spec limit (with usl).")] = None,
     usl: Annotated[float | None, Query(description="Upper spec limit (with lsl).")] = None,
+    baseline: Baseline = None,
 ) -> MeasurementChartOut:
     """The I-MR chart of one dimension, each point with the rules it breaks, and Cp/Cpk."""
     results = await run_in_threadpool(_load, services, since, station_id, recipe, limit)
@@ -249,7 +277,7 @@ async def measurement_chart(
     if len(samples) < 2:
         raise HTTPException(404, f"fewer than 2 parts measured {name!r} in this selection")
     values = [s.value for s in samples]
-    chart = imr_chart(values)
+    chart = _charted(lambda: imr_chart(values, baseline))
     points = [
         PointOut(
             result_id=s.result_id,
@@ -269,6 +297,7 @@ async def measurement_chart(
         lcl=chart.lcl,
         mr_centre=chart.mr_centre,
         mr_ucl=chart.mr_ucl,
+        baseline=chart.baseline,
         capability=_capability(values, _limits(_spec(services, results), name, lsl, usl)),
         flagged=sum(bool(p.rules) for p in points),
         rules=RULES,
