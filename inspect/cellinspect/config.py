@@ -273,6 +273,11 @@ class RuntimeConfig(_Strict):
         description="onnxruntime worker threads busy-wait between operators: faster runs, "
         "but they compete with decoding and preprocessing for the cores.",
     )
+    share_trunk: bool = Field(
+        default=True,
+        description="Models fitted on the same backbone (same sha256, input and ROIs) run the "
+        "backbone once per ROI in one merged session; checked against the full graphs at load.",
+    )
     batch_size: int = Field(default=1, ge=1, description="ROIs per session.run where possible.")
     deadline_ms: float = Field(
         default=1000.0, gt=0, description="A part not decided in this time gets the fail-safe."

@@ -27,7 +27,7 @@ from cellinspect.inference.manifest import (
     load_manifest,
     verified_package_sha256,
 )
-from cellinspect.preprocess.model_input import prepare_batch
+from cellinspect.inference.tiling import prepare_input, read_back, run_prepared, take_sizes
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,23 @@ def _check_providers(requested: Sequence[Provider], model_path: Path) -> list[st
             "the matching onnxruntime package or remove them from runtime.providers"
         )
     return [p.value for p in requested]
+
+
+def make_session(model: str | bytes, options: SessionOptions, where: Path) -> ort.InferenceSession:
+    """An onnxruntime session for a model file (path) or graph (bytes), per the recipe's
+    runtime section; a graph onnxruntime refuses is a ModelError naming `where`."""
+    providers = _check_providers(options.providers, where)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spin = "1" if options.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    try:
+        return ort.InferenceSession(model, sess_options=so, providers=providers)
+    except Exception as err:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{where}: onnxruntime cannot load the model: {err}") from err
 
 
 def _shape_matches(expected: Sequence[int | None], actual: Sequence[object]) -> bool:
@@ -118,18 +135,7 @@ class ModelRunner:
         options = options or SessionOptions()
         manifest = load_manifest(path)
         package = verified_package_sha256(path, manifest, trusted_keys)
-        providers = _check_providers(options.providers, path)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.intra_op_threads
-        so.inter_op_num_threads = options.inter_op_threads
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        spin = "1" if options.allow_spinning else "0"
-        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
-        try:
-            session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        except Exception as err:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{path}: onnxruntime cannot load the model: {err}") from err
+        session = make_session(str(path), options, path)
         runner = cls(name, path, manifest, session, package)
         runner._verify_io()
         runner.warm_up(options.warmup_runs)
@@ -180,6 +186,11 @@ class ModelRunner:
                 raise ModelError(f"{self.path}: classifier manifest has no labels")
 
     @property
+    def output_names(self) -> list[str]:
+        """The graph outputs the manifest names, in the order `run` fetches them."""
+        return list(self._output_names)
+
+    @property
     def batch_limit(self) -> int | None:
         """None when the batch axis is dynamic, else the fixed batch size."""
         spec = self.manifest.input
@@ -191,15 +202,19 @@ class ModelRunner:
             return
         spec = self.manifest.input
         dummy = [np.zeros((spec.height, spec.width, 3), dtype=np.uint8)]
-        batch = prepare_batch(dummy, spec)
+        batch = self.prepare(dummy)
         for _ in range(runs):
             self.run(batch)
 
     def prepare(self, images: Sequence[ImageU8]) -> Tensor:
-        return prepare_batch(images, self.manifest.input)
+        # Letterbox and tile batches carry their images' sizes (inference/tiling.py).
+        return prepare_input(images, self.manifest.input)
 
     def run(self, batch: Tensor) -> dict[str, npt.NDArray[np.float32]]:
-        """Bare session.run on a prepared batch; outputs by name."""
+        """Session.run on a prepared batch; outputs by name (tiles run per chunk)."""
+        return run_prepared(batch, self._run_tensor, self.manifest.input, self.batch_limit)
+
+    def _run_tensor(self, batch: Tensor) -> dict[str, npt.NDArray[np.float32]]:
         try:
             values = self.session.run(self._output_names, {self.manifest.input.name: batch})
         except Exception as err:  # onnxruntime raises its own untyped errors
@@ -212,10 +227,12 @@ class ModelRunner:
     def postprocess(self, outputs: dict[str, npt.NDArray[np.float32]]) -> list[ModelOutput]:
         """Turn raw outputs for a batch into one ModelOutput per image."""
         task = self.manifest.task
+        outputs, sizes = take_sizes(outputs)
+        spec, good = self.manifest.input, self.manifest.good_labels
         if task is Task.CLASSIFICATION:
-            return self._read_classification(outputs)
+            return read_back(self._read_classification(outputs), sizes, spec, good)
         if task is Task.ANOMALY:
-            return self._read_anomaly(outputs)
+            return read_back(self._read_anomaly(outputs), sizes, spec, good)
         raise ModelError(f"{self.name}: a '{task.value}' model cannot judge parts by itself")
 
     def _read_classification(

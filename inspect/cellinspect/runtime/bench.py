@@ -18,8 +18,8 @@ import numpy as np
 
 from cellinspect.entities import Frame
 from cellinspect.errors import SourceError
-from cellinspect.inference.runner import ModelRunner, Tensor
-from cellinspect.runtime.inspector import Inspector
+from cellinspect.inference.runner import Tensor
+from cellinspect.runtime.inspector import Inspector, Runs
 from cellinspect.runtime.pipeline import run_pipeline
 from cellinspect.sources.decode import decode_image_file
 from cellinspect.sources.listing import list_folder
@@ -82,7 +82,7 @@ class BenchReport:
         }
 
 
-def _bare_run_ms(batches: Sequence[tuple[ModelRunner, Tensor]]) -> float:
+def _bare_run_ms(batches: Sequence[tuple[Runs, Tensor]]) -> float:
     """session.run time alone for one frame's tensors, prepared beforehand."""
     total = 0.0
     for runner, batch in batches:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -48,6 +49,7 @@ from cellinspect.entities import (
 from cellinspect.errors import CellInspectError, ConfigError
 from cellinspect.inference.preprocess_contract import check_recipe_fits, check_roi_size
 from cellinspect.inference.runner import ModelRunner, SessionOptions, Tensor
+from cellinspect.inference.shared_trunk import SharedTrunk, ShareRefusedError, backbone_sha256
 from cellinspect.preprocess.chain import PreprocessChain, build_chain, roi_crops
 from cellinspect.runtime.measuring import MEASURE_ROI, Measurer, station_plane
 
@@ -60,6 +62,12 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+class Runs(Protocol):
+    """A bare session.run on a prepared batch: a model's, or a shared trunk's."""
+
+    def run(self, batch: Tensor) -> object: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """Which ROIs each model looks at, fixed once per recipe."""
@@ -67,6 +75,63 @@ class _Plan:
     runner: ModelRunner
     roi_names: tuple[str, ...]
     input_key: str  # equal for models that take the same tensor
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """What one session.run serves: one model, or several models on one shared trunk."""
+
+    plans: tuple[_Plan, ...]
+    trunk: SharedTrunk | None = None
+
+    @property
+    def name(self) -> str:
+        return self.trunk.name if self.trunk is not None else self.plans[0].runner.name
+
+    @property
+    def batch_limit(self) -> int | None:
+        return self.trunk.batch_limit if self.trunk else self.plans[0].runner.batch_limit
+
+    def run(self, batch: Tensor) -> list[dict[str, npt.NDArray[np.float32]]]:
+        """Raw outputs per plan, from one session.run."""
+        if self.trunk is not None:
+            return self.trunk.run_all(batch)
+        return [self.plans[0].runner.run(batch)]
+
+
+def shared_trunks(
+    runners: Sequence[ModelRunner], recipe: Recipe, options: SessionOptions
+) -> list[SharedTrunk]:
+    """Merge the models that take the same tensor from the same ROIs and were fitted on the
+    same backbone; a group that cannot share (and why) is logged and runs its own graphs."""
+    groups: dict[tuple[str, tuple[str, ...]], list[ModelRunner]] = {}
+    for runner in runners:
+        key = (runner.manifest.input.model_dump_json(), _rois_of(recipe, runner.name))
+        groups.setdefault(key, []).append(runner)
+    trunks = []
+    for group in groups.values():
+        by_backbone: dict[str | None, list[ModelRunner]] = {}
+        for runner in group:
+            by_backbone.setdefault(backbone_sha256(runner), []).append(runner)
+        if len(by_backbone) > 1:
+            log.info(
+                "no shared trunk across %s: their backbones differ (%s)",
+                [r.name for r in group],
+                ", ".join(f"{r.name}: {str(backbone_sha256(r))[:12]}" for r in group),
+            )
+        for sha, members in by_backbone.items():
+            if sha is None or len(members) < 2:
+                continue
+            try:
+                trunk = SharedTrunk.build(members, options)
+            except ShareRefusedError as why:
+                log.warning("models %s run their full graphs: %s", [r.name for r in members], why)
+                continue
+            log.info(
+                "models %s share one trunk pass (%d nodes once)", trunk.name, trunk.shared_nodes
+            )
+            trunks.append(trunk)
+    return trunks
 
 
 def _source_frame_size(recipe: Recipe) -> tuple[int, int] | None:
@@ -98,6 +163,7 @@ class Inspector:
         make_overlays: bool = False,
         plane: PlaneCalibration | None = None,
         camera_to_base: F64 | None = None,
+        trunks: Sequence[SharedTrunk] = (),
     ) -> None:
         self.recipe = recipe
         self.recipe_sha256 = recipe_sha
@@ -138,6 +204,8 @@ class Inspector:
             )
             for runner in self.runners
         ]
+        self.trunks = list(trunks)
+        self._units = self._make_units()
         self._frame_counter = 0
 
     @classmethod
@@ -166,6 +234,7 @@ class Inspector:
             camera_to_base = transform.matrix
         options = SessionOptions.from_runtime(recipe.runtime)
         runners = [ModelRunner.load(m.name, m.path, options, trusted_keys) for m in recipe.models]
+        trunks = shared_trunks(runners, recipe, options) if recipe.runtime.share_trunk else []
         return cls(
             recipe,
             recipe_sha256(recipe_path),
@@ -174,7 +243,23 @@ class Inspector:
             make_overlays,
             plane,
             camera_to_base,
+            trunks,
         )
+
+    def _make_units(self) -> list[_Unit]:
+        """One unit per shared trunk (where its first model stands), one per other model."""
+        member_of = {id(r): t for t in self.trunks for r in t.runners}
+        units: list[_Unit] = []
+        placed: set[int] = set()
+        for plan in self._plans:
+            trunk = member_of.get(id(plan.runner))
+            if trunk is None:
+                units.append(_Unit((plan,)))
+            elif id(trunk) not in placed:
+                placed.add(id(trunk))
+                members = tuple(p for p in self._plans if member_of.get(id(p.runner)) is trunk)
+                units.append(_Unit(members, trunk))
+        return units
 
     @property
     def recipe_name(self) -> str:
@@ -230,20 +315,24 @@ class Inspector:
             return self.inspect(failure)
         return self._inspect_frames([frame])[0]
 
-    def model_batches(self, image: ImageU8) -> list[tuple[ModelRunner, Tensor]]:
-        """The exact tensors each model gets for this image (for benchmarks of session.run)."""
+    def model_batches(self, image: ImageU8) -> list[tuple[Runs, Tensor]]:
+        """The exact tensors each session gets for this image (for benchmarks of session.run):
+        one per shared trunk, one per model that runs alone."""
         crops = dict(roi_crops(self.chain(image), self.recipe.rois))
-        batches = []
-        for plan in self._plans:
-            names = [n for n in plan.roi_names if n in crops]
+        batches: list[tuple[Runs, Tensor]] = []
+        for unit in self._units:
+            runner = unit.plans[0].runner
+            names = [n for n in unit.plans[0].roi_names if n in crops]
             if names:
-                batches.append((plan.runner, plan.runner.prepare([crops[n] for n in names])))
+                batches.append((unit, runner.prepare([crops[n] for n in names])))
         return batches
 
     def close(self) -> None:
         """Release the sessions (they hold threads and memory)."""
         self.runners.clear()
         self._plans.clear()
+        self.trunks.clear()
+        self._units.clear()
 
     # ------------------------------------------------------------------ internals
 
@@ -330,37 +419,42 @@ class Inspector:
         for key in ("model_input", "inference", "postprocess"):
             timings.setdefault(key, 0.0)
         prepared: dict[tuple[str, tuple[tuple[int, str], ...]], Tensor] = {}
-        for plan in self._plans:
-            pairs = tuple((i, n) for i in crops for n in plan.roi_names if n in crops[i])
+        for unit in self._units:
+            first_plan = unit.plans[0]
+            pairs = tuple((i, n) for i in crops for n in first_plan.roi_names if n in crops[i])
             if not pairs:
                 continue
-            runner = plan.runner
             if not self.recipe.rois:  # whole frames: their size is known only now
-                for i, _ in pairs:
-                    height, width = crops[i]["frame"].shape[:2]
-                    where = f"recipe '{self.recipe.name}' has no ROIs, so its whole frame"
-                    check_roi_size(runner.manifest, [width, height], where)
+                for plan in unit.plans:
+                    for i, _ in pairs:
+                        height, width = crops[i]["frame"].shape[:2]
+                        where = f"recipe '{self.recipe.name}' has no ROIs, so its whole frame"
+                        check_roi_size(plan.runner.manifest, [width, height], where)
             t = time.perf_counter()
             # Models on one backbone share an input spec: prepare the tensor once for all.
-            batch_key = (plan.input_key, pairs)
+            batch_key = (first_plan.input_key, pairs)
             batch = prepared.get(batch_key)
             if batch is None:
-                batch = prepared[batch_key] = runner.prepare([crops[i][n] for i, n in pairs])
+                batch = prepared[batch_key] = first_plan.runner.prepare(
+                    [crops[i][n] for i, n in pairs]
+                )
             timings["model_input"] += _ms_since(t)
-            limit = runner.batch_limit or len(pairs)
-            outs: list[ModelOutput] = []
+            limit = unit.batch_limit or len(pairs)
+            outs: list[list[ModelOutput]] = [[] for _ in unit.plans]
             run_ms = 0.0
             for first in range(0, len(pairs), limit):
                 t = time.perf_counter()
-                raw = runner.run(batch[first : first + limit])
+                raws = unit.run(batch[first : first + limit])
                 run_ms += _ms_since(t)
                 t = time.perf_counter()
-                outs.extend(runner.postprocess(raw))
+                for plan, raw, into in zip(unit.plans, raws, outs, strict=True):
+                    into.extend(plan.runner.postprocess(raw))
                 timings["postprocess"] += _ms_since(t)
             timings["inference"] += run_ms
-            timings[f"inference:{runner.name}"] = run_ms
-            for (i, roi_name), out in zip(pairs, outs, strict=True):
-                per[i][roi_name].append((runner.name, out))
+            timings[f"inference:{unit.name}"] = run_ms
+            for plan, plan_outs in zip(unit.plans, outs, strict=True):
+                for (i, roi_name), out in zip(pairs, plan_outs, strict=True):
+                    per[i][roi_name].append((plan.runner.name, out))
         return per
 
     def _result(
