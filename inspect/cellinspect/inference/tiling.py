@@ -1,0 +1,293 @@
+"""Images of any shape to a square model and back: letterbox geometry and tiles.
+
+A model takes one input size; images come in many. The manifest's `input.resize` says how
+they meet (preprocess/model_input.py does the pixels). This module does what needs the image
+size on both sides of `session.run`: it cuts big frames into overlapping input-size tiles,
+and after the run it maps outputs back onto the image. Anomaly maps lose the letterbox
+padding (no anomaly is ever shown on it, and a score never exceeds the highest map value on
+the image area); tiled images score as their worst tile (anomaly: highest score; classifier:
+lowest good-class probability) and their maps are stitched (max where tiles overlap).
+
+Tensors keep their images' sizes with them (`PreparedBatch.sizes`, sliced with the batch), so
+whoever slices a batch by image between `prepare` and `run` (the station batches across
+frames) still gets each image's geometry back in `postprocess`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from cellinspect.entities import ImageU8, ModelOutput, Task
+from cellinspect.errors import ModelError
+from cellinspect.inference.manifest import InputSpec, ResizeMode
+from cellinspect.preprocess.model_input import (
+    letterbox_box,
+    prepare_batch,
+    stretch_would_distort,
+)
+from cellinspect.preprocess.ops import ensure_image, interpolation_for
+
+F32 = npt.NDArray[np.float32]
+Outputs = dict[str, F32]
+SIZES_KEY = "__image_sizes__"  # run() output: (n, 2) width, height per image
+DISTORTION = 0.10  # a stretch that changes the aspect ratio by more is worth a word
+
+
+class PreparedBatch(np.ndarray[Any, np.dtype[np.float32]]):
+    """A model tensor that remembers its images' (width, height); a slice along the image
+    axis keeps the matching sizes. Tiled batches are (images, tiles, ...) with unused tiles 0."""
+
+    sizes: npt.NDArray[np.int64] | None
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.sizes = getattr(obj, "sizes", None)
+
+    def __getitem__(self, key: Any) -> Any:
+        out = super().__getitem__(key)
+        if isinstance(out, PreparedBatch):
+            out.sizes = (
+                self.sizes[key] if isinstance(key, slice) and self.sizes is not None else None
+            )
+        return out
+
+
+def _with_sizes(tensor: F32, images: Sequence[ImageU8]) -> PreparedBatch:
+    batch = tensor.view(PreparedBatch)
+    batch.sizes = np.array([(im.shape[1], im.shape[0]) for im in images], dtype=np.int64)
+    return batch
+
+
+@dataclass(frozen=True, slots=True)
+class TilePlan:
+    """Where the tiles of one image lie, in pixels of the image resized by `scale`."""
+
+    width: int  # scaled image
+    height: int
+    tile_w: int
+    tile_h: int
+    xs: tuple[int, ...]
+    ys: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.xs) * len(self.ys)
+
+    def origins(self) -> list[tuple[int, int]]:
+        """(x, y) of each tile, row by row."""
+        return [(x, y) for y in self.ys for x in self.xs]
+
+
+def _starts(length: int, tile: int, overlap: float) -> tuple[int, ...]:
+    if length <= tile:
+        return (0,)
+    stride = max(1.0, tile * (1.0 - overlap))
+    n = math.ceil((length - tile) / stride) + 1
+    return tuple(round(i * (length - tile) / (n - 1)) for i in range(n))
+
+
+def plan_tiles(width: int, height: int, spec: InputSpec) -> TilePlan:
+    """The tiles of a `width` x `height` image under `spec.tile` (scale, overlap)."""
+    tiling = spec.tiling
+    w = max(1, round(width * tiling.scale))
+    h = max(1, round(height * tiling.scale))
+    return TilePlan(
+        w,
+        h,
+        spec.width,
+        spec.height,
+        _starts(w, spec.width, tiling.overlap),
+        _starts(h, spec.height, tiling.overlap),
+    )
+
+
+def cut_tiles(image: ImageU8, spec: InputSpec) -> list[ImageU8]:
+    """The image resized by the tile scale and cut into its plan's tiles (edge tiles of an
+    image smaller than a tile are smaller; the preparer pads them)."""
+    image = ensure_image(image, "tiling")
+    h, w = image.shape[:2]
+    plan = plan_tiles(w, h, spec)
+    if (plan.width, plan.height) != (w, h):
+        inter = interpolation_for(w, h, plan.width, plan.height)
+        image = np.asarray(
+            cv2.resize(image, (plan.width, plan.height), interpolation=inter), dtype=np.uint8
+        )
+    return [
+        np.ascontiguousarray(image[y : y + plan.tile_h, x : x + plan.tile_w])
+        for x, y in plan.origins()
+    ]
+
+
+def fit_inputs(images: Sequence[ImageU8], spec: InputSpec) -> list[ImageU8]:
+    """What a fitter feeds through `prepare_batch(…, spec)` for `images`: the images, or under
+    tiling every tile of every image (tiles of good parts are good parts)."""
+    if spec.resize_mode is not ResizeMode.TILE:
+        return list(images)
+    return [tile for image in images for tile in cut_tiles(image, spec)]
+
+
+def prepare_input(images: Sequence[ImageU8], spec: InputSpec) -> F32:
+    """The tensor for `images`: as `prepare_batch` for stretch; letterbox and tile batches
+    carry their images' sizes for `read_back` (tiles packed per image)."""
+    mode = spec.resize_mode
+    if mode is ResizeMode.STRETCH:
+        return prepare_batch(images, spec)
+    images = [ensure_image(im, f"model input {i}") for i, im in enumerate(images)]
+    if mode is ResizeMode.LETTERBOX:
+        return _with_sizes(prepare_batch(images, spec), images)
+    tiles = [cut_tiles(image, spec) for image in images]
+    flat = prepare_batch([t for per in tiles for t in per], spec)
+    packed = np.zeros(
+        (len(images), max((len(t) for t in tiles), default=1), *flat.shape[1:]), np.float32
+    )
+    at = 0
+    for i, per in enumerate(tiles):
+        packed[i, : len(per)] = flat[at : at + len(per)]
+        at += len(per)
+    return _with_sizes(packed, images)
+
+
+def run_prepared(
+    batch: F32, run: Callable[[F32], Outputs], spec: InputSpec, limit: int | None
+) -> Outputs:
+    """`run` over a prepared batch: tiles go through in chunks of `limit` (the model's fixed
+    batch, or all at once); the images' sizes ride along under SIZES_KEY."""
+    sizes = batch.sizes if isinstance(batch, PreparedBatch) else None
+    if sizes is None:
+        return run(np.asarray(batch))
+    if spec.resize_mode is not ResizeMode.TILE:
+        outputs = run(np.asarray(batch))
+    else:
+        counts = [plan_tiles(int(w), int(h), spec).count for w, h in sizes]
+        tiles = np.concatenate([np.asarray(batch[i])[:c] for i, c in enumerate(counts)])
+        step = limit or len(tiles)
+        parts = [run(tiles[s : s + step]) for s in range(0, len(tiles), step)]
+        outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    outputs[SIZES_KEY] = sizes.astype(np.float32)
+    return outputs
+
+
+def take_sizes(outputs: Outputs) -> tuple[Outputs, npt.NDArray[np.int64] | None]:
+    """The run's outputs without the sizes entry, and the sizes (None: stretched images)."""
+    if SIZES_KEY not in outputs:
+        return outputs, None
+    rest = {k: v for k, v in outputs.items() if k != SIZES_KEY}
+    return rest, outputs[SIZES_KEY].astype(np.int64)
+
+
+def _cells(
+    grid: tuple[int, int], tile_w: int, tile_h: int, x: float, y: float, w: float, h: float
+) -> tuple[slice, slice]:
+    """Map cells (rows, cols) touching the box (x, y, w, h) of a tile_w x tile_h input."""
+    gh, gw = grid
+    ch, cw = tile_h / gh, tile_w / gw
+    rows = slice(max(0, math.floor(y / ch)), min(gh, max(1, math.ceil((y + h) / ch))))
+    cols = slice(max(0, math.floor(x / cw)), min(gw, max(1, math.ceil((x + w) / cw))))
+    return rows, cols
+
+
+def _clipped(out: ModelOutput, amap: F32) -> ModelOutput:
+    """`out` with the map on the image area only and the score no higher than that map."""
+    score = out.anomaly_score
+    assert score is not None  # an anomaly output
+    return replace(out, anomaly_score=min(score, float(amap.max())), anomaly_map=amap)
+
+
+def _letterboxed(out: ModelOutput, width: int, height: int, spec: InputSpec) -> ModelOutput:
+    if out.anomaly_map is None:
+        return out
+    box = letterbox_box(width, height, spec.width, spec.height)
+    grid = (int(out.anomaly_map.shape[0]), int(out.anomaly_map.shape[1]))
+    rows, cols = _cells(grid, spec.width, spec.height, box.x, box.y, box.width, box.height)
+    return _clipped(out, np.ascontiguousarray(out.anomaly_map[rows, cols]))
+
+
+def _good(out: ModelOutput, good_labels: Sequence[str]) -> float:
+    return sum(p for label, p in out.class_scores.items() if label in good_labels)
+
+
+def _tiled(outs: Sequence[ModelOutput], plan: TilePlan, good_labels: Sequence[str]) -> ModelOutput:
+    if outs[0].task is Task.CLASSIFICATION:
+        return min(outs, key=lambda o: _good(o, good_labels))
+    if outs[0].anomaly_map is None:
+        return max(outs, key=lambda o: o.anomaly_score or 0.0)
+    gh, gw = outs[0].anomaly_map.shape
+    ch, cw = plan.tile_h / gh, plan.tile_w / gw
+    full = np.full(
+        (max(1, math.ceil(plan.height / ch)), max(1, math.ceil(plan.width / cw))),
+        -np.inf,
+        np.float32,
+    )
+    score = -math.inf
+    for out, (x, y) in zip(outs, plan.origins(), strict=True):
+        assert out.anomaly_map is not None and out.anomaly_score is not None
+        w, h = min(plan.tile_w, plan.width - x), min(plan.tile_h, plan.height - y)
+        rows, cols = _cells((gh, gw), plan.tile_w, plan.tile_h, 0, 0, w, h)
+        part = out.anomaly_map[rows, cols]
+        score = max(score, min(out.anomaly_score, float(part.max())))
+        r0, c0 = round(y / ch), round(x / cw)
+        r1, c1 = min(full.shape[0], r0 + part.shape[0]), min(full.shape[1], c0 + part.shape[1])
+        np.maximum(full[r0:r1, c0:c1], part[: r1 - r0, : c1 - c0], out=full[r0:r1, c0:c1])
+    full[~np.isfinite(full)] = float(full[np.isfinite(full)].min())
+    return replace(outs[0], anomaly_score=score, anomaly_map=full)
+
+
+def read_back(
+    outs: Sequence[ModelOutput],
+    sizes: npt.NDArray[np.int64] | None,
+    spec: InputSpec,
+    good_labels: Sequence[str],
+) -> list[ModelOutput]:
+    """One output per image from the per-row outputs of a prepared batch's run."""
+    if sizes is None:
+        return list(outs)
+    if spec.resize_mode is ResizeMode.LETTERBOX:
+        return [
+            _letterboxed(o, int(w), int(h), spec) for o, (w, h) in zip(outs, sizes, strict=True)
+        ]
+    results = []
+    at = 0
+    for w, h in sizes:
+        plan = plan_tiles(int(w), int(h), spec)
+        if at + plan.count > len(outs):
+            raise ModelError(f"tiled batch: {len(outs)} tile outputs, expected more")
+        results.append(_tiled(outs[at : at + plan.count], plan, good_labels))
+        at += plan.count
+    return results
+
+
+def fitting_note(sizes: Sequence[tuple[int, int]], spec: InputSpec) -> str | None:
+    """One line on how images meet the model, when it matters: a stretch that would
+    distort some of them, or the letterbox/tile in force for images of another shape."""
+    if not sizes:
+        return None
+    skewed = [s for s in sizes if stretch_would_distort(s[0], s[1], spec, DISTORTION)]
+    size = f"{spec.width}x{spec.height}"
+    mode = spec.resize_mode
+    if mode is ResizeMode.STRETCH:
+        if not skewed:
+            return None
+        return (
+            f"{len(skewed)} of {len(sizes)} image(s) are stretched to the model's {size} input "
+            f"with their aspect ratio changed by more than {DISTORTION:.0%} (input.resize: "
+            "stretch); fit with --resize letterbox (or tile, for big frames) to keep shapes"
+        )
+    if mode is ResizeMode.LETTERBOX:
+        if not skewed:
+            return None
+        return (
+            f"images fit the model's {size} input by letterbox: longer side scaled to it, "
+            f"the rest padded ({len(skewed)} of {len(sizes)} not {size}-shaped)"
+        )
+    tiles = [plan_tiles(w, h, spec).count for w, h in sizes]
+    return (
+        f"images are cut into {size} tiles at scale {spec.tiling.scale:g} (overlap "
+        f"{spec.tiling.overlap:.0%}): {min(tiles)}-{max(tiles)} tile(s) per image; the worst "
+        "tile decides"
+    )
