@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 
 from cellinspect.errors import ModelError
-from cellinspect.inference.manifest import sha256_file
+from cellinspect.inference.manifest import ResizeMode, sha256_file
 from cellinspect.inference.runner import ModelRunner, SessionOptions, Tensor, make_session
 
 log = logging.getLogger(__name__)
@@ -294,6 +294,9 @@ class SharedTrunk:
         specs = {r.manifest.input.model_dump_json() for r in runners}
         if len(specs) != 1:
             raise ShareRefusedError("the models' input specs differ")
+        if runners[0].manifest.input.resize_mode is not ResizeMode.STRETCH:
+            # Their batches carry image sizes (inference/tiling.py) the merged run drops.
+            raise ShareRefusedError("letterboxed or tiled input (input.resize)")
         merged = merge_graphs([_load_verified(r) for r in runners])
         where = Path(runners[0].path).parent / "(shared trunk)"
         session = make_session(merged.model.SerializeToString(), options, where)
