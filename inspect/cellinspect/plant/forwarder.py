@@ -7,7 +7,9 @@ holds: an idempotent upsert), then PUTs each kept image to the hub content-addre
 sha256 (the hub checks the hash and skips what it holds). Only when both succeeded does the
 cursor move on, fsynced. A crash between the two steps resends a batch the central side
 already has, which changes nothing there: exactly once. A link down for hours is a backlog
-(rows after the cursor), retried with back-off and logged once per outage.
+(rows after the cursor), retried with back-off and logged once per outage. Labels set on the
+station's review page follow their rows (plant/review_forward.py, a cursor of their own);
+labels set on the hub can flow back (`reviews_from_hub`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from cellinspect.entities import InspectedFrame
 from cellinspect.errors import ConfigError
+from cellinspect.plant.review_forward import ReviewForwardError, ReviewPusher, from_station
 from cellinspect.storage.codec import result_from_json
 from cellinspect.storage.db import make_engine
 from cellinspect.storage.errors import ResultNotFoundError, StoreError
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CURSOR_FILE = "forward.cursor"
 REVIEW_CURSOR_FILE = "forward.reviews.cursor"  # last central review event copied back
+STATION_REVIEW_CURSOR_FILE = "forward.station-reviews.cursor"  # last local event sent central
 MAX_BACKOFF_S = 60.0
 HTTP_TIMEOUT_S = 30.0
 PG_CONNECT_TIMEOUT_S = "10"
@@ -63,6 +67,7 @@ class ForwardStats:
     state: str  # "ok", "failing" or "stopped"
     forwarded: int  # rows shipped by this process (resends of a batch count again)
     images_sent: int
+    reviews_sent: int  # station labels (and undos) applied centrally by this process
     backlog: int  # local rows not yet forwarded
     lag_s: float | None  # age of the oldest unforwarded row (capture time), None: no backlog
     last_error: str | None
@@ -133,8 +138,10 @@ class Forwarder:
         batch_size: int = 200,
         interval_s: float = 2.0,
         reviews_from_hub: str | None = None,
+        reviews_to_hub: str | None = None,
     ) -> None:
-        """`reviews_from_hub`: this station's id, to copy labels set centrally back to it."""
+        """`reviews_from_hub`: this station's id, to copy labels set centrally back to it;
+        `reviews_to_hub`: this station's id, to send labels set here to the central store."""
         self.local = local
         self.central_display = make_url(central_url).render_as_string(hide_password=True)
         engine = make_engine(central_engine_url(central_url))
@@ -143,6 +150,17 @@ class Forwarder:
         self.cursor = CursorFile(state_dir / CURSOR_FILE)
         self.review_cursor = CursorFile(state_dir / REVIEW_CURSOR_FILE)
         self.reviews_from_hub = reviews_from_hub
+        self.review_pusher = (
+            None
+            if reviews_to_hub is None
+            else ReviewPusher(
+                local,
+                self.central,
+                CursorFile(state_dir / STATION_REVIEW_CURSOR_FILE),
+                reviews_to_hub,
+                batch_size,
+            )
+        )
         self.hub_url = hub_url.rstrip("/") if hub_url else None
         self._token = token
         self.batch_size = batch_size
@@ -200,6 +218,7 @@ class Forwarder:
                 state="stopped" if stopped else ("failing" if self._error else "ok"),
                 forwarded=self._forwarded,
                 images_sent=self._images,
+                reviews_sent=0 if self.review_pusher is None else self.review_pusher.sent,
                 backlog=self._backlog,
                 lag_s=self._lag,
                 last_error=self._error,
@@ -211,13 +230,15 @@ class Forwarder:
             try:
                 while self.forward_once() and not self._stop.is_set():
                     pass  # a full batch: more may wait
+                while self.push_reviews() and not self._stop.is_set():
+                    pass
                 while self.reviews_from_hub and self.pull_reviews() and not self._stop.is_set():
                     pass
                 self._recovered()
                 with self._lock:
                     self._passes += 1
                 delay = self.interval_s
-            except (ForwardError, StoreError) as err:
+            except (ForwardError, ReviewForwardError, StoreError) as err:
                 self._failed(str(err))
                 with self._lock:
                     self._passes += 1
@@ -269,12 +290,19 @@ class Forwarder:
         self._measure_backlog()
         return len(rows) == self.batch_size
 
+    def push_reviews(self) -> bool:
+        """Send the station's own labels whose rows are central; True: a full batch went."""
+        if self.review_pusher is None:
+            return False
+        return self.review_pusher.push_once(self.cursor.read())
+
     def pull_reviews(self) -> bool:
         """Copy labels set centrally on this station's results back to its store.
 
         Follows the central audit trail (review events) after a cursor; for each result
-        touched, the central label in effect becomes the station's, unless it already is.
-        An undo on the hub that leaves no label is not copied. True when the batch was full.
+        touched, the central label in effect becomes the station's, unless it already is or
+        was forwarded from this station (reviewer NAME@<station_id>: no ping-pong). An undo
+        on the hub that leaves no label is not copied. True when the batch was full.
         """
         assert self.reviews_from_hub is not None
         after = self.review_cursor.read()
@@ -290,7 +318,7 @@ class Forwarder:
                 events = [(int(e), str(r)) for e, r in session.execute(stmt)]
             for result_id in dict.fromkeys(r for _, r in events):
                 central = self.central.get(result_id).review
-                if central is None:
+                if central is None or from_station(central, self.reviews_from_hub):
                     continue
                 try:
                     local = self.local.get(result_id).review
@@ -419,6 +447,7 @@ def forwarder_from(
         batch_size=config.batch_size,
         interval_s=config.interval_s,
         reviews_from_hub=station_id if config.reviews_from_hub else None,
+        reviews_to_hub=station_id if config.reviews_to_hub else None,
     )
 
 
