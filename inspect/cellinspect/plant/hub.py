@@ -2,30 +2,47 @@
 
 The hub is `cellinspect serve` without an inspector, on the central database, plus the route
 stations' forwarders deliver images to (PUT /hub/images/{sha256}). Results, reviews, stats and
-exports then cover every station; GET /results?station_id= picks one.
+exports then cover every station; GET /results?station_id= picks one, GET /stations lists them.
+With an MQTT broker set (`mqtt`), GET /events also streams every station's results, state and
+alarms live (plant/hub_events.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
 
 from cellinspect.api.app import create_app
-from cellinspect.api.routers import hub_images
+from cellinspect.api.routers import hub_images, stations
 from cellinspect.api.server import GRACEFUL_SHUTDOWN_S, access_summary, check_bind
+from cellinspect.api.services import ApiServices
+from cellinspect.plant.mqtt_config import MqttConfig
 from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import open_store
 from cellinspect.storage.protocols import ResultStore
 
+if TYPE_CHECKING:
+    from cellinspect.plant.hub_events import HubEvents
+
 
 def create_hub_app(settings: StationSettings, store: ResultStore) -> FastAPI:
-    """The API over the central store with the image-ingest route added."""
+    """The API over the central store with the image-ingest and station-list routes added."""
     app = create_app(settings, store)
     app.title = "cellinspect hub API"
     app.include_router(hub_images.router)
+    app.include_router(stations.router)
     return app
+
+
+def start_hub_events(app: FastAPI, cfg: MqttConfig) -> HubEvents:
+    """Subscribe to the stations' topics; their messages go to the app's GET /events."""
+    from cellinspect.plant.hub_events import HubEvents  # paho only where MQTT is on
+
+    services: ApiServices = app.state.services
+    return HubEvents(cfg, services.events).start()
 
 
 def serve_hub(
@@ -35,6 +52,7 @@ def serve_hub(
     *,
     allow_remote: bool,
     announce: Callable[[str], None],
+    mqtt: MqttConfig | None = None,
 ) -> None:
     """Migrate the central database, then serve until interrupted."""
     host = host or settings.host
@@ -45,8 +63,15 @@ def serve_hub(
         f"central results in {settings.display_db_url}, images in {settings.resolved_image_dir}"
     )
     store = open_store(settings)
+    events: HubEvents | None = None
     try:
         app = create_hub_app(settings, store)
+        if mqtt is not None:
+            events = start_hub_events(app, mqtt)
+            announce(
+                f"live events from MQTT {mqtt.host}:{mqtt.port} ({mqtt.topic_prefix}/...): "
+                f"GET /events"
+            )
         announce(
             f"hub review page: http://{host}:{port}/review  API docs: http://{host}:{port}/docs"
         )
@@ -58,4 +83,6 @@ def serve_hub(
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
     finally:
+        if events is not None:
+            events.close()
         store.close()
