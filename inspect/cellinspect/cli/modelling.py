@@ -33,7 +33,12 @@ from cellinspect.cli.support import (
     stage_progress,
     user_errors,
 )
-from cellinspect.cli.train import TargetEscapeOpt, TargetFalseRejectOpt, print_fitted_thresholds
+from cellinspect.cli.train import (
+    TargetEscapeOpt,
+    TargetFalseRejectOpt,
+    print_detector_choice,
+    print_fitted_thresholds,
+)
 from cellinspect.errors import CellInspectError
 
 if TYPE_CHECKING:
@@ -57,7 +62,7 @@ def fit_anomaly_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     position_norm: PositionNormOpt = False,
     bags: BagsOpt = 1,
-    detector: DetectorOpt = "patchcore",
+    detector: DetectorOpt = "auto",
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
     cross_fit: CrossFitOpt = None,
@@ -125,6 +130,7 @@ def fit_anomaly_cmd(
         f"wrote {rep.model_path}: fitted on {rep.images_used} good images ({rep.bank_images} "
         f"bank, {rep.holdout_images} held out for the score scale), {rep.summary}"
     )
+    print_detector_choice(rep.model_path)
     where = f"{fitted.calibration_good} good images kept apart"
     if fitted.calibration_defects:
         where += f" and {fitted.calibration_defects} from --defects"

@@ -100,7 +100,9 @@ PositionNormOpt = Annotated[
 DetectorOpt = Annotated[
     str,
     typer.Option(
-        help="anomaly: patchcore (nearest neighbour in a coreset bank of good patches) or "
+        help="anomaly: auto (fit the candidates below and keep the one that best finds "
+        "synthetic anomalies drawn on held-back good parts; the choice and why are printed and "
+        "recorded), patchcore (nearest neighbour in a coreset bank of good patches) or "
         "gaussian (a Gaussian per patch position, PaDiM-style; for aligned parts)."
     ),
 ]

@@ -91,6 +91,29 @@ def print_fitted_thresholds(choice: ThresholdChoice, where: str) -> None:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
+def print_detector_choice(model_path: Path) -> None:
+    """Which detector `--detector auto` kept and why, as the manifest records it (nothing for
+    an explicit --detector)."""
+    from cellinspect.inference.manifest import load_manifest
+    from cellinspect.training.detector_choice import choice_rows
+
+    record = load_manifest(model_path).provenance.get("detector_choice")
+    if not isinstance(record, dict):
+        return
+    table = Table(
+        title=f"--detector auto: candidates fitted on {record.get('fit_images')} good parts, "
+        f"scored on {record.get('held_back_good')} held back, each also with a synthetic anomaly"
+    )
+    table.add_column("candidate")
+    table.add_column("settings")
+    table.add_column("synthetic AUROC", justify="right")
+    table.add_column("", overflow="fold")
+    for row in choice_rows(record):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"chose {record.get('reason')}", highlight=False)
+
+
 def report_table(rep: EvaluationReport) -> Table:
     """One table for every evaluation: rates, per-class precision/recall."""
     from cellinspect.training.intervals import with_interval
@@ -193,7 +216,7 @@ def train(
     pooling: PoolingOpt = "mean",
     position_norm: PositionNormOpt = False,
     bags: BagsOpt = 1,
-    detector: DetectorOpt = "patchcore",
+    detector: DetectorOpt = "auto",
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
     cross_fit: CrossFitOpt = None,
@@ -247,6 +270,7 @@ def train(
     for path, reason in res.skipped:
         err_console.print(f"skipped {path}: {reason}", highlight=False)
     console.print(f"split {res.split_path}: {json.dumps(res.split_counts)}")
+    print_detector_choice(res.model_path)
     print_fitted_thresholds(res.thresholds, "the val split")
     console.print(report_table(res.test))
     console.print(f"wrote {res.model_path}")

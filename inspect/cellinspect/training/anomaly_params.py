@@ -27,7 +27,8 @@ class AnomalyFitParams:
     position_norm: bool = False
     # fits on `bags` draws of bank and held-out parts (seed, seed + 1, ...), scores averaged
     bags: int = 1
-    # "patchcore" (nearest neighbour in a coreset bank) or "gaussian" (per-position Gaussians)
+    # "patchcore" (nearest neighbour in a coreset bank) or "gaussian" (per-position Gaussians);
+    # "auto" tries both and keeps the one that best finds synthetic anomalies (detector_choice)
     detector: str = "patchcore"
     # gaussian only: texture groups (k-means), covariance shrinkage, image score = top-k mean
     groups: int = 1
@@ -46,8 +47,8 @@ class AnomalyFitParams:
 
     def check(self) -> None:
         """Refuse combinations that would be silently ignored."""
-        if self.detector not in DETECTORS:
-            raise ModelError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.detector not in (*DETECTORS, AUTO):
+            raise ModelError(f"detector must be one of {(*DETECTORS, AUTO)}, got {self.detector!r}")
         if self.bags < 1:
             raise ModelError(f"bags must be >= 1, got {self.bags}")
         if self.detector == "gaussian" and self.bags != 1:
@@ -66,3 +67,4 @@ class AnomalyFitParams:
 
 
 DETECTORS = ("patchcore", "gaussian")
+AUTO = "auto"  # fit the candidates, keep the best on synthetic anomalies (detector_choice.py)

@@ -47,8 +47,9 @@ from cellinspect.inference.patchcore import (
 )
 from cellinspect.inference.preprocess_contract import preprocess_record
 from cellinspect.preprocess.model_input import prepare_batch
-from cellinspect.training.anomaly_params import AnomalyFitParams
+from cellinspect.training.anomaly_params import AUTO, AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
+from cellinspect.training.detector_choice import DetectorChoice, choose_detector
 from cellinspect.training.fit_gaussian import cross_fit_folds, fit_gaussian
 from cellinspect.training.fitted_images import RECORD_KEY, image_record
 
@@ -282,6 +283,44 @@ def _gaussian_model(
     )
 
 
+def choose_on_patches(
+    patches: F32,
+    images: Sequence[ImageU8],
+    params: AnomalyFitParams,
+    backbone_path: Path,
+    work_dir: Path,
+    stage: Stage = no_stage,
+) -> DetectorChoice:
+    """`--detector auto` on extracted patches: each candidate fitted as it would ship and
+    scored through its graph; candidate models are left in `work_dir`/<candidate>/."""
+    backbone = load_manifest(backbone_path)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = str(work_dir)
+
+    def fit(part: F32, part_images: Sequence[ImageU8], cand: AnomalyFitParams, out: Path) -> Path:
+        out.mkdir(parents=True, exist_ok=True)
+        n_hold = max(1, round(len(part_images) * cand.holdout_fraction))
+        if cand.detector == "gaussian":
+            model = out / "model.onnx"
+            return _gaussian_model(part, n_hold, cand, backbone_path, model, no_stage).model_path
+        return _patchcore_model(
+            part,
+            part_images,
+            n_hold,
+            cand,
+            backbone_path,
+            backbone,
+            tmp,
+            out / "model.onnx",
+            no_stage,
+        ).model_path
+
+    def score(model: Path, scored: Sequence[ImageU8]) -> F32:
+        return run_batched(_session(model), SCORE_OUTPUT, scored, backbone, params.batch_size)
+
+    return choose_detector(patches, images, params, fit, score, work_dir, stage)
+
+
 def fit_anomaly(
     dataset: Dataset,
     reader: RoiReader,
@@ -337,6 +376,12 @@ def fit_anomaly(
             lambda d, t: stage("features", d, t),
         )
         del session
+        choice = None
+        if params.detector == AUTO:  # the candidates are fitted without augmented views
+            choice = choose_on_patches(
+                patches, images, params, backbone_path, Path(tmp) / "candidates", stage
+            )
+            params = choice.params
         fitted = (
             _gaussian_model(patches, n_hold, params, backbone_path, out_path, stage)
             if params.detector == "gaussian"
@@ -394,6 +439,7 @@ def fit_anomaly(
             "score_scale_raw": scale,
             **fitted.extra,
             "holdout_scores": [float(s) for s in fitted.holdout_scores],
+            **({"detector_choice": choice.record()} if choice is not None else {}),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **(extra_provenance or {}),
         },
