@@ -140,11 +140,20 @@ def _load_backbone(backbone_path: Path) -> tuple[onnx.ModelProto, int, int, int,
 
 
 def _feature_head(channels: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes from (feat_s8, feat_s16) to `pc_patches` (N, H8*W8, C8+C16)."""
+    """Nodes from (feat_s8, feat_s16) to `pc_patches` (N, H8*W8, C8+C16).
+
+    The upsampled stride-16 map is cropped to the stride-8 grid: at an input size that is not a
+    multiple of 16 (EfficientNet-Lite2's 260 px: 33 against 17 x 2) "same" padding adds the
+    extra cell at the end, so both grids start aligned and the surplus row/column is dropped.
+    """
     inits = [
         _const("pc_scales", np.array([1.0, 1.0, 2.0, 2.0], dtype=np.float32)),
         _const("pc_roi", np.array([], dtype=np.float32)),
         _const("pc_flat_shape", np.array([0, channels, -1], dtype=np.int64)),
+        _const("pc_hw_start", np.array([2], dtype=np.int64)),
+        _const("pc_hw_end", np.array([4], dtype=np.int64)),
+        _const("pc_zero2", np.array([0, 0], dtype=np.int64)),
+        _const("pc_axes_hw", np.array([2, 3], dtype=np.int64)),
     ]
     nodes = [
         *(
@@ -162,10 +171,13 @@ def _feature_head(channels: int) -> tuple[list[onnx.NodeProto], list[onnx.Tensor
         helper.make_node(
             "Resize",
             ["pc_p16", "pc_roi", "pc_scales"],
-            ["pc_u16"],
+            ["pc_u16_full"],
             mode="linear",
             coordinate_transformation_mode="half_pixel",
         ),
+        helper.make_node("Shape", ["pc_p8"], ["pc_shape8"]),
+        helper.make_node("Slice", ["pc_shape8", "pc_hw_start", "pc_hw_end"], ["pc_hw8"]),
+        helper.make_node("Slice", ["pc_u16_full", "pc_zero2", "pc_hw8", "pc_axes_hw"], ["pc_u16"]),
         helper.make_node("Concat", ["pc_p8", "pc_u16"], ["pc_cat"], axis=1),
         helper.make_node("Reshape", ["pc_cat", "pc_flat_shape"], ["pc_flat"]),
         helper.make_node("Transpose", ["pc_flat"], ["pc_patches"], perm=[0, 2, 1]),
