@@ -154,3 +154,115 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
     if not files:
         raise SourceError("no images to benchmark: name image files or folders")
     return files
+
+
+@dataclass
+class LineRateReport:
+    """Three ways of timing the same frames, side by side (milliseconds per part).
+
+    `bare`: session.run alone on prepared tensors (one run per shared trunk, or per model);
+    `loop`: the whole inspector per part, back to back; `line`: the whole inspector per part
+    with parts spaced `interval_s` apart, the station idling in between as on a line.
+    `*_cpu` is the process CPU time per part (all threads), to tell work from waiting.
+    """
+
+    images: int
+    repeats: int
+    interval_s: float
+    trunks: list[str]
+    bare_ms: list[float] = field(default_factory=list)
+    loop_ms: list[float] = field(default_factory=list)
+    line_ms: list[float] = field(default_factory=list)
+    loop_cpu_ms: list[float] = field(default_factory=list)
+    line_cpu_ms: list[float] = field(default_factory=list)
+
+    def figures(self, values: Sequence[float]) -> dict[str, float]:
+        p50 = float(np.median(values)) if values else float("nan")
+        p99 = float(np.percentile(values, 99)) if values else float("nan")
+        return {"p50": p50, "p99": p99, "p99_over_p50": p99 / p50 if p50 else float("nan")}
+
+    def to_dict(self) -> dict[str, object]:
+        bare = self.figures(self.bare_ms)["p50"]
+        rows = {"bare": self.bare_ms, "loop": self.loop_ms, "line": self.line_ms}
+        return {
+            "images": self.images,
+            "repeats": self.repeats,
+            "interval_s": self.interval_s,
+            "shared_trunks": self.trunks,
+            **{f"{k}_ms": self.figures(v) for k, v in rows.items()},
+            "loop_cpu_ms_p50": self.figures(self.loop_cpu_ms)["p50"],
+            "line_cpu_ms_p50": self.figures(self.line_cpu_ms)["p50"],
+            "loop_over_bare": self.figures(self.loop_ms)["p50"] / bare,
+            "line_over_bare": self.figures(self.line_ms)["p50"] / bare,
+            "line_over_loop": self.figures(self.line_ms)["p50"] / self.figures(self.loop_ms)["p50"],
+        }
+
+
+def _timed_inspect(inspector: Inspector, frame: Frame) -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one whole inspection."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    inspector.inspect(frame)
+    return (time.perf_counter() - wall) * 1000.0, (time.process_time() - cpu) * 1000.0
+
+
+def run_line_rate_bench(
+    inspector: Inspector,
+    paths: Sequence[Path],
+    interval_s: float = 0.5,
+    repeats: int = 3,
+    limit: int | None = 10,
+    progress: Progress | None = None,
+) -> LineRateReport:
+    """Bare session.run, the inspector in a loop, and the inspector at line rate, in blocks.
+
+    Each repeat runs one block of each over the same decoded frames, in a rotating order, so
+    a drift of a shared machine hits all three alike. At line rate every part starts at its
+    slot (`interval_s` after the previous slot) and only the inspection itself is timed.
+    """
+    files = _expand(paths)[:limit] if limit else _expand(paths)
+    frames = [
+        Frame(image=decode_image_file(p), frame_id=i, source="bench", path=str(p))
+        for i, p in enumerate(files)
+    ]
+    prepared = [inspector.model_batches(f.image) for f in frames]
+    report = LineRateReport(
+        images=len(frames),
+        repeats=repeats,
+        interval_s=interval_s,
+        trunks=[t.name for t in inspector.trunks],
+    )
+    total, step = 3 * repeats * len(frames), 0
+
+    def tick() -> None:
+        nonlocal step
+        step += 1
+        if progress is not None:
+            progress(step, total)
+
+    def bare() -> None:
+        for batches in prepared:
+            report.bare_ms.append(_bare_run_ms(batches))
+            tick()
+
+    def loop() -> None:
+        for frame in frames:
+            wall, cpu = _timed_inspect(inspector, frame)
+            report.loop_ms.append(wall)
+            report.loop_cpu_ms.append(cpu)
+            tick()
+
+    def line() -> None:
+        slot = time.perf_counter()
+        for frame in frames:
+            slot += interval_s
+            time.sleep(max(0.0, slot - time.perf_counter()))
+            wall, cpu = _timed_inspect(inspector, frame)
+            report.line_ms.append(wall)
+            report.line_cpu_ms.append(cpu)
+            tick()
+
+    blocks = [bare, loop, line]
+    for r in range(repeats):
+        for block in blocks[r % 3 :] + blocks[: r % 3]:
+            block()
+    return report
