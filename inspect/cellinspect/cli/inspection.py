@@ -12,7 +12,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cellinspect.cli.support import DEFAULT_RECIPE, RecipeOpt, console, progress_bar, user_errors
+from cellinspect.cli.support import (
+    DEFAULT_RECIPE,
+    RecipeOpt,
+    console,
+    print_input_notes,
+    progress_bar,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from cellinspect.entities import InspectedFrame, InspectionResult
@@ -155,6 +162,7 @@ def inspect(
     if flagged and show > 0:
         console.print(flagged_table(flagged[:show]))
     console.print(_summary_table(stats, peak_rss_mb()))
+    print_input_notes()
     if files.overlays_written:
         console.print(f"overlays: {files.overlays_written} written to {overlays_dir}")
 

@@ -24,12 +24,16 @@ from cellinspect.cli.support import (
     GroupsOpt,
     PositionNormOpt,
     RecipeOpt,
+    ResizeOpt,
+    TileScaleOpt,
     TopKOpt,
     console,
     err_console,
     fail,
+    print_input_notes,
     progress_bar,
     reader_for,
+    resize_choice,
     stage_progress,
     user_errors,
 )
@@ -85,9 +89,12 @@ def fit_anomaly_cmd(
     ] = 0.2,
     target_escape: TargetEscapeOpt = 0.01,
     target_false_reject: TargetFalseRejectOpt = 0.05,
+    resize: ResizeOpt = "letterbox",
+    tile_scale: TileScaleOpt = 1.0,
 ) -> None:
     """Teach an anomaly detector from a folder of good parts (no torch needed); thresholds are
     set on good parts kept apart (and --defects)."""
+    from cellinspect.inference.manifest import TileSpec
     from cellinspect.training.anomaly_params import AnomalyFitParams
     from cellinspect.training.bank_augment import parse_augment
     from cellinspect.training.dataset import good_images
@@ -122,6 +129,8 @@ def fit_anomaly_cmd(
                 calibration_fraction,
                 CalibrationTargets(target_escape, target_false_reject),
                 stage_progress(progress),
+                resize=resize_choice(resize),
+                tile=TileSpec(scale=tile_scale),
             )
     rep = fitted.report
     for path, reason in rep.skipped:
@@ -135,6 +144,7 @@ def fit_anomaly_cmd(
     if fitted.calibration_defects:
         where += f" and {fitted.calibration_defects} from --defects"
     print_fitted_thresholds(fitted.thresholds, where)
+    print_input_notes()
 
 
 def fit_classifier_cmd(
@@ -144,6 +154,7 @@ def fit_classifier_cmd(
     roi: Annotated[str | None, typer.Option()] = None,
     backbone: Annotated[Path, typer.Option()] = Path("models/efficientnet-lite0/1/model.onnx"),
     name: Annotated[str | None, typer.Option()] = None,
+    resize: ResizeOpt = "letterbox",
 ) -> None:
     """Fit a defect classifier head on backbone features (no torch needed)."""
     from cellinspect.training.dataset import load_dataset
@@ -161,11 +172,13 @@ def fit_classifier_cmd(
                 name or out.parent.name,
                 out.name,
                 stage=stage_progress(progress),
+                resize=resize_choice(resize),
             )
     console.print(
         f"wrote {rep.model_path}: classes {list(rep.labels)}, counts {rep.counts}, "
         f"train accuracy {rep.train_accuracy:.3f}"
     )
+    print_input_notes()
 
 
 def convert_backbone_cmd(

@@ -24,6 +24,7 @@ from cellinspect.cli.progress import LogProgress
 from cellinspect.errors import CellInspectError
 
 if TYPE_CHECKING:
+    from cellinspect.inference.manifest import ResizeMode
     from cellinspect.training.dataset import RoiReader
 
 console = Console()
@@ -129,6 +130,26 @@ TopKOpt = Annotated[
         min=1, help="anomaly, gaussian: image score = mean of the k highest patch scores."
     ),
 ]
+ResizeOpt = Annotated[
+    str,
+    typer.Option(
+        "--resize",
+        help="How images meet the model's square input (recorded in the manifest, applied "
+        "alike at the station): letterbox (longer side to the input, the rest padded; keeps "
+        "the shape), stretch (both sides to the input, as models fitted before this option), "
+        "or tile (anomaly only: overlapping input-size tiles at --tile-scale, for frames much "
+        "bigger than the input, so small defects keep their pixels).",
+    ),
+]
+TileScaleOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.05,
+        max=8.0,
+        help="--resize tile: images are resized by this factor before they are cut "
+        "(1 = native pixels; 0.5 = half as many tiles per side).",
+    ),
+]
 BagsOpt = Annotated[
     int,
     typer.Option(
@@ -195,6 +216,26 @@ def stage_progress(progress: Progress | LogProgress) -> Callable[[str, int, int]
         progress.update(tasks[name], completed=done, total=total)
 
     return stage
+
+
+def resize_choice(value: str) -> ResizeMode:
+    """`--resize` as the manifest's mode; a clear error for anything else."""
+    from cellinspect.inference.manifest import ResizeMode
+
+    try:
+        return ResizeMode(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in ResizeMode)
+        raise typer.BadParameter(f"--resize must be one of {choices}, got {value!r}") from None
+
+
+def print_input_notes() -> None:
+    """Once per command: how images met each model's input, where it matters (a stretch that
+    distorts, a letterbox that pads, tiles): inference/tiling.py counts them as they pass."""
+    from cellinspect.inference.tiling import input_notes
+
+    for note in input_notes():
+        console.print(f"input: {note}", highlight=False)
 
 
 def reader_for(recipe: Path | None, roi: str | None, data: Path | None = None) -> RoiReader:

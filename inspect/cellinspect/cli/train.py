@@ -20,11 +20,15 @@ from cellinspect.cli.support import (
     GroupsOpt,
     PoolingOpt,
     PositionNormOpt,
+    ResizeOpt,
+    TileScaleOpt,
     TopKOpt,
     console,
     err_console,
+    print_input_notes,
     progress_bar,
     reader_for,
+    resize_choice,
     stage_progress,
     user_errors,
 )
@@ -178,6 +182,7 @@ def evaluate(
     for path, reason in rep.skipped:
         err_console.print(f"skipped {path}: {reason}", highlight=False)
     console.print(report_table(rep))
+    print_input_notes()
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(rep.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -222,6 +227,8 @@ def train(
     cross_fit: CrossFitOpt = None,
     target_escape: TargetEscapeOpt = 0.01,
     target_false_reject: TargetFalseRejectOpt = 0.05,
+    resize: ResizeOpt = "letterbox",
+    tile_scale: TileScaleOpt = 1.0,
 ) -> None:
     """Train a classifier or anomaly detector on a recorded split, set its thresholds on the
     val part, evaluate on the test part."""
@@ -250,6 +257,8 @@ def train(
                 top_k=top_k,
                 cross_fit=cross_fit,
                 targets=CalibrationTargets(target_escape, target_false_reject),
+                resize=resize_choice(resize),
+                tile_scale=tile_scale,
             )
         except ValueError as err:
             raise ConfigError(
@@ -273,6 +282,7 @@ def train(
     print_detector_choice(res.model_path)
     print_fitted_thresholds(res.thresholds, "the val split")
     console.print(report_table(res.test))
+    print_input_notes()
     console.print(f"wrote {res.model_path}")
 
 

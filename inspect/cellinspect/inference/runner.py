@@ -202,7 +202,7 @@ class ModelRunner:
             return
         spec = self.manifest.input
         dummy = [np.zeros((spec.height, spec.width, 3), dtype=np.uint8)]
-        batch = self.prepare(dummy)
+        batch = prepare_input(dummy, spec, tally=False)
         for _ in range(runs):
             self.run(batch)
 

@@ -16,7 +16,9 @@ frames) still gets each image's geometry back in `postprocess`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,10 +28,11 @@ import numpy.typing as npt
 
 from cellinspect.entities import ImageU8, ModelOutput, Task
 from cellinspect.errors import ModelError
-from cellinspect.inference.manifest import InputSpec, ResizeMode
+from cellinspect.inference.manifest import InputSpec, ResizeMode, TileSpec
 from cellinspect.preprocess.model_input import (
     letterbox_box,
     prepare_batch,
+    preparer_for,
     stretch_would_distort,
 )
 from cellinspect.preprocess.ops import ensure_image, interpolation_for
@@ -124,17 +127,33 @@ def cut_tiles(image: ImageU8, spec: InputSpec) -> list[ImageU8]:
     ]
 
 
+def fitted_input(base: InputSpec, resize: ResizeMode, tile: TileSpec | None = None) -> InputSpec:
+    """The input spec a new fit records: the backbone's, with how images meet it."""
+    tiling = (tile or TileSpec()) if resize is ResizeMode.TILE else None
+    return base.model_copy(update={"resize": resize, "tile": tiling}, deep=True)
+
+
 def fit_inputs(images: Sequence[ImageU8], spec: InputSpec) -> list[ImageU8]:
-    """What a fitter feeds through `prepare_batch(…, spec)` for `images`: the images, or under
-    tiling every tile of every image (tiles of good parts are good parts)."""
-    if spec.resize_mode is not ResizeMode.TILE:
+    """What a fitter feeds the backbone for `images` under `spec`, as uint8 images already
+    at the input size (so any preparer of that size passes them unchanged): stretched or
+    letterboxed by the station's own preparer, or under tiling every tile of every image
+    (tiles of good parts are good parts), padded like the station pads edge tiles."""
+    tally_sizes(images, spec)
+    mode = spec.resize_mode
+    if mode is ResizeMode.STRETCH:
         return list(images)
-    return [tile for image in images for tile in cut_tiles(image, spec)]
+    prepare = preparer_for(spec)
+    if mode is ResizeMode.LETTERBOX:
+        return [prepare.fit_image(image) for image in images]
+    return [prepare.fit_image(tile) for image in images for tile in cut_tiles(image, spec)]
 
 
-def prepare_input(images: Sequence[ImageU8], spec: InputSpec) -> F32:
+def prepare_input(images: Sequence[ImageU8], spec: InputSpec, tally: bool = True) -> F32:
     """The tensor for `images`: as `prepare_batch` for stretch; letterbox and tile batches
-    carry their images' sizes for `read_back` (tiles packed per image)."""
+    carry their images' sizes for `read_back` (tiles packed per image). `tally`: count the
+    sizes for `input_notes` (not for warm-up images)."""
+    if tally:
+        tally_sizes(images, spec)
     mode = spec.resize_mode
     if mode is ResizeMode.STRETCH:
         return prepare_batch(images, spec)
@@ -262,32 +281,65 @@ def read_back(
     return results
 
 
-def fitting_note(sizes: Sequence[tuple[int, int]], spec: InputSpec) -> str | None:
-    """One line on how images meet the model, when it matters: a stretch that would
-    distort some of them, or the letterbox/tile in force for images of another shape."""
-    if not sizes:
+def fitting_note(sizes: Mapping[tuple[int, int], int], spec: InputSpec) -> str | None:
+    """One line on how images of these (width, height): count meet the model, when it
+    matters: a stretch that distorts some, a letterbox that pads some, or tiling."""
+    total = sum(sizes.values())
+    if not total:
         return None
-    skewed = [s for s in sizes if stretch_would_distort(s[0], s[1], spec, DISTORTION)]
+    skewed = sum(n for (w, h), n in sizes.items() if stretch_would_distort(w, h, spec, DISTORTION))
     size = f"{spec.width}x{spec.height}"
     mode = spec.resize_mode
     if mode is ResizeMode.STRETCH:
         if not skewed:
             return None
         return (
-            f"{len(skewed)} of {len(sizes)} image(s) are stretched to the model's {size} input "
-            f"with their aspect ratio changed by more than {DISTORTION:.0%} (input.resize: "
-            "stretch); fit with --resize letterbox (or tile, for big frames) to keep shapes"
+            f"{skewed} of {total} image(s) are stretched to the model's {size} input with their "
+            f"aspect ratio changed by more than {DISTORTION:.0%} (its manifest says "
+            "input.resize: stretch, or nothing); fit with --resize letterbox (or tile, for big "
+            "frames) to keep their shape"
         )
     if mode is ResizeMode.LETTERBOX:
         if not skewed:
             return None
         return (
-            f"images fit the model's {size} input by letterbox: longer side scaled to it, "
-            f"the rest padded ({len(skewed)} of {len(sizes)} not {size}-shaped)"
+            f"images meet the model's {size} input by letterbox: the longer side scaled to it, "
+            f"the rest padded and kept out of anomaly maps ({skewed} of {total} not square)"
         )
     tiles = [plan_tiles(w, h, spec).count for w, h in sizes]
     return (
         f"images are cut into {size} tiles at scale {spec.tiling.scale:g} (overlap "
-        f"{spec.tiling.overlap:.0%}): {min(tiles)}-{max(tiles)} tile(s) per image; the worst "
-        "tile decides"
+        f"{spec.tiling.overlap:.0%}), {min(tiles)} to {max(tiles)} per image; the worst tile "
+        f"decides ({total} image(s))"
     )
+
+
+_MAX_SIZES = 4096  # distinct sizes remembered per input spec
+_SEEN: dict[str, tuple[InputSpec, Counter[tuple[int, int]]]] = {}
+_SEEN_LOCK = threading.Lock()
+
+
+def tally_sizes(images: Sequence[ImageU8], spec: InputSpec) -> None:
+    """Count the image sizes fed to models of `spec`, for `input_notes` (a few dict updates
+    per batch: cheap enough for the station's hot path)."""
+    key = spec.model_dump_json()
+    with _SEEN_LOCK:
+        entry = _SEEN.get(key)
+        if entry is None:
+            entry = _SEEN[key] = (spec.model_copy(deep=True), Counter())
+        counter = entry[1]
+        for image in images:
+            size = (int(image.shape[1]), int(image.shape[0]))
+            if size in counter or len(counter) < _MAX_SIZES:
+                counter[size] += 1
+
+
+def input_notes(clear: bool = True) -> list[str]:
+    """One line per input spec whose images met it in a way worth a word (fitting_note),
+    over every image prepared since the last clear: what commands print once at the end."""
+    with _SEEN_LOCK:
+        entries = list(_SEEN.values())
+        if clear:
+            _SEEN.clear()
+    notes = (fitting_note(sizes, spec) for spec, sizes in entries)
+    return [note for note in notes if note]

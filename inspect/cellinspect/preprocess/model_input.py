@@ -116,6 +116,11 @@ class InputPreparer:
             return (count, _CHANNELS, self.height, self.width)
         return (count, self.height, self.width, _CHANNELS)
 
+    def fit_image(self, image: ImageU8) -> ImageU8:
+        """The uint8 image at the input size, as the batch will hold it (fitters feed these
+        through any preparer of the same size unchanged)."""
+        return self._fitted(ensure_image(image, "model input"))
+
     def _fitted(self, image: ImageU8) -> ImageU8:
         h, w = image.shape[:2]
         if (w, h) == (self.width, self.height):
@@ -184,9 +189,8 @@ def _spec_key(spec: InputSpec) -> _SpecKey:
     )
 
 
-def prepare_batch(images: Sequence[ImageU8], spec: InputSpec) -> FloatArray:
-    """Batch for `spec`. Preparers are cached by the spec's values (a spec edited in place
-    gets fresh tables), so calling this per batch costs the same as holding an InputPreparer."""
+def preparer_for(spec: InputSpec) -> InputPreparer:
+    """The cached preparer for `spec`'s values (a spec edited in place gets fresh tables)."""
     key = _spec_key(spec)
     preparer = _PREPARERS.get(key)
     if preparer is None:
@@ -194,4 +198,10 @@ def prepare_batch(images: Sequence[ImageU8], spec: InputSpec) -> FloatArray:
         if len(_PREPARERS) >= _CACHE_SIZE:
             _PREPARERS.clear()
         _PREPARERS[key] = preparer
-    return preparer(images)
+    return preparer
+
+
+def prepare_batch(images: Sequence[ImageU8], spec: InputSpec) -> FloatArray:
+    """Batch for `spec`. Preparers are cached by the spec's values, so calling this per
+    batch costs the same as holding an InputPreparer."""
+    return preparer_for(spec)(images)

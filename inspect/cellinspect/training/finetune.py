@@ -32,10 +32,12 @@ from cellinspect.errors import ModelError
 from cellinspect.inference.manifest import (
     InputSpec,
     Layout,
+    ResizeMode,
     load_manifest,
     write_manifest,
 )
 from cellinspect.inference.preprocess_contract import preprocess_record
+from cellinspect.inference.tiling import fitted_input
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.convert_backbone import FeatureBackbone, build_backbone, cpu_session
 from cellinspect.training.dataset import (
@@ -79,6 +81,8 @@ class FinetuneParams:
     # How the head map becomes one vector: "mean" (the backbone's own) or "gem", a
     # generalised mean with a learned exponent that lets small defects outweigh the cell.
     pooling: str = "mean"
+    # How images meet the input (manifest input.resize); tiles are refused (tile labels unknown)
+    resize: ResizeMode = ResizeMode.LETTERBOX
 
 
 POOLINGS = ("mean", "gem")
@@ -396,7 +400,12 @@ def finetune_classifier(
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     backbone_manifest = load_manifest(backbone_path)
-    spec = square_input(backbone_manifest.input, params.image_size)
+    if params.resize is ResizeMode.TILE:
+        raise ModelError(
+            "a classifier cannot be fine-tuned on tiles: which tile shows the defect is not "
+            "labelled; fine-tune with --resize letterbox"
+        )
+    spec = fitted_input(square_input(backbone_manifest.input, params.image_size), params.resize)
     train_pairs = list(read_images(train, reader, lambda d, t: stage("read train", d, t)))
     val_pairs = list(read_images(val, reader, lambda d, t: stage("read val", d, t)))
     labels = _labels_of(train_pairs)

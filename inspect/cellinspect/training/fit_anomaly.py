@@ -29,7 +29,9 @@ from cellinspect.inference.manifest import (
     Manifest,
     OutputMeaning,
     OutputSpec,
+    ResizeMode,
     Thresholds,
+    TileSpec,
     load_manifest,
     write_manifest,
 )
@@ -46,6 +48,7 @@ from cellinspect.inference.patchcore import (
     random_projection,
 )
 from cellinspect.inference.preprocess_contract import preprocess_record
+from cellinspect.inference.tiling import fit_inputs, fitted_input
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.anomaly_params import AUTO, AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
@@ -331,15 +334,20 @@ def fit_anomaly(
     params: AnomalyFitParams = AnomalyFitParams(),
     stage: Stage = no_stage,
     extra_provenance: dict[str, object] | None = None,
+    resize: ResizeMode = ResizeMode.LETTERBOX,
+    tile: TileSpec | None = None,
 ) -> AnomalyFitReport:
     """Fit an anomaly detector on the good images of `dataset` and write it to `out_dir`.
 
-    Its thresholds are placeholders (1.0 / 1.15): `calibrate_fitted` sets them on images kept
-    apart."""
+    Images meet the input as `resize` says (recorded in the manifest; under tiling, every
+    tile of a good image is a good image). Its thresholds are placeholders (1.0 / 1.15):
+    `calibrate_fitted` sets them on images kept apart."""
     params.check()
     backbone = load_manifest(backbone_path)
+    model_input = fitted_input(backbone.input, resize, tile)
     good = dataset.with_labels(["good"])
     images = [img for _, img in read_images(good, reader, lambda d, t: stage("read", d, t))]
+    images = fit_inputs(images, model_input)  # at the input size, as the station prepares them
     if len(images) < 5:
         raise ModelError(
             f"{dataset.root}: {len(images)} readable good image(s); at least 5 are needed"
@@ -396,7 +404,7 @@ def fit_anomaly(
         version=version,
         task=Task.ANOMALY,
         sha256="pending",
-        input=backbone.input,
+        input=model_input,
         outputs=[
             OutputSpec(
                 name=SCORE_OUTPUT,

@@ -14,6 +14,7 @@ from typing import Any
 
 from cellinspect.entities import Task
 from cellinspect.errors import ModelError
+from cellinspect.inference.manifest import ResizeMode, TileSpec
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader, Stage, no_stage
 from cellinspect.training.fit_anomaly import AnomalyFitReport, fit_anomaly
@@ -102,13 +103,26 @@ def fit_anomaly_calibrated(
     fraction: float = CALIBRATION_FRACTION,
     targets: CalibrationTargets = CalibrationTargets(),
     stage: Stage = no_stage,
+    resize: ResizeMode = ResizeMode.LETTERBOX,
+    tile: TileSpec | None = None,
 ) -> CalibratedFit:
     """`fit-anomaly`: keep a seeded `fraction` of the good images apart, fit on the rest, and
     calibrate on the kept part plus `defects` (never fitted: an anomaly detector learns only
     good parts)."""
     fit_part, kept, record = calibration_split(good.with_labels(["good"]), fraction, params.seed)
     try:
-        report = fit_anomaly(fit_part, reader, backbone_path, out_dir, name, version, params, stage)
+        report = fit_anomaly(
+            fit_part,
+            reader,
+            backbone_path,
+            out_dir,
+            name,
+            version,
+            params,
+            stage,
+            resize=resize,
+            tile=tile,
+        )
     except ModelError as err:
         raise ModelError(
             f"{err} ({len(kept.items)} of the {len(good.items)} good images are kept apart to "

@@ -28,11 +28,13 @@ from cellinspect.inference.manifest import (
     Manifest,
     OutputMeaning,
     OutputSpec,
+    ResizeMode,
     Thresholds,
     load_manifest,
     write_manifest,
 )
 from cellinspect.inference.preprocess_contract import preprocess_record
+from cellinspect.inference.tiling import fit_inputs, fitted_input
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 from cellinspect.training.fit_anomaly import backbone_provenance, run_batched
 
@@ -192,10 +194,20 @@ def fit_classifier(
     params: ClassifierFitParams = ClassifierFitParams(),
     stage: Stage = no_stage,
     extra_provenance: dict[str, object] | None = None,
+    resize: ResizeMode = ResizeMode.LETTERBOX,
 ) -> ClassifierFitReport:
-    """Fit a class-balanced logistic head and write backbone+head as one ONNX model."""
+    """Fit a class-balanced logistic head and write backbone+head as one ONNX model.
 
+    Images meet the input as `resize` says (recorded in the manifest). Tiling is refused:
+    which tile of a defect image shows the defect is not labelled."""
+    if resize is ResizeMode.TILE:
+        raise ModelError(
+            "a classifier cannot be fitted on tiles: the labels say which image has a defect, "
+            "not which of its tiles; fit with --resize letterbox, or fit an anomaly detector "
+            "with --resize tile"
+        )
     backbone = load_manifest(backbone_path)
+    model_input = fitted_input(backbone.input, resize)
     pairs = list(read_images(dataset, reader, lambda d, t: stage("read", d, t)))
     labels_seen = sorted({item.label for item, _ in pairs})
     if len(labels_seen) < 2:
@@ -207,7 +219,7 @@ def fit_classifier(
         lbl for lbl in labels_seen if lbl != "good"
     ]
     feats = pooled_features(
-        [img for _, img in pairs],
+        fit_inputs([img for _, img in pairs], model_input),
         backbone_path,
         params.batch_size,
         lambda d, t: stage("features", d, t),
@@ -222,7 +234,7 @@ def fit_classifier(
     manifest = classifier_manifest(
         name,
         version,
-        backbone.input,
+        model_input,
         labels,
         ClassThreshold(review_at=params.review_at, fail_at=params.fail_at),
         preprocess=preprocess_record(reader.ops),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cellinspect.errors import ModelError
-from cellinspect.inference.manifest import load_manifest, write_manifest
+from cellinspect.inference.manifest import ResizeMode, TileSpec, load_manifest, write_manifest
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
@@ -57,6 +57,8 @@ class TrainPlan:
     groups: int = 1  # anomaly, gaussian: texture groups
     top_k: int = 1  # anomaly, gaussian: image score = mean of the k highest patch scores
     cross_fit: bool | None = None  # anomaly: None = on for gaussian (fit_anomaly)
+    resize: ResizeMode = ResizeMode.LETTERBOX  # how images meet the input (manifest input.resize)
+    tile_scale: float = 1.0  # resize tile: images are resized by this before they are cut
     targets: CalibrationTargets = field(default_factory=CalibrationTargets)  # set on val
 
     def anomaly_params(self) -> AnomalyFitParams:
@@ -133,7 +135,17 @@ def train_model(
         # Only train's good images: val is where the thresholds are set, so it stays unseen.
         try:
             model_path = fit_anomaly(
-                train, reader, backbone_path, out_dir, name, version, anomaly_params, stage, extra
+                train,
+                reader,
+                backbone_path,
+                out_dir,
+                name,
+                version,
+                anomaly_params,
+                stage,
+                extra,
+                resize=plan.resize,
+                tile=TileSpec(scale=plan.tile_scale),
             ).model_path
         except ModelError as err:
             raise ModelError(f"{err} (the split's train part; val, test kept apart)") from err
@@ -151,6 +163,7 @@ def train_model(
             ClassifierFitParams(seed=plan.seed),
             stage,
             extra,
+            resize=plan.resize,
         ).model_path
         skipped = train.skipped
     else:
@@ -165,6 +178,7 @@ def train_model(
             image_size=plan.image_size,
             ema_decay=plan.ema_decay,
             pooling=plan.pooling,
+            resize=plan.resize,
         )
         model_path = finetune_classifier(
             train, val, reader, backbone_path, out_dir, name, version, params_ft, stage, extra
