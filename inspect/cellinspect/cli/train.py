@@ -118,6 +118,9 @@ def print_detector_choice(model_path: Path) -> None:
     console.print(f"chose {record.get('reason')}", highlight=False)
 
 
+PER_TYPE_KEYS = ("auroc", "recall_at_review", "recall_at_fail")
+
+
 def report_table(rep: EvaluationReport) -> Table:
     """One table for every evaluation: rates, per-class precision/recall."""
     from cellinspect.training.intervals import with_interval
@@ -148,6 +151,12 @@ def report_table(rep: EvaluationReport) -> Table:
         table.add_row(
             f"{lbl}: precision / recall (n={int(pr['support'])})",
             f"{pr['precision']:.3f} / {pr['recall']:.3f}",
+        )
+    for kind, fig in rep.per_defect_type.items():
+        shown = ["-" if fig[k] is None else f"{fig[k]:.3f}" for k in PER_TYPE_KEYS]
+        table.add_row(
+            f"{kind} (n={fig['count']}): AUROC / caught at review / fail",
+            " / ".join(shown),
         )
     return table
 

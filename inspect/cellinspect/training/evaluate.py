@@ -6,6 +6,11 @@ lowest threshold that still catches every defect in the set. Classifiers also ge
 per-class precision/recall and a confusion matrix over their labels; anomaly models get image
 AUROC and good/defect precision/recall at review_at. AUROC and accuracy come with a 95 %
 interval (intervals.py): on a few hundred images they are known only to a point or two.
+
+Where the set names its defect types (class folders, labels), both kinds also get figures per
+type on the decision score: AUROC of the good parts against that type alone, and the share of
+that type caught at review_at (sent to review or failed) and at fail_at (failed outright). A
+detector that finds stains but passes scratches shows it here and nowhere else.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class EvaluationReport:
     labels: list[str] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    # defect type -> count, auroc (goods vs that type), recall_at_review, recall_at_fail
+    per_defect_type: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     threshold_review: float | None = None
     threshold_fail: float | None = None
     false_reject_rate_at_fail: float | None = None
@@ -116,6 +123,33 @@ def _threshold_rates(report: EvaluationReport, scored: ScoredSet) -> None:
         report.auroc_ci95 = auroc_interval(is_defect, scores)
 
 
+def per_defect_type(
+    scores: npt.NDArray[np.float64],
+    labels: list[str],
+    good_labels: list[str],
+    review_at: float | None,
+    fail_at: float | None,
+) -> dict[str, dict[str, float | int | None]]:
+    """Per defect label: its count, AUROC against all good parts (None without good parts),
+    and the share of it scoring at or above review_at / fail_at (None without a threshold)."""
+    good = set(good_labels)
+    truth = np.array(labels)
+    good_scores = scores[np.isin(truth, list(good))]
+    out: dict[str, dict[str, float | int | None]] = {}
+    for kind in sorted(set(labels) - good):
+        bad = scores[truth == kind]
+        both = np.r_[np.zeros(good_scores.size), np.ones(bad.size)]
+        out[kind] = {
+            "count": int(bad.size),
+            "auroc": float(roc_auc_score(both, np.r_[good_scores, bad]))
+            if good_scores.size
+            else None,
+            "recall_at_review": None if review_at is None else float((bad >= review_at).mean()),
+            "recall_at_fail": None if fail_at is None else float((bad >= fail_at).mean()),
+        }
+    return out
+
+
 def _set_accuracy(report: EvaluationReport, right: list[bool]) -> None:
     report.accuracy = float(np.mean(right))
     report.accuracy_ci95 = accuracy_interval(sum(right), len(right))
@@ -133,6 +167,13 @@ def report_from_scores(scored: ScoredSet, dataset: Dataset) -> EvaluationReport:
         skipped=[(str(p), r) for p, r in dataset.skipped],
     )
     _threshold_rates(report, scored)
+    report.per_defect_type = per_defect_type(
+        scored.scores,
+        truth,
+        list(manifest.good_labels),
+        report.threshold_review,
+        report.threshold_fail,
+    )
     if manifest.task is Task.CLASSIFICATION:
         labels = list(manifest.labels)
         predicted = [max(o.class_scores, key=o.class_scores.__getitem__) for o in scored.outputs]
