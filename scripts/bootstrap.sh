@@ -24,7 +24,7 @@ fi
 if [ "$dev" = 1 ]; then
   # torch==2.13.0 is pinned in the extras: that exact version is the CPU build here, while a
   # looser requirement would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet -e '.[dev,convert,train,eval,docs,postgres]'
+  .venv/bin/python -m pip install --quiet -e '.[dev,convert,train,eval,docs,postgres,s3]'
   # Debian packages the tests drive for real: chromium (review page), ffmpeg (video files and
   # an MJPEG-over-HTTP camera stream), systemd-analyze (the deploy unit).
   need=()

@@ -175,11 +175,22 @@ def bench(
     recipe: RecipeOpt = DEFAULT_RECIPE,
     repeats: Annotated[int, typer.Option(min=1, help="Passes over the images.")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report.")] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Line-rate mode: bare session.run, the inspector in a loop and the inspector "
+            "with parts this many seconds apart, side by side (first 10 images per block).",
+        ),
+    ] = None,
 ) -> None:
     """Per-stage latency p50/p99, throughput, peak memory, and overhead vs bare session.run."""
     from cellinspect.runtime.bench import run_bench
     from cellinspect.runtime.inspector import Inspector
 
+    if interval is not None:
+        _bench_line_rate(paths, recipe, repeats, interval, json_out)
+        return
     with user_errors():
         inspector = Inspector.from_recipe(recipe)
         with progress_bar() as progress:
@@ -216,6 +227,53 @@ def bench(
     )
     console.print(f"pipeline throughput: {report.pipeline_throughput:.1f} images/s")
     console.print(f"peak memory: {report.peak_rss_mb:.0f} MB")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _bench_line_rate(
+    paths: list[Path], recipe: Path, repeats: int, interval: float, json_out: Path | None
+) -> None:
+    """`bench --interval`: is a station that idles between parts as fast as the loop?"""
+    from cellinspect.runtime.bench import run_line_rate_bench
+    from cellinspect.runtime.inspector import Inspector
+
+    with user_errors():
+        inspector = Inspector.from_recipe(recipe)
+        with progress_bar() as progress:
+            task = progress.add_task("benchmarking", total=None)
+            report = run_line_rate_bench(
+                inspector,
+                paths,
+                interval,
+                repeats,
+                progress=lambda d, t: progress.update(task, completed=d, total=t),
+            )
+    data = report.to_dict()
+    table = Table(title=f"bench: {report.images} images x {report.repeats} blocks each")
+    for column in ("per part", "p50 ms", "p99 ms", "p99 / p50", "p50 / bare"):
+        table.add_column(column, justify="left" if column == "per part" else "right")
+    bare = report.figures(report.bare_ms)["p50"]
+    trunks = ", ".join(report.trunks) or "none"
+    for label, values in (
+        (f"bare session.run (shared trunks: {trunks})", report.bare_ms),
+        ("inspector, back to back", report.loop_ms),
+        (f"inspector, parts {interval:g} s apart", report.line_ms),
+    ):
+        f = report.figures(values)
+        table.add_row(
+            label,
+            f"{f['p50']:.2f}",
+            f"{f['p99']:.2f}",
+            f"{f['p99_over_p50']:.2f}",
+            f"{f['p50'] / bare:.2f}",
+        )
+    console.print(table)
+    console.print(
+        f"process CPU per part: {data['loop_cpu_ms_p50']:.1f} ms back to back, "
+        f"{data['line_cpu_ms_p50']:.1f} ms at line rate"
+    )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

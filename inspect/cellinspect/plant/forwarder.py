@@ -9,7 +9,8 @@ cursor move on, fsynced. A crash between the two steps resends a batch the centr
 already has, which changes nothing there: exactly once. A link down for hours is a backlog
 (rows after the cursor), retried with back-off and logged once per outage. Labels set on the
 station's review page follow their rows (plant/review_forward.py, a cursor of their own);
-labels set on the hub can flow back (`reviews_from_hub`).
+labels set on the hub can flow back (`reviews_from_hub`). With an S3 target (`forward.s3`)
+images go to the bucket instead of the hub, and the central row records where each one is.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ from sqlalchemy.orm import Session
 
 from cellinspect.entities import InspectedFrame
 from cellinspect.errors import ConfigError
+from cellinspect.plant.hub_images import ImageRejectedError, link_image
 from cellinspect.plant.review_forward import ReviewForwardError, ReviewPusher, from_station
+from cellinspect.plant.s3_images import S3Error, S3ImageTarget, target_from
 from cellinspect.storage.codec import result_from_json
 from cellinspect.storage.db import make_engine
 from cellinspect.storage.errors import ResultNotFoundError, StoreError
 from cellinspect.storage.images import ImageStore
 from cellinspect.storage.models import ResultRow, ReviewEventRow
-from cellinspect.storage.records import ReviewInput
+from cellinspect.storage.records import ImageKind, ReviewInput
 from cellinspect.storage.sql_store import SqlResultStore
 
 if TYPE_CHECKING:
@@ -66,7 +69,7 @@ class ForwardStats:
 
     state: str  # "ok", "failing" or "stopped"
     forwarded: int  # rows shipped by this process (resends of a batch count again)
-    images_sent: int
+    images_sent: int  # images the hub accepted, or objects put to S3 (not those it held)
     reviews_sent: int  # station labels (and undos) applied centrally by this process
     backlog: int  # local rows not yet forwarded
     lag_s: float | None  # age of the oldest unforwarded row (capture time), None: no backlog
@@ -139,9 +142,11 @@ class Forwarder:
         interval_s: float = 2.0,
         reviews_from_hub: str | None = None,
         reviews_to_hub: str | None = None,
+        s3: S3ImageTarget | None = None,
     ) -> None:
         """`reviews_from_hub`: this station's id, to copy labels set centrally back to it;
-        `reviews_to_hub`: this station's id, to send labels set here to the central store."""
+        `reviews_to_hub`: this station's id, to send labels set here to the central store;
+        `s3`: put images there (and link them in the central store) instead of to the hub."""
         self.local = local
         self.central_display = make_url(central_url).render_as_string(hide_password=True)
         engine = make_engine(central_engine_url(central_url))
@@ -162,6 +167,7 @@ class Forwarder:
             )
         )
         self.hub_url = hub_url.rstrip("/") if hub_url else None
+        self.s3 = s3
         self._token = token
         self.batch_size = batch_size
         self.interval_s = interval_s
@@ -379,8 +385,8 @@ class Forwarder:
             self._lag = lag
 
     def _ship(self, result_id: str, image: _Image) -> None:
-        """PUT one image to the hub; a file gone locally (retention) is skipped, logged."""
-        if self.hub_url is None:
+        """Send one image to S3 or the hub; a file gone locally (retention) is skipped, logged."""
+        if self.hub_url is None and self.s3 is None:
             return
         try:
             body = image.path.read_bytes()
@@ -389,6 +395,38 @@ class Forwarder:
             return
         except OSError as err:
             raise ForwardError(f"cannot read {image.path}: {err}") from None
+        if self.s3 is not None:
+            self._ship_s3(self.s3, result_id, image, body)
+        else:
+            self._ship_hub(result_id, image, body)
+
+    def _ship_s3(self, s3: S3ImageTarget, result_id: str, image: _Image, body: bytes) -> None:
+        """Put the object (unless its content is there), then link it to the central row."""
+        try:
+            path, uploaded = s3.put(image.sha256, image.media_type, body)
+        except S3Error as err:
+            raise ForwardError(str(err)) from None
+        try:
+            link_image(
+                self.central,
+                result_id,
+                ImageKind(image.kind),
+                path,
+                len(body),
+                image.sha256,
+                image.media_type,
+            )
+        except ImageRejectedError as err:
+            raise ForwardError(f"central store refused {result_id} {image.kind}: {err}") from None
+        except SQLAlchemyError as err:
+            raise ForwardError(_short(err)) from None
+        if uploaded:
+            with self._lock:
+                self._images += 1
+
+    def _ship_hub(self, result_id: str, image: _Image, body: bytes) -> None:
+        """PUT one image to the hub, content-addressed; the hub skips what it holds."""
+        assert self.hub_url is not None
         query = urllib.parse.urlencode({"result_id": result_id, "kind": image.kind})
         request = urllib.request.Request(
             f"{self.hub_url}/hub/images/{image.sha256}?{query}",
@@ -433,6 +471,11 @@ def forwarder_from(
             f"forward.enabled: set {config.central_url_env} (or forward.central_url_file) to "
             "the central store's SQLAlchemy URL"
         )
+    if config.hub_url is not None and config.s3 is not None:
+        raise ConfigError(
+            "forward: hub_url and s3 are two image targets; set one (images go to S3 and the "
+            "hub reads them back from there)"
+        )
     token = _secret(config.token_env, config.token_file, "hub token")
     if config.hub_url is not None and token is None:
         log.warning(
@@ -448,6 +491,7 @@ def forwarder_from(
         interval_s=config.interval_s,
         reviews_from_hub=station_id if config.reviews_from_hub else None,
         reviews_to_hub=station_id if config.reviews_to_hub else None,
+        s3=None if config.s3 is None else target_from(config.s3),
     )
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from cellinspect.api.app import create_app
 from cellinspect.api.routers import hub_images, stations
 from cellinspect.api.server import GRACEFUL_SHUTDOWN_S, access_summary, check_bind
+from cellinspect.plant.hub_images import read_s3_images
 from cellinspect.api.services import ApiServices
 from cellinspect.plant.mqtt_config import MqttConfig
 from cellinspect.settings import StationSettings
@@ -33,6 +34,7 @@ def create_hub_app(settings: StationSettings, store: ResultStore) -> FastAPI:
     app = create_app(settings, store)
     app.title = "cellinspect hub API"
     app.include_router(hub_images.router)
+    read_s3_images(store)  # images stations put to S3 (forward.s3) are read back from there
     app.include_router(stations.router)
     return app
 

@@ -21,6 +21,7 @@ from cellinspect.config import SourceConfig, format_validation_error
 from cellinspect.errors import ConfigError
 from cellinspect.health.config import HealthConfig
 from cellinspect.plant.mqtt_config import MqttConfig
+from cellinspect.plant.s3_images import S3Config
 
 OpcUaPolicy = Literal["none", "basic256sha256_sign", "basic256sha256_sign_encrypt"]
 
@@ -215,6 +216,11 @@ class ForwardConfig(_Strict):
         description="Send labels set on this station's review page (and their undos) to the "
         "central store, after their results (reviewer recorded as NAME@<station_id>).",
     )
+    s3: S3Config | None = Field(
+        default=None,
+        description="Put kept images to this S3-compatible bucket instead of the hub "
+        "(content-addressed; the central row records s3://bucket/key). Needs the s3 extra.",
+    )
 
 
 class StationFile(_Strict):
@@ -323,6 +329,11 @@ def _resolve_paths(station: StationFile, base: Path) -> StationFile:
         update={
             "central_url_file": absolute(station.forward.central_url_file),
             "token_file": absolute(station.forward.token_file),
+            "s3": None
+            if station.forward.s3 is None
+            else station.forward.s3.model_copy(
+                update={"credentials_file": absolute(station.forward.s3.credentials_file)}
+            ),
         }
     )
     opcua = station.opcua.model_copy(
