@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from cellinspect.api.app import create_app
 from cellinspect.api.routers import hub_images, stations
 from cellinspect.api.server import GRACEFUL_SHUTDOWN_S, access_summary, check_bind
-from cellinspect.plant.hub_images import read_s3_images
 from cellinspect.api.services import ApiServices
+from cellinspect.plant.hub_images import read_s3_images
 from cellinspect.plant.mqtt_config import MqttConfig
 from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import open_store
