@@ -244,6 +244,12 @@ def test_line_with_the_real_inspector_on_a_real_model(
     assert report.escapes == 0 and report.false_rejects <= report.fail_safe_rejects
     assert report.correct_rejects == sum(1 for i in range(1, 21) if catalog.label(i) != "good")
     assert report.results_review == 0 and report.no_results == 0
+    # the line reports session.run inside its inspections; each run lies within its inspection
+    assert report.run_p50_ms is not None and report.inspect_p50_ms is not None
+    assert 0 < report.run_p50_ms <= report.inspect_p50_ms
+    console = Console(record=True, width=120)
+    console.print(report_table(report))
+    assert f"{report.run_p50_ms:.1f} ms" in console.export_text()
     assert (
         "parts"
         in progress_text(

@@ -80,6 +80,9 @@ class LineReport:
     robot_acknowledged: int | None = None
     robot_timed_out: int | None = None
     drift: DriftLead | None = None  # with `--drift`: when health alarmed, when errors rose
+    # session.run inside those inspections: how far the whole inspection is from the models
+    run_p50_ms: float | None = None
+    run_p99_ms: float | None = None
 
     @property
     def mismatches(self) -> list[AuditEntry]:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from cellinspect import shipped
 from cellinspect.entities import InspectedFrame
 from cellinspect.line.audit import LineReport, build_report
@@ -126,6 +128,14 @@ def run_cell(
     """
     catalog = catalog or make_catalog(config)
     labels = _labels(catalog, config.parts)
+    run_ms: list[float] = []  # session.run per inspection (one per shared trunk or model)
+
+    def timed(inspected: InspectedFrame) -> None:
+        if (ms := inspected.result.timings_ms.get("inference")) is not None:
+            run_ms.append(ms)
+        if on_result is not None:
+            on_result(inspected)
+
     parts = place_parts(
         labels,
         config.pitch_mm,
@@ -145,7 +155,7 @@ def run_cell(
         where="line",
         camera=camera,
         make_overlays=station is not None and station.store.enabled,
-        on_result=on_result,
+        on_result=timed,
         on_target=on_target,
         inspector_factory=None if inspector is None else (lambda _number: inspector),
         interface_overrides={
@@ -220,6 +230,12 @@ def run_cell(
         port=port,
         robot=runtime.robot.counters if runtime.robot is not None else None,
     )
+    if run_ms:
+        report = dataclasses.replace(
+            report,
+            run_p50_ms=float(np.percentile(run_ms, 50)),
+            run_p99_ms=float(np.percentile(run_ms, 99)),
+        )
     if config.drift is None:
         return report
     return dataclasses.replace(report, drift=drift_lead(config.drift, runtime.health, report.audit))

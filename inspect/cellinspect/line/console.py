@@ -49,6 +49,7 @@ def report_table(report: LineReport) -> Table:
             f"{_ms(report.latency_p50_ms)} / {_ms(report.latency_p99_ms)}",
         ),
         ("inspection p50 / p99", f"{_ms(report.inspect_p50_ms)} / {_ms(report.inspect_p99_ms)}"),
+        ("  of it session.run p50 / p99", f"{_ms(report.run_p50_ms)} / {_ms(report.run_p99_ms)}"),
         ("deadline", _ms(report.deadline_ms)),
         (
             "link errors / reconnects / station errors",
