@@ -150,6 +150,14 @@ TileScaleOpt = Annotated[
         "(1 = native pixels; 0.5 = half as many tiles per side).",
     ),
 ]
+AugmentOpt = Annotated[
+    str,
+    typer.Option(
+        help="anomaly: add views of each fitted good part to the bank / Gaussians: flips "
+        "(mirrored left-right and top-bottom), shifts (4 shifts by 1/28 of the size), or "
+        "flips,shifts. Held-out parts are never augmented. For few good parts.",
+    ),
+]
 BagsOpt = Annotated[
     int,
     typer.Option(

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from cellinspect.cli.support import (
+    AugmentOpt,
     BagsOpt,
     CrossFitOpt,
     DetectorOpt,
@@ -234,6 +235,7 @@ def train(
     groups: GroupsOpt = 1,
     top_k: TopKOpt = 1,
     cross_fit: CrossFitOpt = None,
+    augment: AugmentOpt = "",
     target_escape: TargetEscapeOpt = 0.01,
     target_false_reject: TargetFalseRejectOpt = 0.05,
     resize: ResizeOpt = "letterbox",
@@ -242,6 +244,7 @@ def train(
     """Train a classifier or anomaly detector on a recorded split, set its thresholds on the
     val part, evaluate on the test part."""
     from cellinspect.errors import ConfigError
+    from cellinspect.training.bank_augment import parse_augment
     from cellinspect.training.dataset import load_labelled
     from cellinspect.training.fit_calibration import CalibrationTargets
     from cellinspect.training.train import Kind, Method, TrainPlan, train_model
@@ -265,6 +268,7 @@ def train(
                 groups=groups,
                 top_k=top_k,
                 cross_fit=cross_fit,
+                augment=parse_augment(augment),
                 targets=CalibrationTargets(target_escape, target_false_reject),
                 resize=resize_choice(resize),
                 tile_scale=tile_scale,

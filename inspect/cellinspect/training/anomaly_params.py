@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cellinspect.errors import ModelError
+from cellinspect.training.bank_augment import AUGMENTS, parse_augment
 
 DEFAULT_SHRINKAGE = 0.1  # gaussian: covariance weight moved to its mean variance
 
@@ -39,6 +40,9 @@ class AnomalyFitParams:
     # None: on for the gaussian detector (never worse on elpv validation, README), off for
     # patchcore, whose bank search is too slow to repeat per fold
     cross_fit: bool | None = None
+    # extra views of each fitted image for the bank / Gaussians ("flips", "shifts";
+    # bank_augment.py); held-out parts are never augmented
+    augment: tuple[str, ...] = ()
 
     @property
     def cross_fitted(self) -> bool:
@@ -62,6 +66,8 @@ class AnomalyFitParams:
                 "cross-fitting is for the gaussian detector; PatchCore's bank search is too "
                 "slow to fit once per fold"
             )
+        if parse_augment(self.augment) != tuple(self.augment):
+            raise ModelError(f"augment must be a subset of {AUGMENTS} in that order")
         if not 0.0 <= self.shrinkage < 1.0:
             raise ModelError(f"shrinkage must be in [0, 1), got {self.shrinkage}")
 

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ from cellinspect.inference.preprocess_contract import preprocess_record
 from cellinspect.inference.tiling import fit_inputs, fitted_input
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.anomaly_params import AUTO, AnomalyFitParams
+from cellinspect.training.bank_augment import AugmentedPatches, augment_features, view_names
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 from cellinspect.training.detector_choice import DetectorChoice, choose_detector
 from cellinspect.training.fit_gaussian import cross_fit_folds, fit_gaussian
@@ -103,6 +105,13 @@ def run_batched(
     return np.concatenate(chunks, axis=0)
 
 
+def _patches_of(
+    session: ort.InferenceSession, manifest: Manifest, batch_size: int, images: Sequence[ImageU8]
+) -> F32:
+    """Patch features of images (augmented views), as the fit extracts them."""
+    return run_batched(session, PATCHES_OUTPUT, images, manifest, batch_size)
+
+
 @dataclass(frozen=True)
 class _Bag:
     """One draw of bank and held-out parts, fitted: what the graph needs and what it held out."""
@@ -123,12 +132,16 @@ def _fit_bag(
     backbone: Manifest,
     tmp: str,
     stage: Stage,
+    aug: AugmentedPatches | None = None,
 ) -> _Bag:
     """Split, project, pick the coreset, and scale (and z-score) on the held-out parts."""
     order = np.random.default_rng(seed).permutation(len(images))
     hold_idx, bank_idx = order[:n_hold], order[n_hold:]
     channels = patches.shape[2]
-    flat = patches[bank_idx].reshape(-1, channels)
+    # augmented views of the bank images only: held-out parts and their views stay out
+    flat = (patches[bank_idx] if aug is None else aug.with_sources(patches, bank_idx)).reshape(
+        -1, channels
+    )
     projection = random_projection(channels, params.projection_dim, seed)
     projected = np.ascontiguousarray(flat @ projection, dtype=np.float32)
     picked = greedy_coreset(
@@ -189,10 +202,20 @@ def _patchcore_model(
     tmp: str,
     out_path: Path,
     stage: Stage,
+    aug: AugmentedPatches | None = None,
 ) -> _Fitted:
     fits = [
         _fit_bag(
-            patches, images, params.seed + b, n_hold, params, backbone_path, backbone, tmp, stage
+            patches,
+            images,
+            params.seed + b,
+            n_hold,
+            params,
+            backbone_path,
+            backbone,
+            tmp,
+            stage,
+            aug,
         )
         for b in range(params.bags)
     ]
@@ -204,7 +227,8 @@ def _patchcore_model(
     # Counts, scale and held-out scores are the first bag's (the only one by default).
     bank = first.params.bank
     z_scored = first.params.position_mean is not None
-    n_patches = int(len(first.bank_idx) * patches.shape[1])
+    views = 1 + (aug.per_image() if aug is not None else 0)
+    n_patches = int(len(first.bank_idx) * views * patches.shape[1])
     return _Fitted(
         model_path=model_path,
         method="PatchCore (stride-8 + stride-16 patches, 3x3 avg pool, greedy coreset)"
@@ -238,8 +262,9 @@ def _gaussian_model(
     backbone_path: Path,
     out_path: Path,
     stage: Stage,
+    aug: AugmentedPatches | None = None,
 ) -> _Fitted:
-    fit = fit_gaussian(patches, n_hold, params, stage)
+    fit = fit_gaussian(patches, n_hold, params, stage, aug)
     model_path = build_gaussian_graph(backbone_path, fit.params, out_path)
     z_scored = params.position_norm
     positions = patches.shape[1]
@@ -365,11 +390,14 @@ def fit_anomaly(
             f"held-out good images; there are {len(images)} good image(s), and {how}. Add "
             "good images or turn it off."
         )
-    if params.detector == "gaussian" and len(images) - n_hold < params.groups * MIN_GROUP_IMAGES:
+    views = 1 + len(view_names(params.augment))  # each fitted image and its augmented views
+    fit_views = (len(images) - n_hold) * views
+    if params.detector == "gaussian" and fit_views < params.groups * MIN_GROUP_IMAGES:
         raise ModelError(
             f"{dataset.root}: the gaussian detector needs at least {MIN_GROUP_IMAGES} good "
-            f"images per group to fit on; {len(images)} good image(s) leave "
-            f"{len(images) - n_hold} after holding out {n_hold}, for {params.groups} group(s)."
+            f"images per group to fit on (an augmented view counts as one); {len(images)} good "
+            f"image(s) leave {fit_views} ({views} view(s) each) after holding out {n_hold}, "
+            f"for {params.groups} group(s)."
         )
     out_path = out_dir / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="cellinspect-fit-") as tmp:
@@ -383,6 +411,12 @@ def fit_anomaly(
             params.batch_size,
             lambda d, t: stage("features", d, t),
         )
+        aug = augment_features(
+            images,
+            params.augment,
+            partial(_patches_of, session, backbone, params.batch_size),
+            progress=lambda d, t: stage("augment", d, t),
+        )
         del session
         choice = None
         if params.detector == AUTO:  # the candidates are fitted without augmented views
@@ -391,10 +425,10 @@ def fit_anomaly(
             )
             params = choice.params
         fitted = (
-            _gaussian_model(patches, n_hold, params, backbone_path, out_path, stage)
+            _gaussian_model(patches, n_hold, params, backbone_path, out_path, stage, aug)
             if params.detector == "gaussian"
             else _patchcore_model(
-                patches, images, n_hold, params, backbone_path, backbone, tmp, out_path, stage
+                patches, images, n_hold, params, backbone_path, backbone, tmp, out_path, stage, aug
             )
         )
     h = int(np.sqrt(patches.shape[1]))
@@ -433,6 +467,8 @@ def fit_anomaly(
                 "good_images": len(images),
                 "bank_images": fitted.bank_images,
                 "holdout_images": fitted.holdout_images,
+                # views that joined the bank / Gaussians (the first bag's), never held-out ones
+                "augmented_views": fitted.bank_images * (views - 1),
                 "skipped": len(good.skipped),
             },
             RECORD_KEY: image_record(good),
@@ -443,6 +479,7 @@ def fit_anomaly(
                 "scale_quantile": params.scale_quantile,
                 "seed": params.seed,
                 "position_norm": params.position_norm,
+                "augment": list(params.augment),
             },
             "score_scale_raw": scale,
             **fitted.extra,

@@ -31,6 +31,7 @@ from cellinspect.inference.patchcore import (
     random_projection,
 )
 from cellinspect.training.anomaly_params import AnomalyFitParams
+from cellinspect.training.bank_augment import AugmentedPatches
 from cellinspect.training.dataset import Stage
 
 F32 = npt.NDArray[np.float32]
@@ -70,24 +71,40 @@ def cross_fit_folds(holdout_fraction: float) -> int:
     return max(2, round(1.0 / holdout_fraction))
 
 
-def cross_fit_maps(projected: F32, members: I64, folds: int, shrinkage: float) -> F32:
+def _fit_set(projected: F32, members: I64, aug: AugmentedPatches | None) -> F32:
+    """The features a fit on `members` sees: theirs, and their augmented views (if any)."""
+    return projected[members] if aug is None else aug.with_sources(projected, members)
+
+
+def cross_fit_maps(
+    projected: F32,
+    members: I64,
+    folds: int,
+    shrinkage: float,
+    aug: AugmentedPatches | None = None,
+) -> F32:
     """Distance maps of every member, each under Gaussians fitted without its own fold.
 
     Members are dealt to folds in turn (the caller has shuffled them), so folds differ in size
-    by one at most; `folds == len(members)` is leave-one-out.
+    by one at most; `folds == len(members)` is leave-one-out. Augmented views (projected like
+    `projected`) go with their source: a fold's fit never sees a view of a part it scores.
     """
     if not 2 <= folds <= len(members):
         raise ModelError(f"cross-fitting needs 2..{len(members)} folds, got {folds}")
     fold_of = np.arange(len(members)) % folds
     maps = np.empty((len(members), projected.shape[1]), np.float32)
     for fold in range(folds):
-        mean, whiten = fit_position_gaussians(projected[members[fold_of != fold]], shrinkage)
+        fit_set = _fit_set(projected, members[fold_of != fold], aug)
+        mean, whiten = fit_position_gaussians(fit_set, shrinkage)
         maps[fold_of == fold] = mahalanobis(projected[members[fold_of == fold]], mean, whiten)
     return maps
 
 
-def _check_fold_size(members: int, folds: int, params: AnomalyFitParams, group: int) -> None:
-    fold_fit = members - -(-members // folds)  # the smallest fit: all but the largest fold
+def _check_fold_size(
+    members: int, folds: int, params: AnomalyFitParams, group: int, views: int = 1
+) -> None:
+    # the smallest fit: all but the largest fold, each image with its `views`
+    fold_fit = (members - -(-members // folds)) * views
     if fold_fit < MIN_GROUP_IMAGES:
         raise ModelError(
             f"texture group {group} of {params.groups}: cross-fitting over {folds} folds "
@@ -96,11 +113,20 @@ def _check_fold_size(members: int, folds: int, params: AnomalyFitParams, group: 
         )
 
 
-def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Stage) -> GaussianFit:
+def fit_gaussian(
+    patches: F32,
+    n_hold: int,
+    params: AnomalyFitParams,
+    stage: Stage,
+    aug: AugmentedPatches | None = None,
+) -> GaussianFit:
     """Fit each group's Gaussians and set its z-scores and scale on held-out good parts.
 
     With `cross_fit` every good part is fitted by the final Gaussians and also held out once,
     by the model of the folds without it, instead of `n_hold` parts serving only one role.
+    `aug` (views of the images of `patches`, bank_augment.py) joins the fits of its sources
+    only; held-out scores are of original images alone. A view counts as an image towards
+    the minimum a group needs to fit on.
     """
     if params.groups < 1:
         raise ModelError(f"groups must be >= 1, got {params.groups}")
@@ -109,6 +135,9 @@ def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Sta
     folds = cross_fit_folds(params.holdout_fraction)
     projection = random_projection(patches.shape[2], params.projection_dim, params.seed)
     projected = patches if is_identity(projection) else np.asarray(patches @ projection, np.float32)
+    if aug is not None and not is_identity(projection):
+        aug = aug.project(projection)
+    views = 1 + (aug.per_image() if aug is not None else 0)
     router, bank_groups, hold_groups = _groups(patches, bank_idx, hold_idx, params)
     groups: list[GaussianGroup] = []
     hold_scores = np.zeros(len(hold_idx), np.float32)
@@ -116,16 +145,16 @@ def fit_gaussian(patches: F32, n_hold: int, params: AnomalyFitParams, stage: Sta
     for g in range(params.groups):
         bank_g, hold_g = bank_idx[bank_groups == g], np.flatnonzero(hold_groups == g)
         sizes.append((len(bank_g), len(hold_g)))
-        if len(bank_g) < MIN_GROUP_IMAGES:
+        if len(bank_g) * views < MIN_GROUP_IMAGES:
             raise ModelError(
                 f"texture group {g} of {params.groups} holds {len(bank_g)} good image(s) to "
-                f"fit on; at least {MIN_GROUP_IMAGES} are needed. Add good images or use "
-                "fewer groups."
+                f"fit on ({views} view(s) each); at least {MIN_GROUP_IMAGES} are needed. Add "
+                "good images, augment, or use fewer groups."
             )
-        mean, whiten = fit_position_gaussians(projected[bank_g], params.shrinkage)
+        mean, whiten = fit_position_gaussians(_fit_set(projected, bank_g, aug), params.shrinkage)
         if params.cross_fitted:
-            _check_fold_size(len(bank_g), folds, params, g)
-            maps = cross_fit_maps(projected, bank_g, folds, params.shrinkage)
+            _check_fold_size(len(bank_g), folds, params, g, views)
+            maps = cross_fit_maps(projected, bank_g, folds, params.shrinkage, aug)
         else:
             maps = mahalanobis(projected[hold_idx[hold_g]], mean, whiten)
         pos_mean: F32 | None = None

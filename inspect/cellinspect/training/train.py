@@ -57,6 +57,7 @@ class TrainPlan:
     groups: int = 1  # anomaly, gaussian: texture groups
     top_k: int = 1  # anomaly, gaussian: image score = mean of the k highest patch scores
     cross_fit: bool | None = None  # anomaly: None = on for gaussian (fit_anomaly)
+    augment: tuple[str, ...] = ()  # anomaly: flips / shifts of the fitted parts (bank_augment)
     resize: ResizeMode = ResizeMode.LETTERBOX  # how images meet the input (manifest input.resize)
     tile_scale: float = 1.0  # resize tile: images are resized by this before they are cut
     targets: CalibrationTargets = field(default_factory=CalibrationTargets)  # set on val
@@ -72,6 +73,7 @@ class TrainPlan:
             groups=self.groups,
             top_k=self.top_k,
             cross_fit=self.cross_fit,
+            augment=self.augment,
         )
         params.check()
         return params
