@@ -107,7 +107,8 @@ def print_detector_choice(model_path: Path) -> None:
         return
     table = Table(
         title=f"--detector auto: candidates fitted on {record.get('fit_images')} good parts, "
-        f"scored on {record.get('held_back_good')} held back, each also with a synthetic anomaly"
+        f"scored on {record.get('held_back_good')} held back and "
+        f"{record.get('synthetic_anomalies')} synthetic anomalies drawn on them"
     )
     table.add_column("candidate")
     table.add_column("settings")

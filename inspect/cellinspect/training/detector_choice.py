@@ -34,6 +34,7 @@ MIN_CHOICE_IMAGES = 4  # fewer held-back parts give an AUROC of a handful of pai
 MIN_CANDIDATE_IMAGES = 5  # what fit_anomaly asks of any fit
 TIE_AUROC = 0.005  # AUROCs this close count as tied: the cheaper candidate wins
 AUTO_GROUPS = 3  # texture groups of the grouped gaussian candidate (unless --groups says)
+MARKS_PER_PART = 2  # synthetic anomalies drawn per held-back part (other kind each time)
 SEED_OFFSET = 7919  # held-back draw differs from the detectors' own bank / held-out draw
 
 # fit(patches, images, params, out_path) -> model path;  score(model, images) -> scores
@@ -63,7 +64,7 @@ class DetectorChoice:
     reason: str
     results: tuple[CandidateResult, ...]
     fit_images: int  # each candidate was fitted on these
-    held_back: int  # good parts scored, each also once with a synthetic mark
+    held_back: int  # good parts scored, each also MARKS_PER_PART times with a synthetic mark
     kinds: tuple[str, ...]
     seed: int
 
@@ -78,7 +79,7 @@ class DetectorChoice:
             f"ties (within {TIE_AUROC}) to the cheaper candidate",
             "fit_images": self.fit_images,
             "held_back_good": self.held_back,
-            "synthetic_anomalies": self.held_back,
+            "synthetic_anomalies": self.held_back * MARKS_PER_PART,
             "kinds": list(self.kinds),
             "seed": self.seed,
             "candidates": [
@@ -177,7 +178,11 @@ def choose_detector(
     Candidate models are written under `work_dir` (one folder each) and left there."""
     fit_idx, back_idx = held_back_split(len(images), params.seed)
     held = [images[i] for i in back_idx]
-    marked = [a.image for a in synthetic_set(held, params.seed, KINDS)]
+    marked = [
+        a.image
+        for r in range(MARKS_PER_PART)
+        for a in synthetic_set(held, params.seed + r * SEED_OFFSET, (*KINDS[r:], *KINDS[:r]))
+    ]
     fit_images = [images[i] for i in fit_idx]
     results: list[CandidateResult] = []
     tried = candidates(params)

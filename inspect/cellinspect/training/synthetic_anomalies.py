@@ -23,7 +23,7 @@ from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 
 KINDS = ("cut_paste", "scratch", "blob", "texture_swap")
-MIN_DELTA = 24  # grey levels every masked pixel moves by at least (in its strongest channel)
+MIN_DELTA = 16  # grey levels every masked pixel moves by at least (in its strongest channel)
 MIN_SIDE = 16  # smaller images leave no room for a mark that a 224-pixel backbone can see
 
 Mask = npt.NDArray[np.bool_]
@@ -45,10 +45,10 @@ def _size(image: ImageU8) -> tuple[int, int]:
 
 
 def _box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """(y, x, bh, bw): a box of 8-20 % of the shorter side, anywhere inside the image."""
+    """(y, x, bh, bw): a box of 6-15 % of the shorter side, anywhere inside the image."""
     side = min(h, w)
-    bh = max(4, int(side * rng.uniform(0.08, 0.2)))
-    bw = max(4, int(side * rng.uniform(0.08, 0.2)))
+    bh = max(4, int(side * rng.uniform(0.06, 0.15)))
+    bw = max(4, int(side * rng.uniform(0.06, 0.15)))
     return int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw
 
 
@@ -69,7 +69,7 @@ def _cut_paste(image: ImageU8, rng: np.random.Generator) -> tuple[F32, Mask]:
 
 
 def _scratch(image: ImageU8, rng: np.random.Generator) -> tuple[F32, Mask]:
-    """A thin bent line, darker or brighter than the part around it."""
+    """A thin bent line, 30-80 grey levels darker or brighter than the part under it."""
     h, w = _size(image)
     side = min(h, w)
     start = rng.uniform(0.1, 0.9, 2) * (w, h)
@@ -84,8 +84,7 @@ def _scratch(image: ImageU8, rng: np.random.Generator) -> tuple[F32, Mask]:
     cv2.polylines(line, [np.round(np.array(points)).astype(np.int32)], False, (255,), width)
     mask = line > 0
     out = image.astype(np.float32)
-    level = rng.uniform(0, 40) if rng.random() < 0.5 else rng.uniform(215, 255)
-    out[mask] = level
+    out[mask] += rng.uniform(30, 80) * (-1 if rng.random() < 0.5 else 1)
     return out, mask
 
 
@@ -93,8 +92,8 @@ def _ellipse_mask(h: int, w: int, rng: np.random.Generator) -> Mask:
     side = min(h, w)
     centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
     axes = (
-        max(2, int(side * rng.uniform(0.04, 0.12))),
-        max(2, int(side * rng.uniform(0.04, 0.12))),
+        max(2, int(side * rng.uniform(0.03, 0.09))),
+        max(2, int(side * rng.uniform(0.03, 0.09))),
     )
     canvas = np.zeros((h, w), np.uint8)
     cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), 0, 360, (255,), -1)
@@ -107,7 +106,7 @@ def _blob(image: ImageU8, rng: np.random.Generator) -> tuple[F32, Mask]:
     mask = _ellipse_mask(h, w, rng)
     weight = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(1.0, min(h, w) / 100))
     weight = np.where(mask, np.maximum(weight, 0.5), 0.0).astype(np.float32)
-    shift = rng.uniform(45, 90) * (-1 if rng.random() < 0.5 else 1)
+    shift = rng.uniform(25, 60) * (-1 if rng.random() < 0.5 else 1)
     out = image.astype(np.float32)
     scaled = weight[..., None] if out.ndim == 3 else weight
     return out + shift * scaled, mask
