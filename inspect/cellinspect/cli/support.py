@@ -130,10 +130,16 @@ TopKOpt = Annotated[
         min=1, help="anomaly, gaussian: image score = mean of the k highest patch scores."
     ),
 ]
+def _resize_value(value: str) -> str:
+    """Checks --resize while the options are parsed, before any image is read."""
+    return resize_choice(value).value
+
+
 ResizeOpt = Annotated[
     str,
     typer.Option(
         "--resize",
+        callback=_resize_value,
         help="How images meet the model's square input (recorded in the manifest, applied "
         "alike at the station): letterbox (longer side to the input, the rest padded; keeps "
         "the shape), stretch (both sides to the input, as models fitted before this option), "

@@ -6,7 +6,8 @@ size on both sides of `session.run`: it cuts big frames into overlapping input-s
 and after the run it maps outputs back onto the image. Anomaly maps lose the letterbox
 padding (no anomaly is ever shown on it, and a score never exceeds the highest map value on
 the image area); tiled images score as their worst tile (anomaly: highest score; classifier:
-lowest good-class probability) and their maps are stitched (max where tiles overlap).
+lowest good-class probability) and their maps are stitched (each cell from the tile it is
+most central in).
 
 Tensors keep their images' sizes with them (`PreparedBatch.sizes`, sliced with the batch), so
 whoever slices a batch by image between `prepare` and `run` (the station batches across
@@ -231,6 +232,13 @@ def _good(out: ModelOutput, good_labels: Sequence[str]) -> float:
     return sum(p for label, p in out.class_scores.items() if label in good_labels)
 
 
+def _owners(starts: Sequence[int], tile: int, cell: float, cells: int) -> npt.NDArray[np.intp]:
+    """Per map cell along one axis: the tile whose centre is nearest the cell's centre."""
+    centres = np.array([s + tile / 2 for s in starts])
+    at = (np.arange(cells) + 0.5) * cell
+    return np.asarray(np.argmin(np.abs(at[:, None] - centres[None, :]), axis=1), dtype=np.intp)
+
+
 def _tiled(outs: Sequence[ModelOutput], plan: TilePlan, good_labels: Sequence[str]) -> ModelOutput:
     if outs[0].task is Task.CLASSIFICATION:
         return min(outs, key=lambda o: _good(o, good_labels))
@@ -238,22 +246,23 @@ def _tiled(outs: Sequence[ModelOutput], plan: TilePlan, good_labels: Sequence[st
         return max(outs, key=lambda o: o.anomaly_score or 0.0)
     gh, gw = outs[0].anomaly_map.shape
     ch, cw = plan.tile_h / gh, plan.tile_w / gw
-    full = np.full(
-        (max(1, math.ceil(plan.height / ch)), max(1, math.ceil(plan.width / cw))),
-        -np.inf,
-        np.float32,
-    )
+    rows, cols = max(1, math.ceil(plan.height / ch)), max(1, math.ceil(plan.width / cw))
+    # Each cell of the stitched map is read from the tile it is most central in: away from
+    # tile borders, where a tile sees only part of its neighbourhood.
+    own_r = _owners(plan.ys, plan.tile_h, ch, rows)
+    own_c = _owners(plan.xs, plan.tile_w, cw, cols)
+    full = np.zeros((rows, cols), np.float32)
     score = -math.inf
-    for out, (x, y) in zip(outs, plan.origins(), strict=True):
+    for t, (out, (x, y)) in enumerate(zip(outs, plan.origins(), strict=True)):
         assert out.anomaly_map is not None and out.anomaly_score is not None
         w, h = min(plan.tile_w, plan.width - x), min(plan.tile_h, plan.height - y)
-        rows, cols = _cells((gh, gw), plan.tile_w, plan.tile_h, 0, 0, w, h)
-        part = out.anomaly_map[rows, cols]
-        score = max(score, min(out.anomaly_score, float(part.max())))
-        r0, c0 = round(y / ch), round(x / cw)
-        r1, c1 = min(full.shape[0], r0 + part.shape[0]), min(full.shape[1], c0 + part.shape[1])
-        np.maximum(full[r0:r1, c0:c1], part[: r1 - r0, : c1 - c0], out=full[r0:r1, c0:c1])
-    full[~np.isfinite(full)] = float(full[np.isfinite(full)].min())
+        valid_r, valid_c = _cells((gh, gw), plan.tile_w, plan.tile_h, 0, 0, w, h)
+        score = max(score, min(out.anomaly_score, float(out.anomaly_map[valid_r, valid_c].max())))
+        r_idx = np.nonzero(own_r == t // len(plan.xs))[0]
+        c_idx = np.nonzero(own_c == t % len(plan.xs))[0]
+        local_r = np.clip(r_idx - round(y / ch), 0, gh - 1)
+        local_c = np.clip(c_idx - round(x / cw), 0, gw - 1)
+        full[np.ix_(r_idx, c_idx)] = out.anomaly_map[np.ix_(local_r, local_c)]
     return replace(outs[0], anomaly_score=score, anomaly_map=full)
 
 
