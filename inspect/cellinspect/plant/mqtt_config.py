@@ -33,6 +33,17 @@ class MqttTlsConfig(_Strict):
         return self
 
 
+class MqttCommandsConfig(_Strict):
+    """Commands in over MQTT (plant/mqtt_commands.py); off unless asked for."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Take commands on <station topic>/cmd/<name> (recipe_select, trigger, "
+        "promote, rollback), each with a user's API token checked as the HTTP API would; "
+        "replies on .../cmd/<name>/reply.",
+    )
+
+
 class MqttConfig(_Strict):
     """Results, alarms (outbox, QoS 1), retained state with a last will, metrics (docs/mqtt.md)."""
 
@@ -80,6 +91,9 @@ class MqttConfig(_Strict):
     )
     metrics_every_s: float = Field(
         default=10.0, gt=0, description="Interval of the retained metrics message."
+    )
+    commands: MqttCommandsConfig = Field(
+        default_factory=MqttCommandsConfig, description="Commands in over MQTT (off by default)."
     )
 
     @model_validator(mode="after")

@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cellinspect.entities import InspectionResult
 from cellinspect.errors import ConfigError
+from cellinspect.plant.mqtt_commands import MqttCommands
 from cellinspect.plant.mqtt_config import MqttConfig
 from cellinspect.plant.mqtt_outbox import MqttOutbox, OutboxMessage
 from cellinspect.plant.mqtt_topics import (
@@ -90,6 +91,7 @@ class MqttLink:
         self._next_metrics = 0.0
         self.connects = 0
         self.last_error: str | None = None
+        self.commands: MqttCommands | None = None
         self.client = self._client()
 
     # ------------------------------------------------------------------ set-up
@@ -120,6 +122,18 @@ class MqttLink:
         client.on_connect_fail = self._on_connect_fail
         return client
 
+    def serve_commands(self, commands: MqttCommands) -> None:
+        """Take commands (before `start`): subscribed at every connect, replies at QoS 1."""
+        self.commands = commands
+        commands.publish = lambda topic, payload: self._publish_reply(topic, payload)
+        self.client.message_callback_add(
+            commands.topic_filter, lambda _c, _u, msg: commands.submit(msg.topic, msg.payload)
+        )
+        commands.start()
+
+    def _publish_reply(self, topic: str, payload: str) -> None:
+        self.client.publish(topic, payload, qos=1)
+
     def start(self) -> MqttLink:
         """Connect in the background (the station runs whether the broker answers or not)."""
         cfg = self.cfg
@@ -148,6 +162,8 @@ class MqttLink:
             return
         self.connects += 1
         self.last_error = None
+        if self.commands is not None:  # a clean session forgets subscriptions: every connect
+            client.subscribe(self.commands.topic_filter, qos=1)  # before "online" is said
         client.publish(
             self.topics.state, _dumps(state_payload("online", self.who)), qos=1, retain=True
         )
@@ -274,6 +290,9 @@ class MqttLink:
             return
         self._stop.set()
         self._wake.set()
+        if self.commands is not None:
+            self.client.message_callback_remove(self.commands.topic_filter)
+            self.commands.close()
         if self._thread is not None:
             self._thread.join(timeout=self.cfg.ack_timeout_s + 5)
         end = time.monotonic() + drain_s
