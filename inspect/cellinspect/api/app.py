@@ -29,6 +29,7 @@ from cellinspect.api.routers import (
     shadow,
     spc,
     station_control,
+    stations,
     stats,
     teach,
 )
@@ -129,6 +130,7 @@ def create_app(
         stats,
         spc,
         station_control,
+        stations,
         export,
         events,
         health,

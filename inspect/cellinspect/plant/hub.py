@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from cellinspect.api.app import create_app
-from cellinspect.api.routers import hub_images, stations
+from cellinspect.api.routers import hub_images
 from cellinspect.api.server import GRACEFUL_SHUTDOWN_S, access_summary, check_bind
 from cellinspect.api.services import ApiServices
 from cellinspect.plant.hub_images import read_s3_images
@@ -30,12 +30,11 @@ if TYPE_CHECKING:
 
 
 def create_hub_app(settings: StationSettings, store: ResultStore) -> FastAPI:
-    """The API over the central store with the image-ingest and station-list routes added."""
+    """The API over the central store with the image-ingest route added."""
     app = create_app(settings, store)
     app.title = "cellinspect hub API"
     app.include_router(hub_images.router)
     read_s3_images(store)  # images stations put to S3 (forward.s3) are read back from there
-    app.include_router(stations.router)
     return app
 
 

@@ -13,7 +13,7 @@ from cellinspect.api.schemas import ErrorOut
 from cellinspect.storage.sql_store import SqlResultStore
 from cellinspect.storage.stations import known_stations
 
-router = APIRouter(tags=["hub"], dependencies=[ReadDep], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["stations"], dependencies=[ReadDep], responses=AUTH_RESPONSES)
 
 
 class StationOut(BaseModel):
@@ -35,6 +35,7 @@ class StationsOut(BaseModel):
 @router.get(
     "/stations",
     response_model=StationsOut,
+    summary="Stations with results in the store, with counts and last seen (station selector)",
     responses={501: {"model": ErrorOut, "description": "This store cannot list stations."}},
 )
 async def list_stations(store: StoreDep) -> StationsOut:

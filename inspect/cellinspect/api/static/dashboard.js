@@ -8,6 +8,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = "cellinspect.token";
+  const STATION_KEY = "cellinspect.station";  // the station picked here or on the review page
   const FLAG = "#e5484d";
   const LINE = "#3e8ef7";
   const LIMIT = "#9aa3ad";
@@ -221,11 +222,30 @@
     });
   }
 
+  // The station field offers the stations with results in the store (GET /stations).
+  async function loadStations() {
+    const body = await api("/stations");
+    let list = $("f-station-list");
+    if (!list) {
+      list = document.createElement("datalist");
+      list.id = "f-station-list";
+      document.body.append(list);
+      $("f-station").setAttribute("list", list.id);
+    }
+    list.replaceChildren(...body.items.map((s) => {
+      const option = document.createElement("option");
+      option.value = s.station_id;
+      option.textContent = [s.line, s.site].filter(Boolean).join(" · ");
+      return option;
+    }));
+  }
+
   async function refresh() {
     document.body.dataset.loading = "1";
     status("Loading…");
+    sessionStorage.setItem(STATION_KEY, $("f-station").value);
     try {
-      await Promise.all([loadStats(), loadRejectRate(), loadMeasurements(), loadStation()]);
+      await Promise.all([loadStations(), loadStats(), loadRejectRate(), loadMeasurements(), loadStation()]);
       status(`Updated ${new Date().toLocaleTimeString()}`);
     } catch (error) {
       if (error.status === 401) return signIn();
@@ -262,6 +282,7 @@
       signIn();
     });
     $("filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
+    $("f-station").value = sessionStorage.getItem(STATION_KEY) || "";
     try {
       const me = await api("/me");
       $("whoami").textContent = `${me.name} (${me.role})`;

@@ -11,6 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = "cellinspect.token";
   const UNDO_KEY = "cellinspect.undo";
+  const STATION_KEY = "cellinspect.station";  // the station picked here or on the dashboard
   const SORTS = ["newest", "oldest", "score-desc", "score-asc"];
   const state = {
     items: [],          // results shown, in gallery order
@@ -20,6 +21,7 @@
     picked: null,       // class picked with 1-9 for the selected result
     showOverlay: true,
     me: null,           // GET /me for the current token
+    stations: new Map(),  // station id -> {results, line, site, state} (GET /stations, live)
   };
   const blobs = new Map();  // image URL -> blob: URL, fetched once with the token
   let queue = Promise.resolve();  // labels and undos, one after the other in key order
@@ -78,6 +80,7 @@
 
   function filterQuery() {
     const q = new URLSearchParams();
+    if ($("f-station").value) q.set("station_id", $("f-station").value);
     for (const v of $("f-verdict").value.split(",").filter(Boolean)) q.append("verdict", v);
     if ($("f-reviewed").value) q.set("reviewed", $("f-reviewed").value);
     if ($("f-class").value) q.append("defect_class", $("f-class").value);
@@ -100,6 +103,57 @@
       status(`cannot load defect classes: ${err.message}`, true);
     }
     renderClasses();
+  }
+
+  // ------------------------------------------------------------------ stations (the hub)
+
+  function stationLabel(id) {
+    const s = state.stations.get(id) || {};
+    const where = [s.line, s.site].filter(Boolean).join(" · ");
+    return [id, where && `(${where})`, s.state === "offline" ? "· offline" : ""].filter(Boolean).join(" ");
+  }
+
+  // The selector shows once there is a choice: two stations or more (the hub).
+  function renderStations() {
+    $("f-station-field").hidden = state.stations.size < 2;
+    const select = $("f-station");
+    const current = select.value || sessionStorage.getItem(STATION_KEY) || "";
+    select.replaceChildren(el("option", { value: "", text: "all stations" }));
+    for (const id of [...state.stations.keys()].sort()) {
+      const s = state.stations.get(id);
+      const title = s.results === undefined ? id : `${id}: ${s.results} result(s), last ${s.last_seen}`;
+      select.append(el("option", { value: id, text: stationLabel(id), title }));
+    }
+    select.value = state.stations.has(current) ? current : "";
+  }
+
+  // GET /stations: the stations with results in this store (every forwarding one on the hub).
+  async function loadStations() {
+    try {
+      const body = await api("/stations");
+      for (const s of body.items) state.stations.set(s.station_id, { ...state.stations.get(s.station_id), ...s });
+    } catch (err) {
+      status(`cannot load stations: ${err.message}`, true);
+    }
+    renderStations();
+  }
+
+  function pickStation() {
+    sessionStorage.setItem(STATION_KEY, $("f-station").value);
+    load(true);
+  }
+
+  // A station seen live (hub events from MQTT) joins the list; its state shows in it.
+  function noteStation(data, fields = {}) {
+    if (!data.station_id) return;
+    const known = state.stations.get(data.station_id) || { line: data.line, site: data.site };
+    state.stations.set(data.station_id, { ...known, ...fields });
+    renderStations();
+  }
+
+  function otherStation(data) {
+    const picked = $("f-station").value;
+    return Boolean(picked) && data.station_id !== picked;
   }
 
   async function load(reset = true) {
@@ -527,12 +581,15 @@
   // ------------------------------------------------------------------ live updates
 
   async function onResult(data) {
+    noteStation(data);
+    if (otherStation(data)) return;
     const verdicts = $("f-verdict").value.split(",").filter(Boolean);
     if ($("f-reviewed").value === "true") return;
     if (verdicts.length && !verdicts.includes(data.verdict)) return;
     if (state.items.some((i) => i.id === data.id)) return;
     try {
-      const item = await api(`/results/${encodeURIComponent(data.id)}`);
+      const item = await fetchNew(data.id);
+      if (state.items.some((i) => i.id === data.id)) return;
       state.items.unshift(item);
       sortItems(selectedId());
       renderGallery();
@@ -541,6 +598,28 @@
     } catch (err) {
       status(`live update failed: ${err.message}`, true);
     }
+  }
+
+  // On the hub a result's event (from MQTT) can come before the forwarder stored the result.
+  async function fetchNew(id) {
+    for (let wait = 500; ; wait *= 2) {
+      try {
+        return await api(`/results/${encodeURIComponent(id)}`);
+      } catch (err) {
+        if (err.status !== 404 || wait > 16000) throw err;
+        await sleep(wait);
+      }
+    }
+  }
+
+  function onState(data) {
+    noteStation(data, { state: data.state });
+  }
+
+  function onAlarm(data) {
+    noteStation(data);
+    if (otherStation(data)) return;
+    status(`${data.active ? "alarm" : "cleared"} at ${data.station_id}: ${data.text || data.code}`, data.active);
   }
 
   function onReview(data) {
@@ -565,6 +644,8 @@
     const payload = JSON.parse(data.join("\n"));
     if (kind === "result") onResult(payload);
     else if (kind === "review") onReview(payload);
+    else if (kind === "state") onState(payload);
+    else if (kind === "alarm") onAlarm(payload);
   }
 
   // Server-sent events over fetch (EventSource cannot send the token in a header).
@@ -649,7 +730,7 @@
     $("sign-out").hidden = me.read_only_station;
     $("signin").hidden = true;
     $("undo").disabled = !undoStack().length;
-    loadClasses().then(() => load(true));
+    Promise.all([loadClasses(), loadStations()]).then(() => load(true));
     listen();
     document.dispatchEvent(new CustomEvent("cellinspect:signed-in", { detail: me }));  // review-teach.js
   }
@@ -700,6 +781,7 @@
     $("sign-out").addEventListener("click", signOut);
     $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(true); });
     for (const id of ["f-verdict", "f-reviewed", "f-class"]) $(id).addEventListener("change", () => load(true));
+    $("f-station").addEventListener("change", pickStation);
     $("sort").addEventListener("change", resort);
     $("confirm").addEventListener("click", () => serially(() => review("defect")));
     $("reject").addEventListener("click", () => serially(() => review("good")));
