@@ -12,8 +12,13 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install -r "$here/requirements.txt"
-"$venv/bin/python" - <<'PY'
+"$venv/bin/python" - "$here" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from tv_ops import declare_torchvision_ops
+native = declare_torchvision_ops()  # see tv_ops.py: PyPI's torchvision is a CUDA build
 import anomalib, openvino, onnxruntime, timm, torch
+print(f"torchvision C++ ops: {'loaded' if native else 'not loadable here, names declared'}")
 print(f"anomalib {anomalib.__version__}, timm {timm.__version__}, torch {torch.__version__}, "
       f"openvino {openvino.__version__}, onnxruntime {onnxruntime.__version__}")
 assert torch.__version__.startswith("2.13.0"), torch.__version__
