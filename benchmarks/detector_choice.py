@@ -67,6 +67,7 @@ class Outcome:
     test_good: int
     test_defects: int
     synthetic: dict[str, float | None]
+    errors: dict[str, str]  # candidates that could not be fitted, and why
     real: dict[str, float | None]
     auto_pick: str
     real_pick: str
@@ -156,6 +157,7 @@ def run_case(case: Case, params: AnomalyFitParams, work: Path) -> Outcome:
         len(case.test_good),
         len(case.test_defects),
         synthetic,
+        {r.name: r.error for r in choice.results if r.error},
         real,
         choice.chosen,
         real_pick,
@@ -206,11 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcomes.append(run_case(case, params, Path(tmp)))
         _log(f"[{case.name}] {outcomes[-1].reason} ({outcomes[-1].seconds:.0f} s)")
     print(markdown(outcomes))
+    for out in outcomes:
+        for name, error in out.errors.items():
+            print(f"\n{out.case}: {name} not fitted: {error}")
     agree = sum(o.agrees for o in outcomes)
     print(f"\nauto's choice agrees with the real defects' in {agree} of {len(outcomes)} data sets")
     if args.json is not None:
-        record: dict[str, Any] = {"outcomes": [asdict(o) for o in outcomes], "args": vars(args)}
-        record["args"]["json"] = str(args.json)
+        record: dict[str, Any] = {
+            "outcomes": [asdict(o) for o in outcomes],
+            "args": {**vars(args), "json": str(args.json)},
+        }
         args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return 0
 
