@@ -49,12 +49,13 @@ def _cfg(broker: MosquittoServer, **extra: Any) -> MqttConfig:
 class EventReader:
     """GET /events on a server, read in a thread: (kind, data) of each event, in order."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = None) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.connected = threading.Event()
         where = urllib.parse.urlsplit(url)
         self._conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=60)
-        self._conn.request("GET", "/events")
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._conn.request("GET", "/events", headers=auth)
         self._reply = self._conn.getresponse()
         assert self._reply.status == 200, self._reply.status
         self._thread = threading.Thread(target=self._read, daemon=True)
