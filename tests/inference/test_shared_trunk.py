@@ -13,9 +13,16 @@ import pytest
 from onnx import TensorProto, helper
 
 from cellinspect.config import ModelConfig, Recipe, load_recipe
-from cellinspect.entities import Frame, InspectionResult
-from cellinspect.inference.manifest import MANIFEST_NAME
-from cellinspect.inference.runner import SessionOptions
+from cellinspect.entities import Frame, InspectionResult, Task
+from cellinspect.inference.manifest import (
+    MANIFEST_NAME,
+    InputSpec,
+    Manifest,
+    OutputSpec,
+    ResizeMode,
+    Thresholds,
+)
+from cellinspect.inference.runner import ModelRunner, SessionOptions
 from cellinspect.inference.shared_trunk import (
     SharedTrunk,
     ShareRefusedError,
@@ -23,6 +30,7 @@ from cellinspect.inference.shared_trunk import (
 )
 from cellinspect.runtime.inspector import Inspector
 from cellinspect.sources.decode import decode_image_file
+from tests.conftest import save_test_model
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "flange.yaml"
@@ -179,3 +187,63 @@ def test_merge_shares_equal_nodes_and_keeps_each_head() -> None:
 def test_merge_refuses_graphs_with_nothing_in_common() -> None:
     with pytest.raises(ShareRefusedError, match="no node in common"):
         merge_graphs([_conv_model(1.5, "double"), _conv_model(0.5, "double")])
+
+
+def _tiny_anomaly(folder: Path, name: str, head: str, resize: ResizeMode) -> Path:
+    """Mean |pixel| over channels (the shared 'trunk'), then max or mean of the map (heads)."""
+    size = 16
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])
+    score = helper.make_tensor_value_info("anomaly_score", TensorProto.FLOAT, ["batch"])
+    amap = helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["batch", size, size])
+    reduce = "ReduceMax" if head == "max" else "ReduceMean"
+    nodes = [
+        helper.make_node("Abs", ["image"], ["absdev"]),
+        helper.make_node("ReduceMean", ["absdev"], ["map4"], axes=[1], keepdims=0),
+        helper.make_node("Identity", ["map4"], ["anomaly_map"]),
+        helper.make_node(reduce, ["map4"], ["anomaly_score"], axes=[1, 2], keepdims=0),
+    ]
+    manifest = Manifest(
+        name=name,
+        version="1",
+        task=Task.ANOMALY,
+        sha256="pending",
+        input=InputSpec(
+            name="image",
+            shape=[None, 3, size, size],
+            mean=[128.0] * 3,
+            std=[128.0] * 3,
+            resize=resize,
+        ),
+        outputs=[
+            OutputSpec(name="anomaly_score", meaning="anomaly_score", shape=[None]),
+            OutputSpec(name="anomaly_map", meaning="anomaly_map", shape=[None, size, size]),
+        ],
+        thresholds=Thresholds(review_at=0.3, fail_at=0.5),
+        provenance={"backbone": {"name": "abs-mean", "version": "1", "sha256": "cd" * 32}},
+    )
+    graph = helper.make_graph(nodes, name, [x], [score, amap])
+    return save_test_model(folder / name, graph, manifest)
+
+
+@pytest.mark.parametrize("resize", [ResizeMode.LETTERBOX, ResizeMode.TILE])
+def test_letterboxed_and_tiled_models_share_and_read_back_alike(
+    tmp_path: Path, resize: ResizeMode
+) -> None:
+    options = SessionOptions(warmup_runs=0)
+    runners = [
+        ModelRunner.load(n, _tiny_anomaly(tmp_path, n, head, resize), options)
+        for n, head in (("peak", "max"), ("spread", "mean"))
+    ]
+    trunk = SharedTrunk.build(runners, options)
+    assert trunk.shared_nodes == 3  # Abs, ReduceMean, Identity
+    rng = np.random.default_rng(1)
+    wide = rng.integers(0, 256, size=(16, 40, 3), dtype=np.uint8)  # letterboxed / 3 tiles
+    batch = runners[0].prepare([wide, wide[:, :20]])
+    for runner, raw in zip(runners, trunk.run_all(batch), strict=True):
+        shared = runner.postprocess(raw)
+        full = runner.predict([wide, wide[:, :20]])
+        for a, b in zip(shared, full, strict=True):
+            assert a.anomaly_score == pytest.approx(b.anomaly_score, abs=1e-6)
+            assert a.anomaly_map is not None and b.anomaly_map is not None
+            assert a.anomaly_map.shape == b.anomaly_map.shape != (16, 16)
+            np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)

@@ -24,8 +24,9 @@ import onnx
 import onnxruntime as ort
 
 from cellinspect.errors import ModelError
-from cellinspect.inference.manifest import ResizeMode, sha256_file
+from cellinspect.inference.manifest import sha256_file
 from cellinspect.inference.runner import ModelRunner, SessionOptions, Tensor, make_session
+from cellinspect.inference.tiling import SIZES_KEY, prepare_input, run_prepared
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +207,15 @@ def _load_verified(runner: ModelRunner) -> onnx.ModelProto:
 
 
 def _probe_images(runner: ModelRunner) -> list[Tensor]:
-    """A zero image and a seeded noise image, each as a one-image batch for the models."""
+    """A zero image and a seeded noise image half again as wide (so letterbox pads and tiling
+    cuts more than one tile), each as a one-image batch for the models."""
     spec = runner.manifest.input
     rng = np.random.default_rng(0)
     images = [
         np.zeros((spec.height, spec.width, 3), dtype=np.uint8),
-        rng.integers(0, 256, size=(spec.height, spec.width, 3), dtype=np.uint8),
+        rng.integers(0, 256, size=(spec.height, spec.width * 3 // 2, 3), dtype=np.uint8),
     ]
-    return [runner.prepare([image]) for image in images]
+    return [prepare_input([image], spec, tally=False) for image in images]
 
 
 class SharedTrunk:
@@ -242,17 +244,26 @@ class SharedTrunk:
         limits = [r.batch_limit for r in self.runners if r.batch_limit is not None]
         return min(limits) if limits else None
 
-    def run_all(self, batch: Tensor) -> list[Outputs]:
-        """One session.run; each member's raw outputs under its own output names."""
+    def _run_tensor(self, batch: Tensor) -> Outputs:
         try:
             values = self.session.run(self._fetch, {self._input: batch})
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{self.name}: session.run failed: {err}") from err
-        by_name = {
+        return {
             name: np.asarray(v, dtype=np.float32)
             for name, v in zip(self._fetch, values, strict=True)
         }
-        return [{own: by_name[merged] for own, merged in member} for member in self._member_outputs]
+
+    def run_all(self, batch: Tensor) -> list[Outputs]:
+        """One session.run (per chunk of tiles); each member's raw outputs under its own output
+        names, with the images' sizes of letterboxed or tiled batches (inference/tiling.py)."""
+        spec = self.runners[0].manifest.input
+        merged = run_prepared(batch, self._run_tensor, spec, self.batch_limit)
+        sizes = {SIZES_KEY: merged[SIZES_KEY]} if SIZES_KEY in merged else {}
+        return [
+            {**{own: merged[name] for own, name in member}, **sizes}
+            for member in self._member_outputs
+        ]
 
     def run(self, batch: Tensor) -> list[Outputs]:
         """Same as run_all (the name benchmarks call for bare session.run)."""
@@ -294,9 +305,6 @@ class SharedTrunk:
         specs = {r.manifest.input.model_dump_json() for r in runners}
         if len(specs) != 1:
             raise ShareRefusedError("the models' input specs differ")
-        if runners[0].manifest.input.resize_mode is not ResizeMode.STRETCH:
-            # Their batches carry image sizes (inference/tiling.py) the merged run drops.
-            raise ShareRefusedError("letterboxed or tiled input (input.resize)")
         merged = merge_graphs([_load_verified(r) for r in runners])
         where = Path(runners[0].path).parent / "(shared trunk)"
         session = make_session(merged.model.SerializeToString(), options, where)
