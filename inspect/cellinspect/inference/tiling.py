@@ -4,10 +4,10 @@ A model takes one input size; images come in many. The manifest's `input.resize`
 they meet (preprocess/model_input.py does the pixels). This module does what needs the image
 size on both sides of `session.run`: it cuts big frames into overlapping input-size tiles,
 and after the run it maps outputs back onto the image. Anomaly maps lose the letterbox
-padding (no anomaly is ever shown on it, and a score never exceeds the highest map value on
-the image area); tiled images score as their worst tile (anomaly: highest score; classifier:
-lowest good-class probability) and their maps are stitched (each cell from the tile it is
-most central in).
+padding (no anomaly is ever shown on it, and where a map peaks on the padding the score is
+cut to its highest cell on the image); tiled images score as their worst tile (anomaly:
+highest score; classifier: lowest good-class probability) and their maps are stitched (each
+cell from the tile it is most central in).
 
 Tensors keep their images' sizes with them (`PreparedBatch.sizes`, sliced with the batch), so
 whoever slices a batch by image between `prepare` and `run` (the station batches across
@@ -212,11 +212,19 @@ def _cells(
     return rows, cols
 
 
-def _clipped(out: ModelOutput, amap: F32) -> ModelOutput:
-    """`out` with the map on the image area only and the score no higher than that map."""
-    score = out.anomaly_score
+def _image_score(score: float | None, amap: F32, image_part: F32) -> float:
+    """The score, unless the map peaks on padding: then the highest cell on the image (the
+    score of a max-reduced detector over the image alone; an upper bound for the others)."""
     assert score is not None  # an anomaly output
-    return replace(out, anomaly_score=min(score, float(amap.max())), anomaly_map=amap)
+    on_image = float(image_part.max())
+    return score if on_image >= float(amap.max()) else min(score, on_image)
+
+
+def _clipped(out: ModelOutput, amap: F32) -> ModelOutput:
+    """`out` with the map on the image area only; padding never raises the score."""
+    assert out.anomaly_map is not None
+    score = _image_score(out.anomaly_score, out.anomaly_map, amap)
+    return replace(out, anomaly_score=score, anomaly_map=amap)
 
 
 def _letterboxed(out: ModelOutput, width: int, height: int, spec: InputSpec) -> ModelOutput:
@@ -257,7 +265,8 @@ def _tiled(outs: Sequence[ModelOutput], plan: TilePlan, good_labels: Sequence[st
         assert out.anomaly_map is not None and out.anomaly_score is not None
         w, h = min(plan.tile_w, plan.width - x), min(plan.tile_h, plan.height - y)
         valid_r, valid_c = _cells((gh, gw), plan.tile_w, plan.tile_h, 0, 0, w, h)
-        score = max(score, min(out.anomaly_score, float(out.anomaly_map[valid_r, valid_c].max())))
+        part = out.anomaly_map[valid_r, valid_c]
+        score = max(score, _image_score(out.anomaly_score, out.anomaly_map, part))
         r_idx = np.nonzero(own_r == t // len(plan.xs))[0]
         c_idx = np.nonzero(own_c == t % len(plan.xs))[0]
         local_r = np.clip(r_idx - round(y / ch), 0, gh - 1)
