@@ -13,7 +13,9 @@
 Latency is the median ms per image of each fitted model (backbone + head, one ONNX graph) at
 batch 1 on 2 threads, every model timed in turn inside each round, so all see the same load.
 elpv runs on a stratified subset (`--elpv-limit`, 0: all 2,624 cells) to stay within about half
-an hour on a 2-core machine; the report records which.
+an hour on a 2-core machine; the report records which. Fits may run as separate processes
+(one `--variants`, `--no-elpv`, `--no-flange` each); `--merge A/report.json B/report.json ...`
+then joins their results and times every fitted model, interleaved, in one run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,7 @@ class BenchParams:
     elpv: bool = True
     flange: bool = True
     seed: int = 0
+    merge: tuple[Path, ...] = ()
 
 
 class Progress:
@@ -268,18 +271,57 @@ def _elpv_latency_images(params: BenchParams) -> list[ImageU8]:
     return read_images(root, split.test[:8])
 
 
-def run(params: BenchParams) -> dict[str, Any]:
-    progress = Progress()
-    load = os.getloadavg()
-    progress.say(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    for variant in params.variants:
-        backbone_path(variant)  # fail early, before hours of fitting
-    reader = RoiReader(load_recipe(RECIPE))
-    parts = _flange_parts(reader) if params.flange else []
+def merged_results(reports: Sequence[Path]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Per-backbone results of separate fitting runs, joined; and their elpv subset size."""
     results: dict[str, dict[str, Any]] = {}
+    limits = set()
+    for path in reports:
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+            parts = report["results"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelError(f"{path}: not a benchmarks.backbones report: {err}") from err
+        if any("elpv" in r for r in parts.values()):
+            limits.add(int(report["elpv_limit"]))
+        for variant, entry in parts.items():
+            entry.pop("latency", None)  # timed again below, with all the others
+            results.setdefault(variant, {}).update(entry)
+    if len(limits) > 1:
+        raise ModelError(f"the reports used different --elpv-limit values {sorted(limits)}")
+    return results, limits.pop() if limits else 0
+
+
+def _latency_inputs(
+    params: BenchParams, results: dict[str, dict[str, Any]], reader: RoiReader
+) -> tuple[dict[str, Path], dict[str, Sequence[ImageU8]]]:
+    """Every fitted model, and the images to time it on (its own data, prepared as fitted)."""
     models: dict[str, Path] = {}
     images: dict[str, Sequence[ImageU8]] = {}
-    elpv_images = _elpv_latency_images(params) if params.elpv else []
+    has_elpv = any("elpv" in r for r in results.values())
+    has_flange = any("flange_anomaly" in r for r in results.values())
+    elpv_images = _elpv_latency_images(params) if has_elpv else []
+    stretch = RoiReader.whole_frame(ElpvEvalParams(out=params.out).anomaly_preprocess, "bench")
+    flange = [img for _, img in _flange_parts(reader)] if has_flange else []
+    for variant, r in results.items():
+        if "elpv" in r:
+            models[f"{variant}/elpv-classifier"] = Path(r["elpv"]["classification"]["model"])
+            images[f"{variant}/elpv-classifier"] = elpv_images
+            models[f"{variant}/elpv-anomaly"] = Path(r["elpv"]["anomaly"]["model"])
+            images[f"{variant}/elpv-anomaly"] = [stretch(img) for img in elpv_images]
+        for task in ("flange_anomaly", "flange_classifier"):
+            if task in r:
+                key = f"{variant}/{task.replace('_', '-')}"
+                models[key] = Path(r[task]["model"])
+                images[key] = flange
+    return models, images
+
+
+def fit_all(params: BenchParams, reader: RoiReader, progress: Progress) -> dict[str, Any]:
+    """Fit every backbone's models; results per backbone."""
+    for variant in params.variants:
+        backbone_path(variant)  # fail early, before hours of fitting
+    parts = _flange_parts(reader) if params.flange else []
+    results: dict[str, dict[str, Any]] = {}
     for variant in params.variants:
         meta = load_manifest(backbone_path(variant))
         entry: dict[str, Any] = {
@@ -290,25 +332,27 @@ def run(params: BenchParams) -> dict[str, Any]:
         progress.say(f"{variant}: input {meta.input.height} px")
         if params.elpv:
             entry["elpv"] = run_elpv(params, variant, progress)
-            models[f"{variant}/elpv-classifier"] = Path(entry["elpv"]["classification"]["model"])
-            models[f"{variant}/elpv-anomaly"] = Path(entry["elpv"]["anomaly"]["model"])
-            images[f"{variant}/elpv-classifier"] = elpv_images
-            images[f"{variant}/elpv-anomaly"] = [
-                RoiReader.whole_frame(ElpvEvalParams(out=params.out).anomaly_preprocess, "bench")(
-                    img
-                )
-                for img in elpv_images
-            ]
         if params.flange:
             entry["flange_anomaly"] = run_flange_anomaly(params, variant, reader, parts, progress)
             entry["flange_classifier"] = run_flange_classifier(
                 params, variant, reader, parts, progress
             )
-            for task in ("flange_anomaly", "flange_classifier"):
-                key = f"{variant}/{task.replace('_', '-')}"
-                models[key] = Path(entry[task]["model"])
-                images[key] = [img for _, img in parts]
         results[variant] = entry
+    return results
+
+
+def run(params: BenchParams) -> dict[str, Any]:
+    progress = Progress()
+    load = os.getloadavg()
+    progress.say(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    reader = RoiReader(load_recipe(RECIPE))
+    elpv_limit = params.elpv_limit
+    if params.merge:
+        results, elpv_limit = merged_results(params.merge)
+        params = replace(params, elpv_limit=elpv_limit)
+    else:
+        results = fit_all(params, reader, progress)
+    models, images = _latency_inputs(params, results, reader)
     progress.say(f"latency: {params.latency_rounds} interleaved rounds over {len(models)} models")
     latency = interleaved_latency(models, images, params.latency_rounds)
     for key, value in latency.items():
@@ -321,7 +365,8 @@ def run(params: BenchParams) -> dict[str, Any]:
         "load_average_start": load,
         "load_average_end": end_load,
         "cpu_count": os.cpu_count(),
-        "elpv_limit": params.elpv_limit,
+        "elpv_limit": elpv_limit,
+        "merged_from": [str(p) for p in params.merge],
         "published_elpv_accuracy": PUBLISHED_ELPV_ACCURACY,
         "latency_rounds": params.latency_rounds,
         "results": results,
@@ -379,6 +424,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-rounds", type=int, default=60)
     parser.add_argument("--no-elpv", action="store_true", help="Flange parts only")
     parser.add_argument("--no-flange", action="store_true", help="elpv only")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="Fit nothing: join these runs' report.json files and time their models together",
+    )
     args = parser.parse_args(argv)
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in VARIANTS]
@@ -392,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_rounds=args.latency_rounds,
         elpv=not args.no_elpv,
         flange=not args.no_flange,
+        merge=tuple(args.merge),
     )
     try:
         run(params)

