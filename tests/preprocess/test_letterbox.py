@@ -193,3 +193,20 @@ def test_cli_names_the_resize_choices(tmp_path: Path) -> None:
     assert res.exit_code != 0
     said = " ".join(res.output.replace("│", " ").split())  # rich wraps it in a box
     assert "--resize must be one of stretch, letterbox, tile, got 'crop'" in said
+
+
+def test_evaluate_prints_the_stretch_note_once(tmp_path: Path) -> None:
+    """`evaluate` on wide images with an old (stretching) model: one input line, not one per
+    image, after the report."""
+    model = build_brightness_anomaly_model(tmp_path / "b" / "1")
+    for label, level in (("good", 128), ("dent", 10)):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            image = np.full((20, 60, 3), 128, np.uint8)
+            image[8:12, 20 + i : 30 + i] = level
+            cv2.imwrite(str(tmp_path / "data" / label / f"{i}.png"), image)
+    input_notes()
+    res = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("input: ")]
+    assert len(lines) == 1 and "6 of 6 image(s) are stretched" in lines[0]
