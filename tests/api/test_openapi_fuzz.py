@@ -47,6 +47,7 @@ OPERATIONS = [
     ("PUT", "/results/{result_id}/review"),
     ("POST", "/results/{result_id}/review/undo"),
     ("GET", "/stats"),
+    ("GET", "/stations"),
     ("GET", "/spc/measurements"),
     ("GET", "/spc/measurements/{name}"),
     ("GET", "/spc/reject-rate"),

@@ -37,7 +37,7 @@ mosquitto = mosquitto_fixture()
 
 STATIONS = ("cell-1", "cell-2", "cell-3")
 LINE = {"cell-1": "line-1", "cell-2": "line-1", "cell-3": "line-2"}
-PARTS = 30
+PARTS = 40
 MIN_DOWN_PARTS = 3  # parts each station judges with both servers away
 
 
