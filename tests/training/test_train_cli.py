@@ -292,7 +292,7 @@ def test_train_anomaly_refuses_groups_for_patchcore(
     data, _ = trained
     out = tmp_path / "a" / "1"
     args = ["train", str(data), "--kind", "anomaly", "--groups", "2", "--backbone", BACKBONE]
-    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    res = CliRunner().invoke(app, [*args, "--detector", "patchcore", "--out", str(out)])
     assert res.exit_code == 1
     assert "groups, top_k and shrinkage are for the gaussian detector" in res.output
     assert not out.exists()
@@ -304,7 +304,7 @@ def test_train_anomaly_refuses_cross_fitting_for_patchcore(
     data, _ = trained
     out = tmp_path / "a" / "1"
     args = ["train", str(data), "--kind", "anomaly", "--cross-fit", "--backbone", BACKBONE]
-    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    res = CliRunner().invoke(app, [*args, "--detector", "patchcore", "--out", str(out)])
     assert res.exit_code == 1
     assert "cross-fitting is for the gaussian detector" in res.output
     assert not out.exists()
