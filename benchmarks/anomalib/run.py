@@ -283,7 +283,11 @@ def export_anomalib(model: Any, out: Path) -> tuple[Path, Path]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # Opset 18: the dynamo exporter's own; asking for less only adds a failed conversion.
-        onnx_path = Path(model.to_onnx(out, input_size=(SIZE, SIZE), opset_version=18))
+        # Static batch 1, what is timed: left dynamic, dynamo fixed PatchCore's batch at its
+        # example size of 2 (PaDiM's stayed dynamic).
+        onnx_path = Path(
+            model.to_onnx(out, input_size=(SIZE, SIZE), opset_version=18, dynamic_shapes=({},))
+        )
     # What model.to_openvino does (convert that ONNX, save FP32), without a second export.
     xml_path = onnx_path.with_suffix(".xml")
     ov.save_model(ov.convert_model(onnx_path), xml_path, compress_to_fp16=False)
