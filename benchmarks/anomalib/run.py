@@ -239,6 +239,7 @@ def fit_anomalib(kind: str, folder: Path, work: Path, bank: int) -> Any:
     from anomalib.engine import Engine
 
     train = len(list((folder / "train" / "good").glob("*.png")))
+    torch.manual_seed(0)  # PaDiM's channel pick and the coreset's projection draw from it
     model = anomalib_model(kind, train, bank)
     data = Folder(
         name=folder.name,
