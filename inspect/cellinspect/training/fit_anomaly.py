@@ -7,7 +7,8 @@ of the good images is held back to put the score on a scale where 1.0 is the wor
 good part, so thresholds read the same for every station. Those held-out parts shape the score,
 so they count as fitted: the manifest records every image given here (fitted_images.py), and
 thresholds are calibrated on other images (fit_calibration.py). The result is one ONNX graph
-plus its manifest.
+plus its manifest. `detector="auto"` fits the candidates on the same features first and keeps
+the one that best finds synthetic anomalies on held-back parts (detector_choice.py).
 """
 
 from __future__ import annotations
