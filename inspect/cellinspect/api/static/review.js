@@ -146,8 +146,9 @@
   // A station seen live (hub events from MQTT) joins the list; its state shows in it.
   function noteStation(data, fields = {}) {
     if (!data.station_id) return;
-    const known = state.stations.get(data.station_id) || { line: data.line, site: data.site };
-    state.stations.set(data.station_id, { ...known, ...fields });
+    const known = state.stations.get(data.station_id);
+    if (known && Object.entries(fields).every(([k, v]) => known[k] === v)) return;  // nothing new
+    state.stations.set(data.station_id, { ...(known || { line: data.line, site: data.site }), ...fields });
     renderStations();
   }
 
