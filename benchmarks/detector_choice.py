@@ -35,7 +35,7 @@ from cellinspect.config import load_recipe
 from cellinspect.datagen.part import plan_parts
 from cellinspect.datagen.render import render_part
 from cellinspect.entities import ImageU8
-from cellinspect.inference.manifest import load_manifest
+from cellinspect.inference.manifest import Manifest, load_manifest
 from cellinspect.inference.patchcore import (
     PATCHES_OUTPUT,
     SCORE_OUTPUT,
@@ -69,6 +69,7 @@ class Outcome:
     synthetic: dict[str, float | None]
     errors: dict[str, str]  # candidates that could not be fitted, and why
     real: dict[str, float | None]
+    ms_per_image: dict[str, float]  # median session.run, batch 1, candidates interleaved
     auto_pick: str
     real_pick: str
     agrees: bool
@@ -121,6 +122,24 @@ def _auroc(good: F32, bad: F32) -> float:
     return float(roc_auc_score(truth, np.r_[good, bad]))
 
 
+SPEED_ROUNDS = 30
+
+
+def _timings(models: dict[str, Path], image: ImageU8, backbone: Manifest) -> dict[str, float]:
+    """Median ms of one batch-1 run per candidate, the candidates taken in turn each round so
+    that load changes hit them alike."""
+    sessions = {k: _session(p) for k, p in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for sess in sessions.values():  # warm-up
+        run_batched(sess, SCORE_OUTPUT, [image], backbone, 1)
+    for _ in range(SPEED_ROUNDS):
+        for k, sess in sessions.items():
+            start = time.perf_counter()
+            run_batched(sess, SCORE_OUTPUT, [image], backbone, 1)
+            times[k].append((time.perf_counter() - start) * 1000)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def run_case(case: Case, params: AnomalyFitParams, work: Path) -> Outcome:
     """Choose as fit-anomaly does, then score the real test set with every candidate."""
     start = time.perf_counter()
@@ -146,6 +165,15 @@ def run_case(case: Case, params: AnomalyFitParams, work: Path) -> Outcome:
         scores = run_batched(_session(model), SCORE_OUTPUT, test, backbone, params.batch_size)
         n = len(case.test_good)
         real[result.name] = _auroc(scores[:n], scores[n:])
+    ms = _timings(
+        {
+            r.name: work / "candidates" / r.name / "model.onnx"
+            for r in choice.results
+            if not r.error
+        },
+        case.test_good[0],
+        backbone,
+    )
     fitted = {k: v for k, v in real.items() if v is not None}
     real_pick = max(fitted, key=lambda k: fitted[k])
     # agreement: auto's pick is real-best, or within the tie margin of it on real defects
@@ -159,6 +187,7 @@ def run_case(case: Case, params: AnomalyFitParams, work: Path) -> Outcome:
         synthetic,
         {r.name: r.error for r in choice.results if r.error},
         real,
+        ms,
         choice.chosen,
         real_pick,
         agrees,
@@ -174,14 +203,16 @@ def _fmt(value: float | None) -> str:
 def markdown(outcomes: Sequence[Outcome]) -> str:
     """One row per data set and candidate: synthetic and real AUROC, picks marked."""
     lines = [
-        "| data | candidate | synthetic AUROC | real-defect AUROC | auto picks | real picks |",
-        "|---|---|---:|---:|:-:|:-:|",
+        "| data | candidate | synthetic AUROC | real-defect AUROC | ms / image | auto picks "
+        "| real picks |",
+        "|---|---|---:|---:|---:|:-:|:-:|",
     ]
     for out in outcomes:
         for i, name in enumerate(out.synthetic):
+            ms = f"{out.ms_per_image[name]:.1f}" if name in out.ms_per_image else "-"
             lines.append(
                 f"| {out.case if i == 0 else ''} | {name} | {_fmt(out.synthetic[name])} | "
-                f"{_fmt(out.real[name])} | {'x' if name == out.auto_pick else ''} | "
+                f"{_fmt(out.real[name])} | {ms} | {'x' if name == out.auto_pick else ''} | "
                 f"{'x' if name == out.real_pick else ''} |"
             )
     return "\n".join(lines)
