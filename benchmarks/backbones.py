@@ -70,6 +70,7 @@ class BenchParams:
     views: int = 4
     latency_rounds: int = 60
     elpv: bool = True
+    elpv_anomaly: bool = True  # False: elpv classification only (the cheaper half)
     flange: bool = True
     seed: int = 0
     merge: tuple[Path, ...] = ()
@@ -111,7 +112,7 @@ def run_elpv(params: BenchParams, variant: str, progress: Progress) -> dict[str,
     report = run_elpv_eval(
         ElpvEvalParams(
             out=params.out / variant / "elpv",
-            task="both",
+            task="both" if params.elpv_anomaly else "classification",
             classifier=ClassifyParams(views=params.views, seed=params.seed),
             classifier_backbone=path,
             anomaly_backbone=path,
@@ -122,8 +123,8 @@ def run_elpv(params: BenchParams, variant: str, progress: Progress) -> dict[str,
         say=progress.say,
         stage=progress.stage,
     )
-    cls, anom = report["classification"], report["anomaly"]
-    return {
+    cls = report["classification"]
+    result: dict[str, Any] = {
         "split": report["split"],
         "classification": {
             "accuracy": cls["accuracy"],
@@ -133,14 +134,17 @@ def run_elpv(params: BenchParams, variant: str, progress: Progress) -> dict[str,
             "fit_seconds": cls["fit_seconds"],
             "model": cls["model"],
         },
-        "anomaly": {
+    }
+    if "anomaly" in report:
+        anom = report["anomaly"]
+        result["anomaly"] = {
             "method": anom["method"],
             "auroc": anom["auroc"],
             "auroc_ci95": anom["auroc_ci95"],
             "fit_seconds": anom["fit_seconds"],
             "model": anom["model"],
-        },
-    }
+        }
+    return result
 
 
 def _flange_parts(reader: RoiReader) -> list[tuple[LabelledImage, ImageU8]]:
@@ -306,8 +310,9 @@ def _latency_inputs(
         if "elpv" in r:
             models[f"{variant}/elpv-classifier"] = Path(r["elpv"]["classification"]["model"])
             images[f"{variant}/elpv-classifier"] = elpv_images
-            models[f"{variant}/elpv-anomaly"] = Path(r["elpv"]["anomaly"]["model"])
-            images[f"{variant}/elpv-anomaly"] = [stretch(img) for img in elpv_images]
+            if "anomaly" in r["elpv"]:
+                models[f"{variant}/elpv-anomaly"] = Path(r["elpv"]["anomaly"]["model"])
+                images[f"{variant}/elpv-anomaly"] = [stretch(img) for img in elpv_images]
         for task in ("flange_anomaly", "flange_classifier"):
             if task in r:
                 key = f"{variant}/{task.replace('_', '-')}"
@@ -425,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-elpv", action="store_true", help="Flange parts only")
     parser.add_argument("--no-flange", action="store_true", help="elpv only")
     parser.add_argument(
+        "--no-elpv-anomaly", action="store_true", help="elpv classification only (cheaper)"
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -443,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         views=args.views,
         latency_rounds=args.latency_rounds,
         elpv=not args.no_elpv,
+        elpv_anomaly=not args.no_elpv_anomaly,
         flange=not args.no_flange,
         merge=tuple(args.merge),
     )
