@@ -125,7 +125,7 @@ def test_auto_keeps_patchcore_where_it_is_clearly_better(
     assert real["patchcore"] > real["gaussian"], real
 
 
-def test_ties_go_to_the_cheaper_candidate_and_errors_are_named() -> None:
+def test_ties_go_to_the_first_listed_candidate_and_errors_are_named() -> None:
     results = [
         CandidateResult("gaussian", "gaussian", {}, 0.90),
         CandidateResult("gaussian-groups3", "gaussian", {}, None, "too few images"),
