@@ -28,6 +28,7 @@ from cellinspect.storage.writer import AsyncResultWriter
 from cellinspect.users import Role, add_user
 
 QA_USER = "qa-anna"
+EXPECT_TIMEOUT_MS = 30_000
 EXPECTED_REFUSAL = re.compile(r"Failed to load resource: .* status of 40[13]")
 CHROMIUM_ARGS = [
     "--headless",
@@ -61,6 +62,9 @@ def browser_context() -> Iterator[Any]:
     executable = chromium_path()
     if executable is None:
         pytest.skip("Chromium not installed (apt-get install chromium)")
+    # Playwright's 5 s default for expect() is a page-speed target, not a check of behaviour:
+    # on a loaded 2-core CI machine ReDoc alone can take longer to lay out every operation.
+    sync_api.expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     profile = tempfile.mkdtemp(prefix="cellinspect-chromium-")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
