@@ -130,6 +130,8 @@ TopKOpt = Annotated[
         min=1, help="anomaly, gaussian: image score = mean of the k highest patch scores."
     ),
 ]
+
+
 def _resize_value(value: str) -> str:
     """Checks --resize while the options are parsed, before any image is read."""
     return resize_choice(value).value
