@@ -118,15 +118,16 @@ def finish(runtime: StationRuntime, data_dir: Path) -> Run:
     )
 
 
-def judge_parts(runtime: StationRuntime, gaps: bool = True) -> None:
-    """Trigger every part, one at a time; with `gaps`, the next only once the shadow is done.
+def judge_parts(runtime: StationRuntime, gaps: bool = True, first_gapped: int = 0) -> None:
+    """Trigger every part, one at a time; with `gaps` (or for the first `first_gapped`
+    parts), the next only once the shadow is done.
 
     A conveyor leaves gaps between parts, in which a shadow runs; without them every part
     arrives as soon as the last one was posted, and the shadow yields to the line.
     """
     for part in range(1, PARTS + 1):
         runtime.trigger(part_id=part)
-        if gaps and runtime.shadow is not None:
+        if (gaps or part <= first_gapped) and runtime.shadow is not None:
             assert runtime.interface.wait_idle(60)  # the job ended: its frame was offered
             assert runtime.shadow.wait_idle(60)
     assert runtime.interface.wait_idle(60)

@@ -282,7 +282,8 @@ def test_train_anomaly_gaussian_on_too_few_parts_says_why(
     assert res.exit_code == 1
     assert "the gaussian detector needs at least 20 good images per group" in res.output
     # the train split's good images only: val's are kept to set the thresholds on
-    assert "9 good image(s) leave 7 after holding out 2, for 1 group(s)" in res.output
+    said = "9 good image(s) leave 7 (1 view(s) each) after holding out 2, for 1 group(s)"
+    assert said in res.output
     assert not (out / "model.onnx").exists()
 
 
