@@ -74,6 +74,7 @@ class BenchParams:
     flange: bool = True
     seed: int = 0
     merge: tuple[Path, ...] = ()
+    backbone_dirs: tuple[Path, ...] = ()  # searched before models/ (see backbone_path)
 
 
 class Progress:
@@ -92,14 +93,22 @@ class Progress:
             self.say(f"  {what}: {done}/{total}")
 
 
-def backbone_path(variant: str) -> Path:
-    """The converted backbone; a clear error says how to make it."""
-    path = Path("models") / f"efficientnet-{variant}" / "1" / "model.onnx"
-    if not path.is_file():
-        raise ModelError(
-            f"{path}: not found; make it with `cellinspect convert-backbone --variant {variant}`"
-        )
-    return path
+def backbone_path(variant: str, dirs: Sequence[Path] = ()) -> Path:
+    """The converted backbone: the first of DIR/liteN/1, DIR/efficientnet-liteN/1 for each of
+    `dirs`, then models/efficientnet-liteN/1 (larger backbones can live outside models/, where
+    every folder is a served model); a clear error names the places tried and how to make it."""
+    tried = [
+        d / name / "1" / "model.onnx" for d in dirs for name in (variant, f"efficientnet-{variant}")
+    ]
+    tried.append(Path("models") / f"efficientnet-{variant}" / "1" / "model.onnx")
+    for path in tried:
+        if path.is_file():
+            return path
+    raise ModelError(
+        f"{variant}: no backbone at {', '.join(map(str, tried))}; make it with "
+        f"`cellinspect convert-backbone --variant {variant}` (--out DIR/{variant}/1 with "
+        "--backbones DIR)"
+    )
 
 
 def _auroc(defective: npt.NDArray[np.bool_], scores: npt.NDArray[np.float64]) -> float:
@@ -108,7 +117,7 @@ def _auroc(defective: npt.NDArray[np.bool_], scores: npt.NDArray[np.float64]) ->
 
 def run_elpv(params: BenchParams, variant: str, progress: Progress) -> dict[str, Any]:
     """eval-elpv's logistic head and default gaussian detector on this backbone."""
-    path = backbone_path(variant)
+    path = backbone_path(variant, params.backbone_dirs)
     report = run_elpv_eval(
         ElpvEvalParams(
             out=params.out / variant / "elpv",
@@ -171,7 +180,7 @@ def run_flange_anomaly(
         report = fit_anomaly(
             dataset,
             reader,
-            backbone_path(variant),
+            backbone_path(variant, params.backbone_dirs),
             params.out / variant / "flange-anomaly" / f"fold{k}",
             "flange-anomaly",
             f"fold{k}",
@@ -205,7 +214,7 @@ def run_flange_classifier(
     progress: Progress,
 ) -> dict[str, Any]:
     """Leave-one-out accuracy of fit-classifier's head on pooled features, and the full model."""
-    path = backbone_path(variant)
+    path = backbone_path(variant, params.backbone_dirs)
     model_input = fitted_input(load_manifest(path).input, ResizeMode.LETTERBOX)
     images = fit_inputs([img for _, img in parts], model_input)
     feats = pooled_features(images, path, 8)
@@ -324,13 +333,14 @@ def _latency_inputs(
 def fit_all(params: BenchParams, reader: RoiReader, progress: Progress) -> dict[str, Any]:
     """Fit every backbone's models; results per backbone."""
     for variant in params.variants:
-        backbone_path(variant)  # fail early, before hours of fitting
+        backbone_path(variant, params.backbone_dirs)  # fail early, before hours of fitting
     parts = _flange_parts(reader) if params.flange else []
     results: dict[str, dict[str, Any]] = {}
     for variant in params.variants:
-        meta = load_manifest(backbone_path(variant))
+        path = backbone_path(variant, params.backbone_dirs)
+        meta = load_manifest(path)
         entry: dict[str, Any] = {
-            "backbone": str(backbone_path(variant)),
+            "backbone": str(path),
             "input_size": meta.input.height,
             "feature_channels": [o.shape[1] for o in meta.outputs],
         }
@@ -427,6 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--views", type=int, default=4, help="Dihedral views (1, 2, 4, 8)")
     parser.add_argument("--latency-rounds", type=int, default=60)
+    parser.add_argument(
+        "--backbones",
+        type=Path,
+        action="append",
+        default=[],
+        help="Folder with liteN/1/model.onnx (or efficientnet-liteN/1), searched before models/",
+    )
     parser.add_argument("--no-elpv", action="store_true", help="Flange parts only")
     parser.add_argument("--no-flange", action="store_true", help="elpv only")
     parser.add_argument(
@@ -454,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elpv_anomaly=not args.no_elpv_anomaly,
         flange=not args.no_flange,
         merge=tuple(args.merge),
+        backbone_dirs=tuple(args.backbones),
     )
     try:
         run(params)
