@@ -26,9 +26,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cellinspect.api.events import EventBroker
-from cellinspect.errors import ConfigError
 from cellinspect.plant.mqtt_config import MqttConfig
-from cellinspect.plant.mqtt_link import read_password
+from cellinspect.plant.mqtt_connection import MqttConnection, configure
 from cellinspect.plant.mqtt_topics import SCHEMA_VERSION, UNSET
 
 log = logging.getLogger(__name__)
@@ -127,14 +126,12 @@ class HubEvents:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._warned: set[str] = set()
         self._lock = threading.Lock()
-        self._connected = threading.Event()
+        self.conn = MqttConnection(cfg, log, "hub events", "reconnecting")
         self._closed = False
-        self.connects = 0
         self.received = 0
         self.published = 0
         self.duplicates = 0
         self.dropped = 0
-        self.last_error: str | None = None
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -144,21 +141,7 @@ class HubEvents:
             client_id=cfg.client_id or f"cellinspect-hub-{socket.gethostname()}"[:128],
             clean_session=False,  # the broker keeps QoS 1 messages while the hub reconnects
         )
-        if cfg.username is not None:
-            password = read_password(cfg.password_file) if cfg.password_file else None
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
-            tls = cfg.tls
-            try:
-                client.tls_set(
-                    ca_certs=str(tls.ca) if tls.ca else None,
-                    certfile=str(tls.cert) if tls.cert else None,
-                    keyfile=str(tls.key) if tls.key else None,
-                )
-            except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
-                files = ", ".join(str(p) for p in (tls.ca, tls.cert, tls.key) if p)
-                raise ConfigError(f"{files}: cannot load the MQTT TLS files ({err})") from None
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        configure(client, cfg)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -183,32 +166,19 @@ class HubEvents:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         del userdata, flags, props
-        if reason.is_failure:
-            self.last_error = f"connect refused: {reason}"
-            log.warning("hub events: broker %s:%d %s", self.cfg.host, self.cfg.port, reason)
-            return
-        self.connects += 1
-        self.last_error = None
-        client.subscribe([(f, int(self.cfg.qos)) for f in self.filters])
-        self._connected.set()
-        log.info("hub events: connected to %s:%d", self.cfg.host, self.cfg.port)
+        self.conn.answered(
+            reason, lambda: client.subscribe([(f, int(self.cfg.qos)) for f in self.filters])
+        )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         del client, userdata
-        first = self.last_error is None
-        self.last_error = "cannot connect (broker unreachable, or TLS refused)"
-        if first:  # once per outage, not at every retry
-            log.warning("hub events: %s:%d %s", self.cfg.host, self.cfg.port, self.last_error)
+        self.conn.connect_failed()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         del client, userdata, flags, props
-        was = self._connected.is_set()
-        self._connected.clear()
-        if was and not self._closed:
-            self.last_error = f"disconnected: {reason}"
-            log.warning("hub events: %s; reconnecting", self.last_error)
+        self.conn.disconnected(reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         del client, userdata
@@ -252,26 +222,28 @@ class HubEvents:
     def state(self) -> str:
         if self._closed:
             return "closed"
-        return "connected" if self._connected.is_set() else "disconnected"
+        return "connected" if self.conn.connected else "disconnected"
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "state": self.state,
             "broker": f"{self.cfg.host}:{self.cfg.port}",
-            "connects": self.connects,
+            "connects": self.conn.connects,
+            "outages": self.conn.outages,
             "received": self.received,
             "published": self.published,
             "duplicates": self.duplicates,
             "dropped": self.dropped,
-            "last_error": self.last_error,
+            "last_error": self.conn.last_error,
         }
 
     def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
+        return self.conn.wait(timeout)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self.conn.stopping()
         self.client.disconnect()
         self.client.loop_stop()

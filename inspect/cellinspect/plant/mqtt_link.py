@@ -28,9 +28,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cellinspect.entities import InspectionResult
-from cellinspect.errors import ConfigError
 from cellinspect.plant.mqtt_commands import MqttCommands
 from cellinspect.plant.mqtt_config import MqttConfig
+from cellinspect.plant.mqtt_connection import MqttConnection, configure
 from cellinspect.plant.mqtt_outbox import MqttOutbox, OutboxMessage
 from cellinspect.plant.mqtt_topics import (
     StationIdentity,
@@ -56,14 +56,6 @@ def _dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def read_password(path: Path) -> str:
-    """The first line of the password file (its content never goes into a message or log)."""
-    try:
-        return path.read_text(encoding="utf-8").splitlines()[0]
-    except (OSError, IndexError) as err:
-        raise ConfigError(f"{path}: cannot read the MQTT password file") from err
-
-
 class MqttLink:
     """One station's connection to the plant broker; `start()`, then `close()`."""
 
@@ -83,14 +75,12 @@ class MqttLink:
         self._alarms = alarms
         self._metrics = metrics
         self._active: dict[str, str] = {}  # alarm code -> its line
-        self._connected = threading.Event()
+        self.conn = MqttConnection(cfg, log, "MQTT", "results wait in the outbox")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._next_metrics = 0.0
-        self.connects = 0
-        self.last_error: str | None = None
         self.commands: MqttCommands | None = None
         self.client = self._client()
 
@@ -103,19 +93,10 @@ class MqttLink:
             client_id=cfg.client_id or f"cellinspect-{self.who.station_id}",
             clean_session=True,
         )
-        if cfg.username is not None:
-            password = read_password(cfg.password_file) if cfg.password_file else None
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca) if cfg.tls.ca else None,
-                certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
-                keyfile=str(cfg.tls.key) if cfg.tls.key else None,
-            )
         client.will_set(
             self.topics.state, _dumps(state_payload("offline", self.who)), qos=1, retain=True
         )
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        configure(client, cfg)
         client.max_inflight_messages_set(WINDOW)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -156,37 +137,34 @@ class MqttLink:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         del userdata, flags, props
-        if reason.is_failure:
-            self.last_error = f"connect refused: {reason}"
-            log.warning("MQTT: broker %s:%d %s", self.cfg.host, self.cfg.port, self.last_error)
-            return
-        self.connects += 1
-        self.last_error = None
-        if self.commands is not None:  # a clean session forgets subscriptions: every connect
-            client.subscribe(self.commands.topic_filter, qos=1)  # before "online" is said
-        client.publish(
-            self.topics.state, _dumps(state_payload("online", self.who)), qos=1, retain=True
-        )
-        self._connected.set()
-        self._wake.set()
-        log.info("MQTT: connected to %s:%d", self.cfg.host, self.cfg.port)
+
+        def ready() -> None:
+            if self.commands is not None:  # a clean session forgets subscriptions: every
+                client.subscribe(self.commands.topic_filter, qos=1)  # connect, before "online"
+            client.publish(
+                self.topics.state, _dumps(state_payload("online", self.who)), qos=1, retain=True
+            )
+
+        if self.conn.answered(reason, ready):
+            self._wake.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         del client, userdata
-        first = self.last_error is None
-        self.last_error = "cannot connect (broker unreachable, or TLS refused)"
-        if first:  # once per outage, not at every retry
-            log.warning("MQTT: %s:%d %s", self.cfg.host, self.cfg.port, self.last_error)
+        self.conn.connect_failed()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         del client, userdata, flags, props
-        was = self._connected.is_set()
-        self._connected.clear()
-        if was and not self._stop.is_set():
-            self.last_error = f"disconnected: {reason}"
-            log.warning("MQTT: %s; results wait in the outbox", self.last_error)
+        self.conn.disconnected(reason)
+
+    @property
+    def connects(self) -> int:
+        return self.conn.connects
+
+    @property
+    def last_error(self) -> str | None:
+        return self.conn.last_error
 
     # ------------------------------------------------------------------ the result path
 
@@ -203,7 +181,7 @@ class MqttLink:
         while not self._stop.is_set():
             try:
                 self._check_alarms()
-                if self._connected.is_set():
+                if self.conn.connected:
                     self._send_metrics()
                     if self._send_batch():
                         continue  # more may be waiting
@@ -267,7 +245,7 @@ class MqttLink:
     def state(self) -> str:
         if self._closed:
             return "closed"
-        return "connected" if self._connected.is_set() else "disconnected"
+        return "connected" if self.conn.connected else "disconnected"
 
     def snapshot(self) -> dict[str, Any]:
         """For the status links and the metrics collector."""
@@ -277,7 +255,8 @@ class MqttLink:
             "backlog": self.outbox.backlog,
             "queued": self.outbox.added,
             "sent": self.outbox.sent,
-            "connects": self.connects,
+            "connects": self.conn.connects,
+            "outages": self.conn.outages,
             "last_error": self.last_error,
         }
 
@@ -289,6 +268,7 @@ class MqttLink:
         if self._closed:
             return
         self._stop.set()
+        self.conn.stopping()
         self._wake.set()
         if self.commands is not None:
             self.client.message_callback_remove(self.commands.topic_filter)
@@ -298,11 +278,11 @@ class MqttLink:
         end = time.monotonic() + drain_s
         try:
             self._check_alarms()
-            while self._connected.is_set() and time.monotonic() < end:
+            while self.conn.connected and time.monotonic() < end:
                 sent_all = self._send_batch(max(end - time.monotonic(), 0.1))
                 if not sent_all and self.outbox.backlog == 0:
                     break
-            if self._connected.is_set():
+            if self.conn.connected:
                 info = self.client.publish(
                     self.topics.state,
                     _dumps(state_payload("offline", self.who)),
