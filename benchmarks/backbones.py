@@ -1,7 +1,8 @@
 """Which backbone: EfficientNet-Lite0, -Lite1 and -Lite2 side by side, accuracy and latency.
 
 `python -m benchmarks.backbones --out runs/backbones` fits, for each converted backbone
-(`cellinspect convert-backbone --variant liteN` makes them; nothing is downloaded here):
+(`cellinspect convert-backbone --variant liteN` makes them, in models/ or, with `--out
+DIR/liteN/1`, in a folder named by `--backbones DIR`; nothing is downloaded here):
 
 * elpv classification: the eval-elpv logistic head on dihedral-view features (frozen backbone),
   accuracy on the test part of the fixed, stratified split (the published reference: 88.42 %);
