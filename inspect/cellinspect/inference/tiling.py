@@ -139,14 +139,26 @@ def fit_inputs(images: Sequence[ImageU8], spec: InputSpec) -> list[ImageU8]:
     at the input size (so any preparer of that size passes them unchanged): stretched or
     letterboxed by the station's own preparer, or under tiling every tile of every image
     (tiles of good parts are good parts), padded like the station pads edge tiles."""
+    return fit_units(images, spec)[0]
+
+
+def fit_units(
+    images: Sequence[ImageU8], spec: InputSpec
+) -> tuple[list[ImageU8], npt.NDArray[np.int64]]:
+    """`fit_inputs`, and per input the index of the image it came from (its tiles share it):
+    what fit splits group by, so no image is on both sides of a split."""
     tally_sizes(images, spec)
     mode = spec.resize_mode
+    each = np.arange(len(images), dtype=np.int64)
     if mode is ResizeMode.STRETCH:
-        return list(images)
+        return list(images), each
     prepare = preparer_for(spec)
     if mode is ResizeMode.LETTERBOX:
-        return [prepare.fit_image(image) for image in images]
-    return [prepare.fit_image(tile) for image in images for tile in cut_tiles(image, spec)]
+        return [prepare.fit_image(image) for image in images], each
+    tiles = [cut_tiles(image, spec) for image in images]
+    units = [prepare.fit_image(tile) for per in tiles for tile in per]
+    sources = np.repeat(np.arange(len(images), dtype=np.int64), [len(per) for per in tiles])
+    return units, sources
 
 
 def prepare_input(images: Sequence[ImageU8], spec: InputSpec, tally: bool = True) -> F32:

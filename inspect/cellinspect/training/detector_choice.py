@@ -28,9 +28,11 @@ from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
 from cellinspect.training.anomaly_params import AUTO, DEFAULT_SHRINKAGE, AnomalyFitParams
 from cellinspect.training.dataset import Stage
+from cellinspect.training.split import grouped_holdout, source_count
 from cellinspect.training.synthetic_anomalies import KINDS, synthetic_set
 
 F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
 CHOICE_FRACTION = 0.2  # of the fitting images, held back to judge the candidates on
 MIN_CHOICE_IMAGES = 4  # fewer held-back parts give an AUROC of a handful of pairs
 MIN_CANDIDATE_IMAGES = 5  # what fit_anomaly asks of any fit
@@ -39,8 +41,9 @@ AUTO_GROUPS = 3  # texture groups of the grouped gaussian candidate (unless --gr
 MARKS_PER_PART = 2  # synthetic anomalies drawn per held-back part (other kind each time)
 SEED_OFFSET = 7919  # held-back draw differs from the detectors' own bank / held-out draw
 
-# fit(patches, images, params, out_path) -> model path;  score(model, images) -> scores
-FitFn = Callable[[F32, Sequence[ImageU8], AnomalyFitParams, Path], Path]
+# fit(patches, images, params, out_path, sources) -> model path (sources: per image, the
+# frame it was cut from; tiles share one);  score(model, images) -> scores
+FitFn = Callable[[F32, Sequence[ImageU8], AnomalyFitParams, Path, I64], Path]
 ScoreFn = Callable[[Path, Sequence[ImageU8]], F32]
 
 
@@ -125,17 +128,21 @@ def candidate_parameters(params: AnomalyFitParams) -> dict[str, Any]:
     return {"coreset_size": params.coreset_size, "bags": params.bags}
 
 
-def held_back_split(n: int, seed: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(fit indices, held-back indices) of n fitting images, seeded."""
+def held_back_split(n: int, seed: int, sources: I64 | None = None) -> tuple[I64, I64]:
+    """(fit indices, held-back indices) of n fitting images, seeded; with `sources` (per
+    image, the frame it was cut from) whole frames are held back, n counting frames."""
+    if sources is None:
+        sources = np.arange(n, dtype=np.int64)
+    n = source_count(sources)
     n_back = max(MIN_CHOICE_IMAGES, round(n * CHOICE_FRACTION))
-    if n - n_back < MIN_CANDIDATE_IMAGES:
+    back, fit = grouped_holdout(sources, min(n, n_back), seed + SEED_OFFSET)
+    if len(fit) < MIN_CANDIDATE_IMAGES:  # a tile of a frame counts as an image here
         raise ModelError(
             f"--detector auto needs at least {MIN_CHOICE_IMAGES + MIN_CANDIDATE_IMAGES} good "
             f"images to fit (it holds {n_back} back to judge the candidates on); there are {n}. "
             "Add good images or pick --detector patchcore|gaussian."
         )
-    order = np.random.default_rng(seed + SEED_OFFSET).permutation(n)
-    return np.sort(order[n_back:]), np.sort(order[:n_back])
+    return np.sort(fit), np.sort(back)
 
 
 def _auroc(good: F32, marked: F32) -> float:
@@ -174,12 +181,16 @@ def choose_detector(
     score: ScoreFn,
     work_dir: Path,
     stage: Stage,
+    sources: I64 | None = None,
 ) -> DetectorChoice:
     """Fit every candidate on most of `images` (their backbone `patches` already extracted),
     score the held-back rest with and without synthetic marks, and pick (module doc).
 
-    Candidate models are written under `work_dir` (one folder each) and left there."""
-    fit_idx, back_idx = held_back_split(len(images), params.seed)
+    Candidate models are written under `work_dir` (one folder each) and left there. With
+    `sources` (tiles: per image its frame) whole frames are held back."""
+    if sources is None:
+        sources = np.arange(len(images), dtype=np.int64)
+    fit_idx, back_idx = held_back_split(len(images), params.seed, sources)
     held = [images[i] for i in back_idx]
     marked = [
         a.image
@@ -192,7 +203,9 @@ def choose_detector(
     for number, cand in enumerate(tried, 1):
         try:
             cand.params.check()
-            model = fit(patches[fit_idx], fit_images, cand.params, work_dir / cand.name)
+            model = fit(
+                patches[fit_idx], fit_images, cand.params, work_dir / cand.name, sources[fit_idx]
+            )
             scores = score(model, [*held, *marked])
             auroc: float | None = _auroc(scores[: len(held)], scores[len(held) :])
             error = None

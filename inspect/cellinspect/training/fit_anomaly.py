@@ -50,16 +50,25 @@ from cellinspect.inference.patchcore import (
     random_projection,
 )
 from cellinspect.inference.preprocess_contract import preprocess_record
-from cellinspect.inference.tiling import fit_inputs, fitted_input
+from cellinspect.inference.tiling import fit_units, fitted_input
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.anomaly_params import AUTO, AnomalyFitParams
 from cellinspect.training.bank_augment import AugmentedPatches, augment_features, view_names
-from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
+from cellinspect.training.dataset import (
+    Dataset,
+    LabelledImage,
+    RoiReader,
+    Stage,
+    no_stage,
+    read_images,
+)
 from cellinspect.training.detector_choice import DetectorChoice, choose_detector
 from cellinspect.training.fit_gaussian import cross_fit_folds, fit_gaussian
-from cellinspect.training.fitted_images import RECORD_KEY, image_record
+from cellinspect.training.fitted_images import RECORD_KEY, image_id, image_record
+from cellinspect.training.split import grouped_holdout, source_count
 
 F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +143,13 @@ def _fit_bag(
     tmp: str,
     stage: Stage,
     aug: AugmentedPatches | None = None,
+    sources: npt.NDArray[np.int64] | None = None,
 ) -> _Bag:
-    """Split, project, pick the coreset, and scale (and z-score) on the held-out parts."""
-    order = np.random.default_rng(seed).permutation(len(images))
-    hold_idx, bank_idx = order[:n_hold], order[n_hold:]
+    """Split (`n_hold` whole images: a frame's tiles stay together), project, pick the
+    coreset, and scale (and z-score) on the held-out parts."""
+    if sources is None:
+        sources = np.arange(len(images), dtype=np.int64)
+    hold_idx, bank_idx = grouped_holdout(sources, n_hold, seed)
     channels = patches.shape[2]
     # augmented views of the bank images only: held-out parts and their views stay out
     flat = (patches[bank_idx] if aug is None else aug.with_sources(patches, bank_idx)).reshape(
@@ -158,7 +170,7 @@ def _fit_bag(
         backbone,
         params.batch_size,
         lambda d, t: stage("holdout", d, t),
-    ).reshape(n_hold, -1)
+    ).reshape(len(hold_idx), -1)
     mean: F32 | None = None
     std: F32 | None = None
     if params.position_norm:
@@ -172,6 +184,15 @@ def _fit_bag(
         projection=projection, bank=bank, score_scale=scale, position_mean=mean, position_std=std
     )
     return _Bag(fitted, bank_idx, hold_idx, raw_scores)
+
+
+def _source_ids(
+    read: Sequence[tuple[LabelledImage, ImageU8]], sources: I64, rows: I64 | None
+) -> list[str]:
+    """Sorted ids of the images the given input rows (tiles) were cut from."""
+    if rows is None:
+        return []
+    return sorted({image_id(read[int(s)][0].path) for s in np.unique(sources[rows])})
 
 
 @dataclass(frozen=True)
@@ -191,6 +212,7 @@ class _Fitted:
     extra: dict[str, object]
     bank_size: int = 0
     patches: int = 0
+    holdout_idx: npt.NDArray[np.int64] | None = None  # rows held out (the first bag's)
 
 
 def _patchcore_model(
@@ -204,6 +226,7 @@ def _patchcore_model(
     out_path: Path,
     stage: Stage,
     aug: AugmentedPatches | None = None,
+    sources: npt.NDArray[np.int64] | None = None,
 ) -> _Fitted:
     fits = [
         _fit_bag(
@@ -217,6 +240,7 @@ def _patchcore_model(
             tmp,
             stage,
             aug,
+            sources,
         )
         for b in range(params.bags)
     ]
@@ -253,6 +277,7 @@ def _patchcore_model(
         extra={"bag_scales_raw": [f.params.score_scale for f in fits]},
         bank_size=int(bank.shape[0]),
         patches=n_patches,
+        holdout_idx=first.hold_idx,
     )
 
 
@@ -264,8 +289,9 @@ def _gaussian_model(
     out_path: Path,
     stage: Stage,
     aug: AugmentedPatches | None = None,
+    sources: npt.NDArray[np.int64] | None = None,
 ) -> _Fitted:
-    fit = fit_gaussian(patches, n_hold, params, stage, aug)
+    fit = fit_gaussian(patches, n_hold, params, stage, aug, sources)
     model_path = build_gaussian_graph(backbone_path, fit.params, out_path)
     z_scored = params.position_norm
     positions = patches.shape[1]
@@ -309,6 +335,7 @@ def _gaussian_model(
             "group_sizes": [list(g) for g in fit.group_sizes],
             "group_scales_raw": [g.scale for g in fit.params.groups],
         },
+        holdout_idx=fit.hold_idx,
     )
 
 
@@ -319,6 +346,7 @@ def choose_on_patches(
     backbone_path: Path,
     work_dir: Path,
     stage: Stage = no_stage,
+    sources: npt.NDArray[np.int64] | None = None,
 ) -> DetectorChoice:
     """`--detector auto` on extracted patches: each candidate fitted as it would ship and
     scored through its graph; candidate models are left in `work_dir`/<candidate>/."""
@@ -326,12 +354,17 @@ def choose_on_patches(
     work_dir.mkdir(parents=True, exist_ok=True)
     tmp = str(work_dir)
 
-    def fit(part: F32, part_images: Sequence[ImageU8], cand: AnomalyFitParams, out: Path) -> Path:
+    def fit(
+        part: F32, part_images: Sequence[ImageU8], cand: AnomalyFitParams, out: Path, src: I64
+    ) -> Path:
         out.mkdir(parents=True, exist_ok=True)
-        n_hold = max(1, round(len(part_images) * cand.holdout_fraction))
+        src = np.unique(src, return_inverse=True)[1].reshape(-1).astype(np.int64)  # 0..n-1
+        n_hold = max(1, round(source_count(src) * cand.holdout_fraction))
         if cand.detector == "gaussian":
             model = out / "model.onnx"
-            return _gaussian_model(part, n_hold, cand, backbone_path, model, no_stage).model_path
+            return _gaussian_model(
+                part, n_hold, cand, backbone_path, model, no_stage, sources=src
+            ).model_path
         return _patchcore_model(
             part,
             part_images,
@@ -342,12 +375,13 @@ def choose_on_patches(
             tmp,
             out / "model.onnx",
             no_stage,
+            sources=src,
         ).model_path
 
     def score(model: Path, scored: Sequence[ImageU8]) -> F32:
         return run_batched(_session(model), SCORE_OUTPUT, scored, backbone, params.batch_size)
 
-    return choose_detector(patches, images, params, fit, score, work_dir, stage)
+    return choose_detector(patches, images, params, fit, score, work_dir, stage, sources)
 
 
 def fit_anomaly(
@@ -372,14 +406,21 @@ def fit_anomaly(
     backbone = load_manifest(backbone_path)
     model_input = fitted_input(backbone.input, resize, tile)
     good = dataset.with_labels(["good"])
-    images = [img for _, img in read_images(good, reader, lambda d, t: stage("read", d, t))]
-    images = fit_inputs(images, model_input)  # at the input size, as the station prepares them
+    read = list(read_images(good, reader, lambda d, t: stage("read", d, t)))
+    # at the input size, as the station prepares them; sources: each input's image (tiles)
+    images, sources = fit_units([img for _, img in read], model_input)
     if len(images) < 5:
         raise ModelError(
             f"{dataset.root}: {len(images)} readable good image(s); at least 5 are needed"
         )
-    n_hold = max(1, round(len(images) * params.holdout_fraction))
-    held_out = len(images) if params.cross_fitted else n_hold
+    n_hold = max(1, round(len(read) * params.holdout_fraction))  # whole images, never tiles
+    held_rows = len(grouped_holdout(sources, n_hold, params.seed)[0])  # their tiles
+    if held_rows == len(images):
+        raise ModelError(
+            f"{dataset.root}: {len(read)} readable good image(s); holding out {n_hold} whole "
+            "image(s) to set the score scale on leaves none to fit on"
+        )
+    held_out = len(images) if params.cross_fitted else held_rows
     if params.position_norm and held_out < MIN_POSITION_IMAGES:
         how = (
             "cross-fitting holds out each of them once"
@@ -392,7 +433,7 @@ def fit_anomaly(
             "good images or turn it off."
         )
     views = 1 + len(view_names(params.augment))  # each fitted image and its augmented views
-    fit_views = (len(images) - n_hold) * views
+    fit_views = (len(images) - held_rows) * views
     if params.detector == "gaussian" and fit_views < params.groups * MIN_GROUP_IMAGES:
         raise ModelError(
             f"{dataset.root}: the gaussian detector needs at least {MIN_GROUP_IMAGES} good "
@@ -422,14 +463,24 @@ def fit_anomaly(
         choice = None
         if params.detector == AUTO:  # the candidates are fitted without augmented views
             choice = choose_on_patches(
-                patches, images, params, backbone_path, Path(tmp) / "candidates", stage
+                patches, images, params, backbone_path, Path(tmp) / "candidates", stage, sources
             )
             params = choice.params
         fitted = (
-            _gaussian_model(patches, n_hold, params, backbone_path, out_path, stage, aug)
+            _gaussian_model(patches, n_hold, params, backbone_path, out_path, stage, aug, sources)
             if params.detector == "gaussian"
             else _patchcore_model(
-                patches, images, n_hold, params, backbone_path, backbone, tmp, out_path, stage, aug
+                patches,
+                images,
+                n_hold,
+                params,
+                backbone_path,
+                backbone,
+                tmp,
+                out_path,
+                stage,
+                aug,
+                sources,
             )
         )
     h = int(np.sqrt(patches.shape[1]))
@@ -468,6 +519,8 @@ def fit_anomaly(
                 "good_images": len(images),
                 "bank_images": fitted.bank_images,
                 "holdout_images": fitted.holdout_images,
+                # the images whose parts (all tiles of a frame) set the score scale
+                "holdout_ids": _source_ids(read, sources, fitted.holdout_idx),
                 # views that joined the bank / Gaussians (the first bag's), never held-out ones
                 "augmented_views": fitted.bank_images * (views - 1),
                 "skipped": len(good.skipped),

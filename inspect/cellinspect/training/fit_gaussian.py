@@ -33,6 +33,7 @@ from cellinspect.inference.patchcore import (
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.bank_augment import AugmentedPatches
 from cellinspect.training.dataset import Stage
+from cellinspect.training.split import grouped_holdout, source_rank
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -82,16 +83,21 @@ def cross_fit_maps(
     folds: int,
     shrinkage: float,
     aug: AugmentedPatches | None = None,
+    sources: I64 | None = None,
 ) -> F32:
     """Distance maps of every member, each under Gaussians fitted without its own fold.
 
     Members are dealt to folds in turn (the caller has shuffled them), so folds differ in size
     by one at most; `folds == len(members)` is leave-one-out. Augmented views (projected like
     `projected`) go with their source: a fold's fit never sees a view of a part it scores.
+    `sources` (per patch row, its image: tiles of one image share it) deals images, not
+    tiles, so a fold never fits a tile of an image it scores.
     """
-    if not 2 <= folds <= len(members):
-        raise ModelError(f"cross-fitting needs 2..{len(members)} folds, got {folds}")
-    fold_of = np.arange(len(members)) % folds
+    rank = np.arange(len(members)) if sources is None else source_rank(sources[members])
+    images = int(rank.max()) + 1 if len(rank) else 0
+    if not 2 <= folds <= images:
+        raise ModelError(f"cross-fitting needs 2..{images} folds (one image each), got {folds}")
+    fold_of = rank % folds
     maps = np.empty((len(members), projected.shape[1]), np.float32)
     for fold in range(folds):
         fit_set = _fit_set(projected, members[fold_of != fold], aug)
@@ -119,6 +125,7 @@ def fit_gaussian(
     params: AnomalyFitParams,
     stage: Stage,
     aug: AugmentedPatches | None = None,
+    sources: I64 | None = None,
 ) -> GaussianFit:
     """Fit each group's Gaussians and set its z-scores and scale on held-out good parts.
 
@@ -126,12 +133,16 @@ def fit_gaussian(
     by the model of the folds without it, instead of `n_hold` parts serving only one role.
     `aug` (views of the images of `patches`, bank_augment.py) joins the fits of its sources
     only; held-out scores are of original images alone. A view counts as an image towards
-    the minimum a group needs to fit on.
+    the minimum a group needs to fit on. `sources` (per row, its image; tiles share one)
+    keeps each image's tiles on one side of every split; `n_hold` counts images.
     """
     if params.groups < 1:
         raise ModelError(f"groups must be >= 1, got {params.groups}")
-    order = np.random.default_rng(params.seed).permutation(len(patches))
-    hold_idx, bank_idx = (order, order) if params.cross_fitted else (order[:n_hold], order[n_hold:])
+    if sources is None:
+        sources = np.arange(len(patches), dtype=np.int64)
+    hold_idx, bank_idx = grouped_holdout(sources, n_hold, params.seed)
+    if params.cross_fitted:
+        hold_idx = bank_idx = np.concatenate([hold_idx, bank_idx])
     folds = cross_fit_folds(params.holdout_fraction)
     projection = random_projection(patches.shape[2], params.projection_dim, params.seed)
     projected = patches if is_identity(projection) else np.asarray(patches @ projection, np.float32)
@@ -154,7 +165,7 @@ def fit_gaussian(
         mean, whiten = fit_position_gaussians(_fit_set(projected, bank_g, aug), params.shrinkage)
         if params.cross_fitted:
             _check_fold_size(len(bank_g), folds, params, g, views)
-            maps = cross_fit_maps(projected, bank_g, folds, params.shrinkage, aug)
+            maps = cross_fit_maps(projected, bank_g, folds, params.shrinkage, aug, sources=sources)
         else:
             maps = mahalanobis(projected[hold_idx[hold_g]], mean, whiten)
         pos_mean: F32 | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from cellinspect.training.dataset import Dataset, DatasetError, LabelledImage
 
@@ -177,3 +178,48 @@ def calibration_split(
     }
     skipped = list(dataset.skipped)
     return Dataset(dataset.root, fit, skipped), Dataset(dataset.root, calibrate, []), record
+
+
+I64 = npt.NDArray[np.int64]
+
+
+def dealt_order(sources: I64, seed: int) -> I64:
+    """Unit indices (tiles, or images when each is its own source) with the source images in
+    seeded random order and each image's units together: one permutation of the images, so a
+    cut anywhere between images keeps every image's tiles on one side. With one unit per
+    image it is `default_rng(seed).permutation(n)`, the draw untiled fits have always made."""
+    sources = np.asarray(sources, np.int64)
+    order = np.random.default_rng(seed).permutation(source_count(sources))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return np.asarray(np.argsort(rank[sources], kind="stable"), np.int64)
+
+
+def source_count(sources: I64) -> int:
+    """How many source images the units come from (sources are 0..n-1)."""
+    return int(np.max(sources)) + 1 if len(sources) else 0
+
+
+def grouped_holdout(sources: I64, n_hold: int, seed: int) -> tuple[I64, I64]:
+    """(held-out, kept) unit indices: `n_hold` whole source images drawn with `seed`, every
+    tile of an image on its image's side. Overlapping tiles of one image are near-copies: one
+    in the bank and another held out would set the score scale on a part the bank has seen."""
+    sources = np.asarray(sources, np.int64)
+    order = dealt_order(sources, seed)
+    n = source_count(sources)
+    if not 0 <= n_hold <= n:
+        raise DatasetError(f"cannot hold out {n_hold} of {n} source image(s)")
+    cut = int(np.searchsorted(source_rank(sources[order]), n_hold))
+    return order[:cut], order[cut:]
+
+
+def source_rank(ordered_sources: I64) -> I64:
+    """Per unit: how many distinct source images first appear before its own, in the given
+    order: what deals images, not tiles, to cross-fitting folds."""
+    ordered_sources = np.asarray(ordered_sources, np.int64)
+    if not len(ordered_sources):
+        return np.zeros(0, np.int64)
+    _, first, inverse = np.unique(ordered_sources, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return np.asarray(rank[inverse.reshape(-1)], np.int64)
