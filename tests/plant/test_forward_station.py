@@ -7,6 +7,7 @@ which the central side already holds: every result still arrives exactly once, i
 
 from __future__ import annotations
 
+import json
 import signal
 import urllib.request
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, select
 
 from cellinspect.storage.models import ResultRow
+from cellinspect.users import Role, add_user
 from tests.plant.forward_rig import HubProcess, central_engine, central_rows, wait_for
 from tests.servers.postgres import PostgresServer, postgres_fixture
 from tests.station.runner import StationProcess, write_station
@@ -105,5 +108,83 @@ def test_a_station_killed_mid_run_loses_nothing_centrally(
         assert ids == _local_ids(data)  # all, once, in the station's order
         assert "password" not in proc.log_text().lower()
         assert central_url.split("@")[0].rsplit(":", 1)[1] not in proc.log_text()
+    finally:
+        central.dispose()
+
+
+def _scrape(api: str) -> dict[str, float]:
+    """GET /metrics of a running station, parsed: `name{label="value"}` -> value."""
+    with urllib.request.urlopen(f"{api}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    seen: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            seen[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return seen
+
+
+def test_labels_both_ways_are_counted_on_the_stations_metrics(
+    tmp_path: Path, central_url: str, hub: HubProcess
+) -> None:
+    """A label set on the station reaches the hub, one set on the hub comes back: the
+    station's /metrics counts one of each, and no more after further passes."""
+    env = {"CELLINSPECT_CENTRAL_DB_URL": central_url, "CELLINSPECT_HUB_TOKEN": hub.token}
+    token = add_user(tmp_path / "data" / "users.yaml", "op-max", Role.QA)
+    station = write_station(
+        tmp_path / "station.yaml",
+        station_id=STATION,
+        source={"type": "synthetic", "count": 6, "seed": 2, "defect_rate": 0.5},
+        trigger={"mode": "free_run"},
+        forward={
+            "enabled": True,
+            "hub_url": hub.url,
+            "interval_s": 0.2,
+            "reviews_from_hub": True,
+        },
+        api={"enabled": True, "port": 0},
+        status_every_s=0.2,
+    )
+    central = central_engine(central_url)
+    try:
+        with StationProcess(station, env=env) as proc:
+            api = proc.wait_running()["links"]["api"]["url"]
+            _wait_source_end(proc)
+            wait_for(
+                "the station's rows centrally",
+                lambda: (
+                    [r for r, st in central_rows(central) if st == STATION]
+                    == _local_ids(tmp_path / "data")
+                ),
+                timeout=90,
+            )
+            first, second = _local_ids(tmp_path / "data")[:2]
+            request = urllib.request.Request(
+                f"{api}/results/{first}/review",
+                data=b'{"label": "good"}',
+                method="PUT",
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                assert reply.status == 200
+            assert hub.review(second, b'{"label": "defect", "defect_class": "crack"}') == 200
+
+            def counted() -> bool:
+                seen = _scrape(api)
+                return (
+                    seen.get('cellinspect_station_forward_reviews_total{direction="sent"}') == 1
+                    and seen.get('cellinspect_station_forward_reviews_total{direction="received"}')
+                    == 1
+                )
+
+            wait_for("one label each way on /metrics", counted, timeout=60)
+            shown = json.loads(hub.get(f"/results/{first}"))["review"]
+            assert (shown["label"], shown["reviewer"]) == ("good", f"op-max@{STATION}")
+            for _ in range(5):  # a second more (status every 0.2 s): passes every 0.2 s
+                proc.wait_for("status", timeout=30)
+            seen = _scrape(api)
+            assert seen['cellinspect_station_forward_reviews_total{direction="sent"}'] == 1
+            assert seen['cellinspect_station_forward_reviews_total{direction="received"}'] == 1
+            assert proc.stop(signal.SIGTERM) == 0, proc.log_text()
     finally:
         central.dispose()

@@ -16,11 +16,13 @@ import socket
 import subprocess
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cellinspect.api.events import EventBroker
 from cellinspect.api.server import ApiServerThread
@@ -200,6 +202,17 @@ def test_results_state_and_alarms_of_every_station_stream_from_the_hub(
         assert any("not UTF-8 JSON" in w for w in warnings)
         assert not any("not json at all" in w for w in warnings)
 
+        # The same counts on the hub's GET /metrics (a real scrape).
+        wait_for("the stream to catch up", lambda: len(reader.events) == events.published)
+        seen = scrape(url)
+        republished = len(reader.events)
+        assert seen["cellinspect_hub_mqtt_republished_total"] == republished
+        assert seen["cellinspect_hub_mqtt_received_total"] == republished + 3 + 1
+        assert seen['cellinspect_hub_mqtt_dropped_total{reason="malformed"}'] == 3
+        assert seen['cellinspect_hub_mqtt_dropped_total{reason="duplicate"}'] == 1
+        assert seen["cellinspect_hub_mqtt_reconnects_total"] == 0
+        assert seen['cellinspect_hub_mqtt_link_state{state="connected"}'] == 1
+
         # The stations' clean stop: 'offline' for each, live on the hub.
         for link in links.values():
             link.close(drain_s=2)
@@ -236,9 +249,26 @@ def test_the_hub_resubscribes_after_a_broker_restart(
         )
         assert [e["id"] for e in reader.of("result")] == ["cell-1-000000", "cell-1-000001"]
         assert events.snapshot()["connects"] >= 2
+        wait_for("the stream to catch up", lambda: len(reader.events) == events.published)
+        seen = scrape(url)
+        assert seen["cellinspect_hub_mqtt_reconnects_total"] == events.conn.connects - 1 >= 1
+        assert seen["cellinspect_hub_mqtt_outages_total"] == events.conn.outages >= 1
+        assert seen["cellinspect_hub_mqtt_republished_total"] == len(reader.events)
     finally:
         link.close(drain_s=2)
         reader.close()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """GET /metrics, parsed by prometheus_client: `name{label="value"}` -> value."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    seen: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            seen[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return seen
 
 
 def _pub(broker: MosquittoServer, topic: str, payload: str) -> None:

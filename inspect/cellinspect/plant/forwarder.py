@@ -71,6 +71,7 @@ class ForwardStats:
     forwarded: int  # rows shipped by this process (resends of a batch count again)
     images_sent: int  # images the hub accepted, or objects put to S3 (not those it held)
     reviews_sent: int  # station labels (and undos) applied centrally by this process
+    reviews_received: int  # hub labels copied into the station's store by this process
     backlog: int  # local rows not yet forwarded
     lag_s: float | None  # age of the oldest unforwarded row (capture time), None: no backlog
     last_error: str | None
@@ -177,6 +178,7 @@ class Forwarder:
         self._lock = threading.Lock()
         self._forwarded = 0
         self._images = 0
+        self._reviews_received = 0
         self._error: str | None = None
         self._backlog = 0
         self._lag: float | None = None
@@ -225,6 +227,7 @@ class Forwarder:
                 forwarded=self._forwarded,
                 images_sent=self._images,
                 reviews_sent=0 if self.review_pusher is None else self.review_pusher.sent,
+                reviews_received=self._reviews_received,
                 backlog=self._backlog,
                 lag_s=self._lag,
                 last_error=self._error,
@@ -344,6 +347,8 @@ class Forwarder:
                             comment=central.comment,
                         ),
                     )
+                    with self._lock:
+                        self._reviews_received += 1
         except SQLAlchemyError as err:
             raise ForwardError(_short(err)) from None
         if events:

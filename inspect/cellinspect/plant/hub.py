@@ -43,7 +43,9 @@ def start_hub_events(app: FastAPI, cfg: MqttConfig) -> HubEvents:
     from cellinspect.plant.hub_events import HubEvents  # paho only where MQTT is on
 
     services: ApiServices = app.state.services
-    return HubEvents(cfg, services.events).start()
+    events = HubEvents(cfg, services.events)
+    events.register(services.metrics.registry)  # its counters on the hub's GET /metrics
+    return events.start()
 
 
 def serve_hub(

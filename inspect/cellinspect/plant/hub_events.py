@@ -20,10 +20,14 @@ import logging
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from cellinspect.api.events import EventBroker
 from cellinspect.plant.mqtt_config import MqttConfig
@@ -237,6 +241,10 @@ class HubEvents:
             "last_error": self.conn.last_error,
         }
 
+    def register(self, registry: CollectorRegistry) -> None:
+        """Serve the counters from `registry` (the hub app's, for GET /metrics)."""
+        registry.register(_HubEventsCollector(self))
+
     def wait_connected(self, timeout: float) -> bool:
         return self.conn.wait(timeout)
 
@@ -247,3 +255,42 @@ class HubEvents:
         self.conn.stopping()
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class _HubEventsCollector(Collector):
+    """The subscriber's counters and link state, read when Prometheus scrapes."""
+
+    def __init__(self, events: HubEvents) -> None:
+        self._events = events
+
+    def collect(self) -> Iterator[Metric]:
+        ev = self._events
+        prefix = "cellinspect_hub_mqtt"
+        state = GaugeMetricFamily(
+            f"{prefix}_link_state",
+            "The hub's MQTT subscriber: 1 for the state it is in, 0 for the others.",
+            labels=["state"],
+        )
+        now = ev.state
+        for name in ("connected", "disconnected", "closed"):
+            state.add_metric([name], 1.0 if name == now else 0.0)
+        yield state
+        for name, doc, value in (
+            ("received", "Messages on the stations' topics the hub received.", ev.received),
+            ("republished", "Messages passed on to GET /events.", ev.published),
+            ("reconnects", "Connects to the broker after the first.", ev.conn.reconnects),
+            (
+                "outages",
+                "Times the broker connection was lost or could not be made.",
+                ev.conn.outages,
+            ),
+        ):
+            yield CounterMetricFamily(f"{prefix}_{name}", doc, value=value)
+        dropped = CounterMetricFamily(
+            f"{prefix}_dropped",
+            "Messages not passed on: a duplicate (seen among the last ids) or malformed.",
+            labels=["reason"],
+        )
+        dropped.add_metric(["duplicate"], ev.duplicates)
+        dropped.add_metric(["malformed"], ev.dropped)
+        yield dropped

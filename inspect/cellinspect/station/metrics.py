@@ -432,6 +432,15 @@ class _StateCollector(Collector):
             yield _counter(
                 f"{PREFIX}_forward_results", "Results forwarded since start.", fs.forwarded
             )
+            reviews = CounterMetricFamily(
+                f"{PREFIX}_forward_reviews",
+                "Review labels since start: sent (set here, applied centrally) and received "
+                "(set on the hub, copied into this station's store).",
+                labels=["direction"],
+            )
+            reviews.add_metric(["sent"], fs.reviews_sent)
+            reviews.add_metric(["received"], fs.reviews_received)
+            yield reviews
 
     def _models(self, rt: StationRuntime) -> Iterator[Metric]:
         iface = rt._interface
