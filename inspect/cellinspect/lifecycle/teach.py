@@ -39,7 +39,6 @@ from cellinspect.sources.decode import decode_image_file
 from cellinspect.storage.records import ReviewLabel
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import Dataset, LabelledImage, RoiReader
-from cellinspect.training.fit_calibration import fit_anomaly_calibrated
 
 if TYPE_CHECKING:
     from cellinspect.config import Recipe
@@ -456,6 +455,10 @@ class TeachSession:
         )
 
     def _fit_and_shadow(self) -> None:
+        # Imported here: the fitting code pulls in scikit-learn, SciPy and onnx (seconds of
+        # start-up), and every station with a store imports this module through its API.
+        from cellinspect.training.fit_calibration import fit_anomaly_calibrated
+
         registry = self.station.model_registry()
         live = registry.live(self.slot)
         model_file = live.model_file if live is not None else self._recipe_model()
