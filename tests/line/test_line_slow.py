@@ -1,8 +1,16 @@
-"""500 parts through the simulated cell at a realistic rate, with the real Inspector.
+"""150 parts through the simulated cell at a realistic rate, with the real Inspector.
 
 The check the issue asks for: the gate's action on every part matches the station's verdict for
 that very part (no part passed or rejected by a tracking, timing or handshake error), and
 escapes and false rejects are counted against the ground truth.
+
+Why 150 parts are enough (500 took 2.5 minutes of the test run and checked nothing more): every
+part is tracked on its own, so what a long run adds is the states it passes through, and 150
+parts pass through all of them many times: about 5 parts always between photo-eye and gate
+(1.5 s of travel at 3.3 parts/s), close pairs from the 30 % spacing jitter, the rendered-part
+cache (64 parts) evicting twice over, the 40 sample images served round robin almost four
+times, and about 45 defective parts. The 32-bit encoder does not wrap at 500 parts either
+(tests/line/test_cell.py starts it just below the wrap); neither do the 16-bit trigger counters.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from cellinspect.plc.sim_camera import FolderCatalog
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_RECIPE = ROOT / "recipes" / "flange.yaml"
-PARTS = 500
+PARTS = 150
 RATE_PER_MIN = 200.0  # 3.3 parts/s: a flange line (0.5 m/s at 150 mm pitch)
 
 
@@ -48,7 +56,7 @@ def _assert_line_is_exact(report: object) -> None:
 
 
 @pytest.mark.slow
-def test_500_parts_on_the_shipped_recipe() -> None:
+def test_150_parts_on_the_shipped_recipe() -> None:
     models = [
         ROOT / "models" / n / "1" / "model.onnx" for n in ("flange-anomaly", "flange-classifier")
     ]
@@ -60,7 +68,7 @@ def test_500_parts_on_the_shipped_recipe() -> None:
 
 
 @pytest.mark.slow
-def test_500_parts_with_a_real_inspector_on_a_real_model(
+def test_150_parts_with_a_real_inspector_on_a_real_model(
     tmp_path: Path, brightness_model: Path
 ) -> None:
     from cellinspect.runtime.inspector import Inspector
@@ -80,7 +88,7 @@ def test_500_parts_with_a_real_inspector_on_a_real_model(
             w.writerow([f"{i}.png", label])
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        f"name: line-500\nmodels:\n  - name: brightness\n    path: {brightness_model}\n",
+        f"name: line-150\nmodels:\n  - name: brightness\n    path: {brightness_model}\n",
         encoding="utf-8",
     )
     inspector = Inspector.from_recipe(recipe)
