@@ -3,8 +3,11 @@
 Static (calibrated, QDQ, per-channel) quantisation of the backbone's convolutions only: the
 heads (Gemm, Softmax) and the anomaly detector's nearest-neighbour search stay in FP32, where
 8 bits would blur exactly the distances the score is made of. Calibration images are cut the
-way the station cuts them (recipe preprocessing and ROI). Both variants are then evaluated on
-the same labelled set and timed the same way, and the figures go into the INT8 manifest.
+way the station cuts them (recipe preprocessing and ROI) and meet the model as its manifest's
+`input.resize` says, through the station's own preparer: a tile model is calibrated on the
+tiles it runs on (native-resolution detail), never on whole frames shrunk into one input.
+Both variants are then evaluated on the same labelled set and timed the same way (a tile
+model: all of a part's tiles per run), and the figures go into the INT8 manifest.
 """
 
 from __future__ import annotations
@@ -16,20 +19,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from cellinspect.entities import FloatArray, ImageU8
 from cellinspect.errors import ModelError
-from cellinspect.inference.manifest import InputSpec, Manifest, load_manifest, write_manifest
+from cellinspect.inference.manifest import (
+    InputSpec,
+    Manifest,
+    load_manifest,
+    write_manifest,
+)
+from cellinspect.inference.tiling import fit_units, prepare_input, run_prepared
 from cellinspect.preprocess.model_input import prepare_batch
 from cellinspect.training.dataset import Dataset, RoiReader, Stage, no_stage, read_images
 from cellinspect.training.evaluate import EvaluationReport, evaluate_model
 from cellinspect.training.intervals import auroc_change_interval
 
 
+def calibration_inputs(crops: Sequence[ImageU8], spec: InputSpec, limit: int) -> list[ImageU8]:
+    """What the model is calibrated on: each crop as the line prepares it, at the input size
+    (a tile model: every tile of every crop), at most `limit`, spread evenly over them all."""
+    units = fit_units(crops, spec)[0]
+    if len(units) <= limit:
+        return units
+    picked = np.linspace(0, len(units) - 1, limit).round().astype(int)
+    return [units[int(i)] for i in picked]
+
+
 class _CropFeed:
-    """onnxruntime CalibrationDataReader over ROI crops, one image per batch."""
+    """onnxruntime CalibrationDataReader over model inputs (calibration_inputs), one per
+    batch."""
 
     def __init__(self, images: Sequence[ImageU8], spec: InputSpec) -> None:
         self._images = list(images)
@@ -74,18 +95,25 @@ def _auroc_change(fp32: EvaluationReport, int8: EvaluationReport) -> list[float]
 
 
 def median_run_ms(model_path: Path, images: Sequence[ImageU8], spec: InputSpec) -> float:
-    """Median session.run per image at batch 1, as the station runs it (2 threads, no spin)."""
+    """Median session.run time per image, one image at a time as the station runs it (2
+    threads, no spin; a tile model runs all of the image's tiles, in its batch chunks)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    batches = [prepare_batch([image], spec) for image in images]
+    limit = None if spec.dynamic_batch else int(spec.shape[0] or 1)
+
+    def run(batch: FloatArray) -> dict[str, FloatArray]:
+        return dict(zip(outputs, session.run(outputs, {spec.name: batch}), strict=True))
+
+    outputs = [o.name for o in session.get_outputs()]
+    batches = [prepare_input([image], spec, tally=False) for image in images]
     for batch in batches[:3]:
-        session.run(None, {spec.name: batch})
+        run_prepared(batch, run, spec, limit)
     times = []
     for batch in batches:
         start = time.perf_counter()
-        session.run(None, {spec.name: batch})
+        run_prepared(batch, run, spec, limit)
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times)
 
@@ -130,6 +158,8 @@ def quantize_model(
     crops = crops[:max_calibration_images]
     if len(crops) < 8:
         raise ModelError(f"{calibration.root}: {len(crops)} readable calibration images; need 8")
+    # a tile model: up to max_calibration_images tiles, from all (up to that many) crops
+    inputs = calibration_inputs(crops, parent.input, max_calibration_images)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="cellinspect-int8-") as tmp:
@@ -137,7 +167,7 @@ def quantize_model(
         quantize_static(
             str(model_path),
             str(Path(tmp) / "model.onnx"),
-            _CropFeed(crops, parent.input),
+            _CropFeed(inputs, parent.input),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv"],
             per_channel=True,
@@ -160,6 +190,8 @@ def quantize_model(
                 "calibration": {
                     "root": str(calibration.root),
                     "images": len(crops),
+                    "model_inputs": len(inputs),  # tiles, for a tile model
+                    "resize": parent.input.resize_mode.value,
                     "fingerprint": calibration.fingerprint(),
                 },
             },
