@@ -1,9 +1,22 @@
-"""GET /stats: the figures for the seeded results, and time ranges."""
+"""GET /stats: the figures for the seeded results, time ranges, and one station of many."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
+
+from cellinspect.api import create_app
+from cellinspect.entities import Verdict
+from cellinspect.plant.hub import create_hub_app
+from cellinspect.settings import StationSettings
+from cellinspect.storage.factory import open_store
+from cellinspect.storage.sql_store import SqlResultStore
+from cellinspect.storage.synthetic import EPOCH, synthetic_frame, synthetic_result
 
 from .helpers import AUTH
 
@@ -60,3 +73,88 @@ def test_time_range(client: TestClient, params: dict[str, str], total: int) -> N
 )
 def test_bad_stats_queries(client: TestClient, params: dict[str, str]) -> None:
     assert client.get("/stats", params=params).status_code == 422
+
+
+# Two stations' results stored in one central store (the hub's), as their forwarders leave them.
+TWO_STATIONS = {
+    "cell-1": [(Verdict.FAIL, "scratch")] * 3 + [(Verdict.FAIL, "crack"), (Verdict.PASS, None)],
+    "cell-2": [(Verdict.FAIL, "dent"), (Verdict.REVIEW, "dent")] + [(Verdict.PASS, None)] * 3,
+}
+
+
+def _two_station_store(settings: StationSettings) -> SqlResultStore:
+    store = open_store(settings)
+    store.add_many(
+        [
+            synthetic_frame(
+                synthetic_result(
+                    i,
+                    verdict,
+                    defect_class=cls,
+                    prefix=f"{station}-",
+                    station_id=station,
+                    captured=EPOCH + timedelta(minutes=i),
+                )
+            )
+            for station, parts in TWO_STATIONS.items()
+            for i, (verdict, cls) in enumerate(parts)
+        ]
+    )
+    return store
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[TestClient]:
+    settings = StationSettings(data_dir=tmp_path / "hub", pass_sample_rate=0.0, disk_budget_mb=None)
+    store = _two_station_store(settings)
+    with TestClient(create_hub_app(settings, store)) as c:
+        yield c
+    store.close()
+
+
+def test_the_hub_gives_one_stations_figures(hub: TestClient) -> None:
+    everything = hub.get("/stats").json()
+    assert everything["total"] == 10
+    totals = 0
+    for station, parts in TWO_STATIONS.items():
+        body = hub.get("/stats", params={"station_id": station}).json()
+        listed = hub.get("/results", params={"station_id": station, "limit": 100}).json()
+        assert body["total"] == len(parts) == len(listed["items"])
+        verdicts = Counter(v.value for v, _ in parts)
+        assert body["by_verdict"] == {v: verdicts.get(v, 0) for v in ("pass", "fail", "review")}
+        rejects = Counter(c for v, c in parts if v is not Verdict.PASS and c)
+        assert {p["defect_class"]: p["count"] for p in body["pareto"]} == rejects
+        totals += body["total"]
+    assert totals == everything["total"]
+    one = hub.get("/stats", params={"station_id": "cell-1"}).json()
+    assert [p["defect_class"] for p in one["pareto"]] == ["scratch", "crack"]
+    assert one["yield_rate"] == pytest.approx(1 / 5)
+
+
+def test_the_station_filter_combines_with_the_time_range(hub: TestClient) -> None:
+    since = (EPOCH + timedelta(minutes=3)).isoformat()
+    body = hub.get("/stats", params={"station_id": "cell-2", "since": since}).json()
+    assert body["total"] == 2 and body["by_verdict"]["pass"] == 2  # cell-2's last two parts
+    nobody = hub.get("/stats", params={"station_id": "cell-9"}).json()
+    assert (nobody["total"], nobody["pareto"], nobody["timeline"]) == (0, [], [])
+
+
+def test_a_station_filters_to_its_own_id_or_nothing(tmp_path: Path) -> None:
+    """A station's own store holds only its rows: its id gives all, another id nothing."""
+    settings = StationSettings(data_dir=tmp_path / "st", pass_sample_rate=0.0, disk_budget_mb=None)
+    store = open_store(settings)
+    store.add_many(
+        [
+            synthetic_frame(synthetic_result(i, v, defect_class="dent", station_id="cell-1"))
+            for i, v in enumerate([Verdict.PASS, Verdict.FAIL, Verdict.FAIL])
+        ]
+    )
+    try:
+        with TestClient(create_app(settings, store)) as c:
+            own = c.get("/stats", params={"station_id": "cell-1"}).json()
+            assert own == c.get("/stats").json() and own["total"] == 3
+            assert c.get("/stats", params={"station_id": "cell-2"}).json()["total"] == 0
+            too_long = c.get("/stats", params={"station_id": "x" * 129})
+            assert too_long.status_code == 422 and "station_id" in too_long.text
+    finally:
+        store.close()

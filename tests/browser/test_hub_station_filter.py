@@ -186,10 +186,15 @@ def test_the_dashboard_offers_the_stations_and_keeps_the_choice(
         page.select_option("#f-station", "st-c")
         expect(page.locator("#gallery .card")).to_have_count(2)
 
-        with page.expect_request(
-            lambda r: "/spc/reject-rate?" in r.url and "station_id=st-c" in r.url
+        with (
+            page.expect_request(
+                lambda r: "/spc/reject-rate?" in r.url and "station_id=st-c" in r.url
+            ),
+            page.expect_response(lambda r: "/stats?" in r.url) as stats,
         ):
             page.goto(f"{server_url}/dashboard")
+        assert "station_id=st-c" in stats.value.url
+        assert stats.value.json()["total"] == 2 + 1  # st-c's rejects and its PASS, no other
         expect(page.locator("#f-station")).to_have_value("st-c")
         values = page.locator("#f-station-list option").evaluate_all("os => os.map(o => o.value)")
         assert values == ["st-a", "st-b", "st-c"]

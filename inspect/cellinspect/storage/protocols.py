@@ -64,8 +64,15 @@ class ResultStore(Protocol):
         ...
 
     def stats(
-        self, since: datetime | None, until: datetime | None, bucket_s: int = 3600
-    ) -> Stats: ...
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        bucket_s: int = 3600,
+        station_id: str | None = None,
+    ) -> Stats:
+        """Yield, Pareto and timeline of the results captured in [since, until), of one
+        station when `station_id` is given (the hub's store holds many)."""
+        ...
 
     def defect_classes(self) -> list[str]:
         """Classes seen in results and reviews, sorted."""

@@ -355,7 +355,13 @@ class SqlResultStore:
             b = session.scalars(select(ReviewRow.defect_class).distinct())
             return sorted({c for c in [*a, *b] if c})
 
-    def stats(self, since: datetime | None, until: datetime | None, bucket_s: int = 3600) -> Stats:
+    def stats(
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        bucket_s: int = 3600,
+        station_id: str | None = None,
+    ) -> Stats:
         stmt = select(
             ResultRow.captured_wall,
             ResultRow.verdict,
@@ -364,7 +370,9 @@ class SqlResultStore:
             ReviewRow.label,
             ReviewRow.defect_class,
         ).outerjoin(ReviewRow, ReviewRow.result_pk == ResultRow.id)
-        stmt = stmt.where(*_conditions(ResultFilter(since=since, until=until)))
+        stmt = stmt.where(
+            *_conditions(ResultFilter(since=since, until=until, station_id=station_id))
+        )
         with self._read() as session:
             rows = session.execute(stmt.execution_options(yield_per=2000))
             return compute_stats((StatRow(*r) for r in rows), since, until, bucket_s)

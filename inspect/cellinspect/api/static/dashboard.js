@@ -104,7 +104,8 @@
 
   async function loadStats() {
     const q = filters();
-    const stats = await api(`/stats?${q.has("since") ? `since=${encodeURIComponent(q.get("since"))}` : ""}`);
+    q.delete("recipe");  // /stats takes since and station_id, not recipe
+    const stats = await api(`/stats?${q}`);
     const labels = stats.timeline.map((b) => shortTime(b.start));
     const yields = stats.timeline.map((b) => (b.count ? (b.by_verdict.pass || 0) / b.count : null));
     draw("chart-yield", {
