@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from cellinspect.errors import ModelError
 from cellinspect.training.bank_augment import AUGMENTS, parse_augment
+from cellinspect.training.shrinkage import SHRINKAGE_RULES
 
 DEFAULT_SHRINKAGE = 0.1  # gaussian: covariance weight moved to its mean variance
 
@@ -34,6 +35,9 @@ class AnomalyFitParams:
     # gaussian only: texture groups (k-means), covariance shrinkage, image score = top-k mean
     groups: int = 1
     shrinkage: float = DEFAULT_SHRINKAGE
+    # gaussian only: "fixed" uses `shrinkage`; "oas" / "ledoit-wolf" estimate the weight from
+    # each fit's own good parts (shrinkage.py), strong for few parts and weak for many
+    shrinkage_rule: str = "fixed"
     top_k: int = 1
     # gaussian only: every good part is fitted and also held out once (folds of
     # holdout_fraction each), instead of the held-out parts never being fitted.
@@ -58,7 +62,10 @@ class AnomalyFitParams:
         if self.detector == "gaussian" and self.bags != 1:
             raise ModelError("bags are for the patchcore detector; the gaussian one is not drawn")
         if self.detector == "patchcore" and (
-            self.groups != 1 or self.top_k != 1 or self.shrinkage != DEFAULT_SHRINKAGE
+            self.groups != 1
+            or self.top_k != 1
+            or self.shrinkage != DEFAULT_SHRINKAGE
+            or self.shrinkage_rule != "fixed"
         ):
             raise ModelError("groups, top_k and shrinkage are for the gaussian detector")
         if self.detector == "patchcore" and self.cross_fit is True:
@@ -68,6 +75,10 @@ class AnomalyFitParams:
             )
         if parse_augment(self.augment) != tuple(self.augment):
             raise ModelError(f"augment must be a subset of {AUGMENTS} in that order")
+        if self.shrinkage_rule not in SHRINKAGE_RULES:
+            raise ModelError(
+                f"shrinkage rule must be one of {SHRINKAGE_RULES}, got {self.shrinkage_rule!r}"
+            )
         if not 0.0 <= self.shrinkage < 1.0:
             raise ModelError(f"shrinkage must be in [0, 1), got {self.shrinkage}")
 

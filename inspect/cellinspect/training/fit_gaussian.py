@@ -33,6 +33,7 @@ from cellinspect.inference.patchcore import (
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.bank_augment import AugmentedPatches
 from cellinspect.training.dataset import Stage
+from cellinspect.training.shrinkage import estimate_shrinkage
 from cellinspect.training.split import grouped_holdout, source_rank
 
 F32 = npt.NDArray[np.float32]
@@ -46,6 +47,13 @@ class GaussianFit:
     hold_idx: I64
     holdout_scores: F32  # held-out good image scores, each on its group's scale
     group_sizes: tuple[tuple[int, int], ...]  # (bank, held-out) images per group
+    shrinkage: tuple[float, ...] = ()  # the covariance weight each group's final fit used
+
+
+def shrinkage_for(fit_set: F32, shrinkage: float, rule: str) -> float:
+    """The weight one fit shrinks its covariances by: `shrinkage` for the "fixed" rule, else
+    estimated from `fit_set` itself (shrinkage.py)."""
+    return shrinkage if rule == "fixed" else estimate_shrinkage(fit_set, rule)
 
 
 def _groups(
@@ -83,6 +91,7 @@ def cross_fit_maps(
     folds: int,
     shrinkage: float,
     aug: AugmentedPatches | None = None,
+    rule: str = "fixed",
     sources: I64 | None = None,
 ) -> F32:
     """Distance maps of every member, each under Gaussians fitted without its own fold.
@@ -90,8 +99,9 @@ def cross_fit_maps(
     Members are dealt to folds in turn (the caller has shuffled them), so folds differ in size
     by one at most; `folds == len(members)` is leave-one-out. Augmented views (projected like
     `projected`) go with their source: a fold's fit never sees a view of a part it scores.
-    `sources` (per patch row, its image: tiles of one image share it) deals images, not
-    tiles, so a fold never fits a tile of an image it scores.
+    An estimated `rule` sets each fold's weight from that fold's own fit set. `sources`
+    (per patch row, its image: tiles of one image share it) deals images, not tiles, so a
+    fold never fits a tile of an image it scores.
     """
     rank = np.arange(len(members)) if sources is None else source_rank(sources[members])
     images = int(rank.max()) + 1 if len(rank) else 0
@@ -101,7 +111,7 @@ def cross_fit_maps(
     maps = np.empty((len(members), projected.shape[1]), np.float32)
     for fold in range(folds):
         fit_set = _fit_set(projected, members[fold_of != fold], aug)
-        mean, whiten = fit_position_gaussians(fit_set, shrinkage)
+        mean, whiten = fit_position_gaussians(fit_set, shrinkage_for(fit_set, shrinkage, rule))
         maps[fold_of == fold] = mahalanobis(projected[members[fold_of == fold]], mean, whiten)
     return maps
 
@@ -153,6 +163,7 @@ def fit_gaussian(
     groups: list[GaussianGroup] = []
     hold_scores = np.zeros(len(hold_idx), np.float32)
     sizes = []
+    weights: list[float] = []
     for g in range(params.groups):
         bank_g, hold_g = bank_idx[bank_groups == g], np.flatnonzero(hold_groups == g)
         sizes.append((len(bank_g), len(hold_g)))
@@ -162,10 +173,15 @@ def fit_gaussian(
                 f"fit on ({views} view(s) each); at least {MIN_GROUP_IMAGES} are needed. Add "
                 "good images, augment, or use fewer groups."
             )
-        mean, whiten = fit_position_gaussians(_fit_set(projected, bank_g, aug), params.shrinkage)
+        fit_set = _fit_set(projected, bank_g, aug)
+        weights.append(shrinkage_for(fit_set, params.shrinkage, params.shrinkage_rule))
+        mean, whiten = fit_position_gaussians(fit_set, weights[-1])
+        del fit_set
         if params.cross_fitted:
             _check_fold_size(len(bank_g), folds, params, g, views)
-            maps = cross_fit_maps(projected, bank_g, folds, params.shrinkage, aug, sources=sources)
+            maps = cross_fit_maps(
+                projected, bank_g, folds, params.shrinkage, aug, params.shrinkage_rule, sources
+            )
         else:
             maps = mahalanobis(projected[hold_idx[hold_g]], mean, whiten)
         pos_mean: F32 | None = None
@@ -196,4 +212,4 @@ def fit_gaussian(
     fitted = GaussianParams(
         projection=projection, groups=tuple(groups), router=router, top_k=params.top_k
     )
-    return GaussianFit(fitted, bank_idx, hold_idx, hold_scores, tuple(sizes))
+    return GaussianFit(fitted, bank_idx, hold_idx, hold_scores, tuple(sizes), tuple(weights))
