@@ -39,7 +39,7 @@ from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import retention_from
 from cellinspect.storage.protocols import ResultStore
-from cellinspect.storage.writer import AsyncResultWriter
+from cellinspect.storage.writer import AsyncResultWriter, make_writer
 from cellinspect.users import Authenticator
 
 # Room for the multipart envelope around an upload of max_upload_bytes.
@@ -57,16 +57,6 @@ credentials serves reads to anyone on its (by default loopback) address and refu
 Errors are JSON: `{"error": ..., "message": ..., "details": [...]}`. The review page for QA is
 at [/review](/review); yield, control charts (SPC) and station health at [/dashboard](/dashboard).
 """
-
-
-def make_writer(settings: StationSettings, store: ResultStore) -> AsyncResultWriter:
-    return AsyncResultWriter(
-        store,
-        queue_size=settings.writer_queue_size,
-        batch_size=settings.writer_batch_size,
-        max_block_s=settings.writer_max_block_ms / 1000.0,
-        spill_path=settings.resolved_spill_file,
-    )
 
 
 def create_app(

@@ -392,10 +392,10 @@ class StationRuntime:
             log.info("station: model slot %s now runs %s", slot, model_file.parent)
 
     def _open_store(self) -> None:
-        from cellinspect.api.app import make_writer
         from cellinspect.settings import load_settings
         from cellinspect.storage.factory import open_store
         from cellinspect.storage.journal import ResultJournal
+        from cellinspect.storage.writer import make_writer
 
         store_cfg = self.station.store
         overrides: dict[str, Any] = {"data_dir": store_cfg.data_dir}

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cellinspect.entities import InspectedFrame, InspectionResult
 from cellinspect.errors import CellInspectError
@@ -38,6 +39,9 @@ from cellinspect.storage.codec import result_from_dict
 from cellinspect.storage.errors import StoreError
 from cellinspect.storage.journal import ResultJournal, replay_journal
 from cellinspect.storage.protocols import ResultStore
+
+if TYPE_CHECKING:
+    from cellinspect.settings import StationSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,18 @@ class WriterStats:
 
 class _Stop:
     """Queue sentinel: everything before it is written, then the thread ends."""
+
+
+def make_writer(settings: StationSettings, store: ResultStore) -> AsyncResultWriter:
+    """The writer as the station settings size it (here, not in the API: a station without
+    its API would otherwise import FastAPI and every router to get one)."""
+    return AsyncResultWriter(
+        store,
+        queue_size=settings.writer_queue_size,
+        batch_size=settings.writer_batch_size,
+        max_block_s=settings.writer_max_block_ms / 1000.0,
+        spill_path=settings.resolved_spill_file,
+    )
 
 
 class AsyncResultWriter:
