@@ -10,7 +10,9 @@ Delivery is at least once (QoS 1, a persistent session that the broker keeps whi
 reconnects); a result or alarm seen again (a station resending after a reconnect) is passed
 on once, by `result_id` / `event_id` among the last DEDUP_WINDOW. A message that is not a
 station's JSON is dropped and logged once per topic (the reason, never the payload); it never
-stops the subscriber. paho's network thread reconnects with a doubling delay.
+stops the subscriber. paho's network thread reconnects with a doubling delay; the outage
+bookkeeping is plant/mqtt_connection.py's, shared with the station's link. The counters are
+in `snapshot()` and, once `register`ed, on the hub's GET /metrics (`cellinspect_hub_mqtt_*`).
 """
 
 from __future__ import annotations

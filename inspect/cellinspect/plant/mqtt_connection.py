@@ -4,7 +4,7 @@ Why one helper: the station's publisher (plant/mqtt_link.py) and the hub's subsc
 (plant/hub_events.py) meet the same broker troubles, and an operator should read them the
 same way. paho's network thread retries on its own with a doubling delay, so a broker away
 for an hour fails hundreds of times: an outage is logged once, when it starts (a refusal is
-logged again only when its reason changes), and once more when the client is back. A log
+logged again only when its reason changes); every connect is logged at info. A log
 line names the broker and paho's reason, never the password or a message's payload.
 
 The caller keeps its own work at a connect (subscribe first, then publish "online", ...):
