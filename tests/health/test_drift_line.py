@@ -15,12 +15,17 @@ import pytest
 from cellinspect.datagen.drift import Drift, DriftKind
 from cellinspect.line.cell import run_cell
 from cellinspect.line.config import LineConfig
+from cellinspect.plc.registers import ResultCode
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_images"
 MODELS = [ROOT / "models" / n / "1" / "model.onnx" for n in ("flange-anomaly", "flange-classifier")]
 PARTS = 240
-RATE_PER_MIN = 360.0
+# 8 parts/s: 30 s of line time a case instead of 40 s at 360/min. Parts that miss their
+# trigger on a busy machine count in neither the alarm nor the errors (see above), but too many
+# thin the windows: at 600/min on the loaded VM 35-53 % missed and wear alarmed after its onset.
+RATE_PER_MIN = 480.0
+VERDICTS = (ResultCode.PASS, ResultCode.FAIL, ResultCode.REVIEW)
 
 # Ramps fast enough that the error rate moves within PARTS parts; the health baseline is
 # taken on the first 40 (health.baseline_parts), before each drift starts.
@@ -50,4 +55,6 @@ def test_health_alarm_comes_before_escapes_and_false_rejects(kind: DriftKind) ->
     assert lead.alarm_stat in expected, lead
     assert lead.alarm_part < lead.onset_part, lead
     assert lead.warn_part is not None and lead.warn_part <= lead.alarm_part
-    print(f"{kind}: " + "; ".join(f"{k}: {v}" for k, v in lead.rows()))  # docs/health.md
+    unjudged = sum(1 for a in report.audit if a.station not in VERDICTS)
+    rows = [*lead.rows(), ("parts without a verdict", f"{unjudged} of {parts}")]
+    print(f"{kind}: " + "; ".join(f"{k}: {v}" for k, v in rows))  # docs/health.md
