@@ -185,6 +185,13 @@ def test_labels_both_ways_are_counted_on_the_stations_metrics(
             seen = _scrape(api)
             assert seen['cellinspect_station_forward_reviews_total{direction="sent"}'] == 1
             assert seen['cellinspect_station_forward_reviews_total{direction="received"}'] == 1
+            shown_counts = (-1, -1)
+            for _ in range(600):  # status records are queued from the start: read up to now
+                link = proc.wait_for("status", timeout=30)["status"]["links"]["forward"]
+                shown_counts = (link["reviews_sent"], link["reviews_received"])
+                if shown_counts == (1, 1):
+                    break
+            assert shown_counts == (1, 1)  # the status line says what /metrics says
             assert proc.stop(signal.SIGTERM) == 0, proc.log_text()
     finally:
         central.dispose()

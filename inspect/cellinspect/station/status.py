@@ -96,6 +96,8 @@ def snapshot(runtime: StationRuntime) -> dict[str, Any]:
             "lag_s": None if fs.lag_s is None else round(fs.lag_s, 1),
             "forwarded": fs.forwarded,
             "images_sent": fs.images_sent,
+            "reviews_sent": fs.reviews_sent,  # station labels applied centrally
+            "reviews_received": fs.reviews_received,  # hub labels copied back here
         }
     if runtime.mqtt is not None:
         links["mqtt"] = runtime.mqtt.snapshot()
