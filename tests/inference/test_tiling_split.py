@@ -19,6 +19,7 @@ from cellinspect.inference.tiling import fit_units, plan_tiles
 from cellinspect.training.anomaly_params import AnomalyFitParams
 from cellinspect.training.dataset import RoiReader, good_images
 from cellinspect.training.detector_choice import held_back_split
+from cellinspect.training.fit_anomaly import fit_anomaly
 from cellinspect.training.fit_calibration import fit_anomaly_calibrated
 from cellinspect.training.fit_gaussian import cross_fit_maps
 from cellinspect.training.fitted_images import image_id
@@ -117,3 +118,26 @@ def test_fit_units_name_each_tile_s_frame() -> None:
     units, sources = fit_units(frames, spec)
     assert len(units) == TILES + 1 and sources.tolist() == [0, 0, 0, 1]
     assert all(u.shape == (224, 224, 3) for u in units)
+
+
+def test_a_cross_fitted_gaussian_tile_fit_holds_every_frame_out_once(tmp_path: Path) -> None:
+    root = tmp_path / "good"
+    root.mkdir()
+    rng = np.random.default_rng(6)
+    for i in range(12):
+        grey = np.clip(110 + rng.normal(0, 6, (H, W)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / f"f{i}.png"), cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
+    report = fit_anomaly(
+        good_images(root),
+        RoiReader(None),
+        BACKBONE,
+        tmp_path / "model" / "1",
+        "g",
+        "1",
+        AnomalyFitParams(detector="gaussian", batch_size=16),
+        resize=ResizeMode.TILE,
+    )
+    data = load_manifest(report.model_path).provenance["data"]
+    # five folds of frames: every tile fitted, and held out once with the rest of its frame
+    assert report.bank_images == report.holdout_images == TILES * 12
+    assert set(data["holdout_ids"]) == {image_id(p) for p in root.iterdir()}

@@ -438,7 +438,7 @@ def fit_anomaly(
         raise ModelError(
             f"{dataset.root}: the gaussian detector needs at least {MIN_GROUP_IMAGES} good "
             f"images per group to fit on (an augmented view counts as one); {len(images)} good "
-            f"image(s) leave {fit_views} ({views} view(s) each) after holding out {n_hold}, "
+            f"image(s) leave {fit_views} ({views} view(s) each) after holding out {held_rows}, "
             f"for {params.groups} group(s)."
         )
     out_path = out_dir / "model.onnx"
