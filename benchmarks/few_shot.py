@@ -50,7 +50,12 @@ from cellinspect.inference.patchcore import (
     random_projection,
 )
 from cellinspect.training.anomaly_params import AnomalyFitParams
-from cellinspect.training.bank_augment import AugmentedPatches, augment_features
+from cellinspect.training.bank_augment import (
+    AugmentedPatches,
+    augment_features,
+    parse_augment,
+    view_names,
+)
 from cellinspect.training.dataset import no_stage
 from cellinspect.training.fit_anomaly import _session, run_batched
 from cellinspect.training.fit_gaussian import fit_gaussian
@@ -80,6 +85,11 @@ class FeatureSet:
     defective: BOOL  # (T,)
     views: AugmentedPatches | None = None  # sources index `pool`
     note: dict[str, Any] = field(default_factory=dict)
+    augments: tuple[str, ...] = ("flips", "shifts")  # what `views` were made of
+
+    def views_for(self, augment: Sequence[str]) -> AugmentedPatches | None:
+        """Only the views a lever's `augment` makes (the cache may hold more kinds)."""
+        return None if self.views is None else select_views(self.views, self.augments, augment)
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class Lever:
     name: str
     params: AnomalyFitParams
     augment_upto: int | None = None  # augmented fits only up to this size (None: no limit)
+    keep_groups: bool = False  # the base's texture groups at every size (not 1 below 100)
 
     @property
     def detector(self) -> str:
@@ -100,6 +111,22 @@ def draw_order(pool: int, draw: int, seed: int) -> I64:
     return np.random.default_rng([seed, draw]).permutation(pool).astype(np.int64)
 
 
+def select_views(
+    views: AugmentedPatches, made: Sequence[str], wanted: Sequence[str]
+) -> AugmentedPatches:
+    """The rows of `views` (made by `augment_features` with `made`: each image's views in
+    turn, in `view_names` order) that `wanted` would have made."""
+    names = view_names(made)
+    missing = set(view_names(wanted)) - set(names)
+    if missing:
+        raise ModelError(f"views {sorted(missing)} were not extracted (made: {list(made)})")
+    keep = np.isin(
+        np.arange(len(views.source)) % len(names),
+        np.flatnonzero([n in view_names(wanted) for n in names]),
+    )
+    return AugmentedPatches(views.patches[keep], views.source[keep])
+
+
 def subset_views(views: AugmentedPatches, idx: I64) -> AugmentedPatches:
     """The views of pool images `idx`, their sources renumbered to positions in `idx`."""
     where = {int(i): k for k, i in enumerate(idx)}
@@ -108,11 +135,12 @@ def subset_views(views: AugmentedPatches, idx: I64) -> AugmentedPatches:
     return AugmentedPatches(views.patches[keep], source)
 
 
-def fit_params_for(base: AnomalyFitParams, n: int) -> AnomalyFitParams:
+def fit_params_for(base: AnomalyFitParams, n: int, keep_groups: bool = False) -> AnomalyFitParams:
     """The base parameters, scaled down to what `n` good parts allow (as a user would have to):
-    one texture group below 100 parts, no position z-scores below 20 held-out parts."""
+    one texture group below 100 parts (unless `keep_groups`), no position z-scores below 20
+    held-out parts."""
     held = n if base.cross_fitted else max(1, round(n * base.holdout_fraction))
-    groups = base.groups if n >= 100 else 1
+    groups = base.groups if n >= 100 or keep_groups else 1
     return replace(base, groups=groups, position_norm=base.position_norm and held >= 20)
 
 
@@ -242,7 +270,7 @@ def curve(
             augmented = lever.params.augment
             if augmented and lever.augment_upto is not None and n > lever.augment_upto:
                 continue
-            params = fit_params_for(lever.params, n)
+            params = fit_params_for(lever.params, n, lever.keep_groups)
             aurocs: list[float] = []
             seconds: list[float] = []
             refused = None
@@ -250,9 +278,10 @@ def curve(
                 idx = np.sort(draw_order(n_pool, d, seed)[:n])
                 views = None
                 if augmented:
-                    if features.views is None:
+                    chosen = features.views_for(lever.params.augment)
+                    if chosen is None:
                         raise ModelError(f"{features.name}: no augmented views were extracted")
-                    views = subset_views(features.views, idx)
+                    views = subset_views(chosen, idx)
                     if len(np.unique(views.source)) != n:
                         raise ModelError(f"{features.name}: views missing for a {n}-part draw")
                 start = time.perf_counter()
@@ -468,6 +497,50 @@ def levers_for(
                 augment_upto,
             ),
             Lever("gaussian shrinkage 0.5", replace(gauss, shrinkage=0.5)),
+            Lever("gaussian 1 group", replace(gauss, groups=1)),
+            # weights estimated from each fit's parts: strong for few, weak for many
+            Lever("gaussian oas", replace(gauss, shrinkage_rule="oas")),
+            Lever("gaussian ledoit-wolf", replace(gauss, shrinkage_rule="ledoit-wolf")),
+            Lever("gaussian +rotations", replace(gauss, augment=("rotations",)), augment_upto),
+            Lever(
+                "gaussian +flips+rotations",
+                replace(gauss, augment=("flips", "rotations")),
+                augment_upto,
+            ),
+            Lever(
+                "gaussian oas +flips+shifts",
+                replace(gauss, augment=("flips", "shifts"), shrinkage_rule="oas"),
+                augment_upto,
+            ),
+            Lever(
+                "gaussian oas +flips+rotations",
+                replace(gauss, augment=("flips", "rotations"), shrinkage_rule="oas"),
+                augment_upto,
+            ),
+        ]
+        # two texture groups (elpv: mono and poly cells) already at 25-50 parts: each group's
+        # folds need 20 images to fit on, which flips make possible
+        out += [
+            Lever(
+                f"gaussian {g} groups +flips{' oas' if rule == 'oas' else ''}",
+                replace(gauss, groups=g, augment=("flips",), shrinkage_rule=rule),
+                augment_upto,
+                keep_groups=True,
+            )
+            for g in (2,)
+            for rule in ("fixed", "oas")
+        ]
+        out.append(
+            Lever(
+                "gaussian 2 groups +flips+rotations",
+                replace(gauss, groups=2, augment=("flips", "rotations")),
+                augment_upto,
+                keep_groups=True,
+            )
+        )
+        # fewer dimensions: fewer parameters to estimate from few parts
+        out += [
+            Lever(f"gaussian {dim}-d", replace(gauss, projection_dim=dim)) for dim in (32, 48, 64)
         ]
     return out
 
@@ -537,9 +610,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backbone", type=Path, default=BACKBONE)
     ap.add_argument("--no-augment", action="store_true", help="baselines and shrinkage only")
+    ap.add_argument(
+        "--augment-views",
+        default="flips,shifts",
+        help="the augments whose views are extracted (rotations: square parts only)",
+    )
     ap.add_argument("--levers", default=None, help="comma-separated lever names (default all)")
     ap.add_argument(
         "--augment-upto", type=int, default=200, help="largest size fitted with augmentation"
+    )
+    ap.add_argument(
+        "--fit-augmented-upto",
+        type=int,
+        default=None,
+        help="largest size an augmented lever is fitted at (default --augment-upto); views "
+        "are still extracted up to --augment-upto, so the feature cache stays the same",
     )
     ap.add_argument("--elpv-test-per-class", type=int, default=150)
     ap.add_argument("--flange-pool", type=int, default=300)
@@ -549,9 +634,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sizes: list[int | None] = [None if s == "all" else int(s) for s in args.sizes.split(",")]
     detectors = args.detectors.split(",")
-    augment: tuple[str, ...] = () if args.no_augment else ("flips", "shifts")
+    augment: tuple[str, ...] = () if args.no_augment else parse_augment(args.augment_views)
     largest = None if None in sizes else max(s for s in sizes if s is not None)
-    upto = args.augment_upto if largest is None else min(args.augment_upto, largest)
+    upto = args.augment_upto
+    if largest is not None and args.fit_augmented_upto is None:
+        upto = min(upto, largest)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"backbone": str(args.backbone), "draws": args.draws, "sets": {}}
     started = time.perf_counter()
@@ -586,10 +673,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 else:
                     raise ModelError(f"--data: unknown {data!r}; choose elpv or flange")
+                features = replace(features, augments=augment)
                 levers = [
                     lever
-                    for lever in levers_for(data, detectors, args.augment_upto, args.gaussian_dim)
-                    if (augment or not lever.params.augment)
+                    for lever in levers_for(
+                        data, detectors, args.fit_augmented_upto or upto, args.gaussian_dim
+                    )
+                    if set(lever.params.augment) <= set(augment)
                     and (args.levers is None or lever.name in args.levers.split(","))
                 ]
                 points = curve(features, levers, sizes, args.draws, args.seed)

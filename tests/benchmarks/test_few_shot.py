@@ -18,10 +18,12 @@ from benchmarks.few_shot import (
     fit_patchcore,
     score_gaussian,
     score_patchcore,
+    select_views,
     subset_views,
     table,
 )
 from cellinspect.datagen.flange import plan_parts, render_part
+from cellinspect.errors import ModelError
 from cellinspect.inference.gaussian import build_gaussian_graph
 from cellinspect.inference.manifest import load_manifest
 from cellinspect.inference.patchcore import SCORE_OUTPUT, build_patchcore_graph
@@ -84,6 +86,23 @@ def test_draws_are_nested_and_views_follow_their_images() -> None:
     )
     sub = subset_views(views, np.array([4, 1]))
     assert sub.source.tolist() == [1, 1, 0, 0] and sub.patches.ravel().tolist() == [2, 3, 8, 9]
+
+
+def test_a_lever_gets_only_the_views_its_augment_makes(
+    tiny: tuple[FeatureSet, list[np.ndarray], Path],
+) -> None:
+    features, _images, tmp = tiny
+    assert features.views is not None and features.augments == ("flips", "shifts")
+    flips = features.views_for(("flips",))
+    assert flips is not None and flips.per_image() == 2
+    pool_images = [render_part(s) for s in plan_parts(12, 41, 0.0)]
+    alone = augment_features(pool_images, ("flips",), Extractor(BACKBONE, tmp, batch_size=8))
+    assert alone is not None and np.array_equal(flips.source, alone.source)
+    np.testing.assert_allclose(flips.patches, alone.patches, rtol=1e-4, atol=1e-4)
+    shifts = select_views(features.views, features.augments, ("shifts",))
+    assert shifts.per_image() == 4 and len(shifts.source) + len(flips.source) == 72
+    with pytest.raises(ModelError, match="not extracted"):
+        select_views(features.views, ("flips",), ("flips", "shifts"))
 
 
 def test_curve_gives_aurocs_per_draw_and_names_what_it_refuses(
