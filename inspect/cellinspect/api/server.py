@@ -8,7 +8,6 @@ without one serves reads to anyone. No token is ever made up or printed here.
 from __future__ import annotations
 
 import importlib
-import ipaddress
 import sys
 import threading
 import time
@@ -21,21 +20,13 @@ from fastapi import FastAPI
 
 from cellinspect.api.app import create_app
 from cellinspect.errors import ConfigError
+from cellinspect.netaddr import is_loopback
 from cellinspect.runtime.protocols import ImageInspector
 from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import open_store
 from cellinspect.users import Authenticator
 
 GRACEFUL_SHUTDOWN_S = 3
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, settings: StationSettings, allow_remote: bool) -> None:

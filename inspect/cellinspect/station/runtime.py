@@ -437,7 +437,7 @@ class StationRuntime:
         ).start()
 
     def _start_modbus(self) -> None:
-        from cellinspect.api.server import is_loopback
+        from cellinspect.netaddr import is_loopback
         from cellinspect.plc.modbus_adapter import ModbusServer
 
         cfg = self.station.modbus
