@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.few_shot_views import bench_augment_features, bench_view_names, parse_views
 from cellinspect.entities import ImageU8
 from cellinspect.errors import CellInspectError, ModelError
 from cellinspect.inference.gaussian import (
@@ -50,12 +51,7 @@ from cellinspect.inference.patchcore import (
     random_projection,
 )
 from cellinspect.training.anomaly_params import AnomalyFitParams
-from cellinspect.training.bank_augment import (
-    AugmentedPatches,
-    augment_features,
-    parse_augment,
-    view_names,
-)
+from cellinspect.training.bank_augment import AugmentedPatches
 from cellinspect.training.dataset import no_stage
 from cellinspect.training.fit_anomaly import _session, run_batched
 from cellinspect.training.fit_gaussian import fit_gaussian
@@ -114,15 +110,15 @@ def draw_order(pool: int, draw: int, seed: int) -> I64:
 def select_views(
     views: AugmentedPatches, made: Sequence[str], wanted: Sequence[str]
 ) -> AugmentedPatches:
-    """The rows of `views` (made by `augment_features` with `made`: each image's views in
-    turn, in `view_names` order) that `wanted` would have made."""
-    names = view_names(made)
-    missing = set(view_names(wanted)) - set(names)
+    """The rows of `views` (made by `bench_augment_features` with `made`: each image's views in
+    turn, in `bench_view_names` order) that `wanted` would have made."""
+    names = bench_view_names(made)
+    missing = set(bench_view_names(wanted)) - set(names)
     if missing:
         raise ModelError(f"views {sorted(missing)} were not extracted (made: {list(made)})")
     keep = np.isin(
         np.arange(len(views.source)) % len(names),
-        np.flatnonzero([n in view_names(wanted) for n in names]),
+        np.flatnonzero([n in bench_view_names(wanted) for n in names]),
     )
     return AugmentedPatches(views.patches[keep], views.source[keep])
 
@@ -347,7 +343,7 @@ def _views_for(
         np.concatenate([draw_order(len(images), d, seed)[:upto] for d in range(draws)])
     )
     log(f"[few-shot] {name}: {len(used)} pool images get {augment} views")
-    views = augment_features(
+    views = bench_augment_features(
         [images[i] for i in used],
         augment,
         extract,
@@ -634,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sizes: list[int | None] = [None if s == "all" else int(s) for s in args.sizes.split(",")]
     detectors = args.detectors.split(",")
-    augment: tuple[str, ...] = () if args.no_augment else parse_augment(args.augment_views)
+    augment: tuple[str, ...] = () if args.no_augment else parse_views(args.augment_views)
     largest = None if None in sizes else max(s for s in sizes if s is not None)
     upto = args.augment_upto
     if largest is not None and args.fit_augmented_upto is None:

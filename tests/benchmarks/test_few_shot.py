@@ -22,6 +22,7 @@ from benchmarks.few_shot import (
     subset_views,
     table,
 )
+from benchmarks.few_shot_views import bench_view, bench_view_names, parse_views
 from cellinspect.datagen.flange import plan_parts, render_part
 from cellinspect.errors import ModelError
 from cellinspect.inference.gaussian import build_gaussian_graph
@@ -125,3 +126,19 @@ def test_curve_gives_aurocs_per_draw_and_names_what_it_refuses(
         assert by[key].refused is None and len(by[key].aurocs) == 2
         assert all(0.0 <= a <= 1.0 for a in by[key].aurocs)
     assert len(lines) == len(points) and "refused" in table(points)
+
+
+def test_quarter_turns_are_the_benchmark_s_own_views_of_square_images() -> None:
+    image = np.random.default_rng(1).integers(0, 255, (30, 30, 3), dtype=np.uint8)
+    assert np.array_equal(bench_view(image, "rot-90"), np.rot90(image, -1))  # clockwise
+    assert np.array_equal(bench_view(image, "rot-180"), image[::-1, ::-1])
+    assert np.array_equal(bench_view(bench_view(image, "rot-90"), "rot-270"), image)
+    assert np.array_equal(bench_view(image, "flip-h"), image[:, ::-1])
+    assert parse_views("rotations, flips") == ("flips", "rotations")
+    assert bench_view_names(("flips", "rotations"))[-3:] == ("rot-90", "rot-180", "rot-270")
+    with pytest.raises(ModelError, match="square images, got 40x30"):
+        bench_view(np.zeros((30, 40, 3), np.uint8), "rot-90")
+    with pytest.raises(ModelError, match="--augment-views: unknown"):
+        parse_views("flips,zoom")
+    with pytest.raises(ModelError, match="unknown 'rotations'"):  # not a fit option
+        AnomalyFitParams(augment=("rotations",)).check()
