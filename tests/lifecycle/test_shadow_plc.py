@@ -2,7 +2,7 @@
 
 The station runs in-process with its Modbus server on a free port and synthetic parts
 rendered on the PLC's part ids; the simulated PLC (`SimPlc`: conveyor, photo-eye, trigger
-handshake, reject gate) drives a part a second over real Modbus TCP, so there are gaps
+handshake, reject gate) drives two parts a second over real Modbus TCP, so there are gaps
 between parts as on a conveyor. The same parts run twice: without a shadow, and with the
 tight-threshold candidate judging beside the live model.
 """
@@ -27,7 +27,10 @@ from tests.station.runner import stored_results, write_station
 SEED = 0
 DEFECT_RATE = 0.3
 PARTS = 8
-RATE_PER_MIN = 60.0  # a part a second: gaps in which the shadow runs
+# Two parts a second: gaps of 0.35 s or more (150 mm pitch less its 30 % jitter, at 300 mm/s)
+# in which the shadow runs, several times the ~40 ms the candidate needs (at 60/min the two
+# runs took 21 s for the same check)
+RATE_PER_MIN = 120.0
 
 pytestmark = pytest.mark.slow
 
