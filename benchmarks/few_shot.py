@@ -526,14 +526,15 @@ def levers_for(
             for g in (2,)
             for rule in ("fixed", "oas")
         ]
-        out.append(
+        out += [
             Lever(
-                "gaussian 2 groups +flips+rotations",
-                replace(gauss, groups=2, augment=("flips", "rotations")),
+                f"gaussian 2 groups +flips+rotations{' oas' if rule == 'oas' else ''}",
+                replace(gauss, groups=2, augment=("flips", "rotations"), shrinkage_rule=rule),
                 augment_upto,
                 keep_groups=True,
             )
-        )
+            for rule in ("fixed", "oas")
+        ]
         # fewer dimensions: fewer parameters to estimate from few parts
         out += [
             Lever(f"gaussian {dim}-d", replace(gauss, projection_dim=dim)) for dim in (32, 48, 64)

@@ -71,6 +71,15 @@ def test_numpy_scores_match_the_onnx_graphs(
     graph = build_gaussian_graph(BACKBONE, fit.params, tmp / "g.onnx")
     ours = score_gaussian(fit.params, features.test)
     assert np.allclose(ours, _graph_scores(graph, test_images), rtol=2e-3, atol=2e-3)
+    # weights estimated from the parts (OAS) go into the graph as the fit used them
+    oas = fit_gaussian(
+        features.pool, 2, replace(gauss, shrinkage_rule="oas"), no_stage, features.views
+    )
+    assert oas.shrinkage[0] != gauss.shrinkage and 0.0 < oas.shrinkage[0] < 1.0
+    graph = build_gaussian_graph(BACKBONE, oas.params, tmp / "g-oas.onnx")
+    ours = score_gaussian(oas.params, features.test)
+    assert not np.allclose(ours, score_gaussian(fit.params, features.test), rtol=1e-3)
+    assert np.allclose(ours, _graph_scores(graph, test_images), rtol=2e-3, atol=2e-3)
     patch = AnomalyFitParams(coreset_size=300, projection_dim=32)
     fitted = fit_patchcore(features.pool, patch, features.views)
     graph = build_patchcore_graph(BACKBONE, fitted, tmp / "p.onnx")
