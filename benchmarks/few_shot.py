@@ -535,6 +535,30 @@ def levers_for(
             )
             for rule in ("fixed", "oas")
         ]
+        out += [
+            Lever(
+                f"gaussian 2 groups +flips+shifts{' oas' if rule == 'oas' else ''}",
+                replace(gauss, groups=2, augment=("flips", "shifts"), shrinkage_rule=rule),
+                augment_upto,
+                keep_groups=True,
+            )
+            for rule in ("fixed", "oas")
+        ]
+        out += [
+            Lever(
+                f"gaussian 2 groups +flips oas {dim}-d",
+                replace(
+                    gauss,
+                    groups=2,
+                    augment=("flips",),
+                    shrinkage_rule="oas",
+                    projection_dim=dim,
+                ),
+                augment_upto,
+                keep_groups=True,
+            )
+            for dim in (48, 64)
+        ]
         # fewer dimensions: fewer parameters to estimate from few parts
         out += [
             Lever(f"gaussian {dim}-d", replace(gauss, projection_dim=dim)) for dim in (32, 48, 64)
