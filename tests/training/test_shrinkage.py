@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from sklearn.covariance import ledoit_wolf, oas
 
+from cellinspect.datagen.flange import plan_parts, render_part
 from cellinspect.errors import ModelError
 from cellinspect.inference.gaussian import fit_position_gaussians, mahalanobis
+from cellinspect.inference.manifest import load_manifest
 from cellinspect.training.anomaly_params import AnomalyFitParams
-from cellinspect.training.dataset import no_stage
+from cellinspect.training.dataset import RoiReader, good_images, no_stage
+from cellinspect.training.fit_anomaly import fit_anomaly
 from cellinspect.training.fit_gaussian import cross_fit_maps, fit_gaussian
 from cellinspect.training.shrinkage import estimate_shrinkage
+from tests.conftest import ROOT
+
+BACKBONE = ROOT / "models" / "efficientnet-lite0" / "1" / "model.onnx"
 
 
 def _patches(n: int, seed: int = 0, positions: int = 5, dim: int = 24) -> np.ndarray:
@@ -72,3 +81,25 @@ def test_gaussian_fit_uses_the_estimated_weight_in_the_fit_and_each_fold() -> No
     np.testing.assert_allclose(maps[fold_of == 0], mahalanobis(x[members[fold_of == 0]], m0, w0))
     fixed = fit_gaussian(x, 12, AnomalyFitParams(detector="gaussian"), no_stage)
     assert fixed.shrinkage == (params.shrinkage,)
+
+
+def test_fit_anomaly_records_the_estimated_weight_and_a_fixed_one_as_before(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    for spec in plan_parts(30, 5, 0.0):
+        cv2.imwrite(str(good / f"p{spec.index:03d}.png"), render_part(spec))
+    base = AnomalyFitParams(detector="gaussian", projection_dim=8, batch_size=8)
+    for rule in ("oas", "fixed"):
+        params = replace(base, shrinkage_rule=rule)
+        report = fit_anomaly(
+            good_images(good), RoiReader(None), BACKBONE, tmp_path / rule / "1", "m", "1", params
+        )
+        recorded = load_manifest(report.model_path).provenance["parameters"]
+        if rule == "fixed":
+            assert recorded["shrinkage"] == 0.1 and "shrinkage_rule" not in recorded
+        else:
+            assert recorded["shrinkage_rule"] == "oas"
+            (weight,) = recorded["shrinkage"]
+            assert 0.0 < weight < 1.0 and weight != 0.1

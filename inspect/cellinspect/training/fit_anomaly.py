@@ -317,6 +317,12 @@ def _gaussian_model(
             "projection_dim": int(fit.params.projection.shape[1]),
             "groups": params.groups,
             "shrinkage": params.shrinkage,
+            # an estimated weight (training/shrinkage.py) is recorded as each group used it
+            **(
+                {}
+                if params.shrinkage_rule == "fixed"
+                else {"shrinkage_rule": params.shrinkage_rule, "shrinkage": list(fit.shrinkage)}
+            ),
             "top_k": params.top_k,
             "cross_fit_folds": folds,
         },
