@@ -173,6 +173,13 @@ def test_three_stations_through_a_database_and_broker_outage(
 
         for proc in procs.values():
             _wait_status(proc, _settled, timeout=90)
+        # A status line's forward backlog is the forwarder's last pass: the last stored row can
+        # be newer than that pass, so wait for it centrally (a lost row still times out here).
+        wait_for(
+            "every station's last row centrally",
+            lambda: len(central_rows(central)) >= len(STATIONS) * PARTS,
+            timeout=60,
+        )
 
         # Central: all, once, in each station's order, with the images the station kept.
         rows = central_rows(central)
