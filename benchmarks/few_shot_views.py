@@ -15,7 +15,13 @@ import numpy.typing as npt
 
 from cellinspect.entities import ImageU8
 from cellinspect.errors import ModelError
-from cellinspect.training.bank_augment import AUGMENTS, VIEWS, AugmentedPatches, make_view
+from cellinspect.training.bank_augment import (
+    AUGMENTS,
+    VIEWS,
+    AugmentedPatches,
+    make_view,
+    views_features,
+)
 
 F32 = npt.NDArray[np.float32]
 
@@ -57,15 +63,4 @@ def bench_augment_features(
 ) -> AugmentedPatches | None:
     """As `bank_augment.augment_features` (each image's views in turn, chunk by chunk), with
     the benchmark's views."""
-    names = bench_view_names(augments)
-    if not names:
-        return None
-    parts: list[F32] = []
-    sources: list[int] = []
-    for start in range(0, len(images), chunk):
-        idx = range(start, min(start + chunk, len(images)))
-        parts.append(extract([bench_view(images[i], v) for i in idx for v in names]))
-        sources.extend(i for i in idx for _ in names)
-        if progress is not None:
-            progress(idx[-1] + 1, len(images))
-    return AugmentedPatches(np.concatenate(parts, axis=0), np.asarray(sources, np.int64))
+    return views_features(images, bench_view_names(augments), bench_view, extract, chunk, progress)

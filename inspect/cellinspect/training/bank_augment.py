@@ -116,15 +116,26 @@ def augment_features(
 ) -> AugmentedPatches | None:
     """Features of every extra view of `images`, extracted in chunks of source images so only
     a chunk's views are held as pixels at a time. None when no augment is asked for."""
-    names = view_names(augments)
+    return views_features(images, view_names(augments), make_view, extract, chunk, progress)
+
+
+def views_features(
+    images: Sequence[ImageU8],
+    names: Sequence[str],
+    view: Callable[[ImageU8, str], ImageU8],
+    extract: Callable[[Sequence[ImageU8]], F32],
+    chunk: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> AugmentedPatches | None:
+    """Features of the views `names` (made by `view`) of each image, chunk by chunk; None
+    when there are no views. One loop for the fit's views and the benchmark's own."""
     if not names:
         return None
     parts: list[F32] = []
     sources: list[int] = []
     for start in range(0, len(images), chunk):
         idx = range(start, min(start + chunk, len(images)))
-        views = [make_view(images[i], v) for i in idx for v in names]
-        parts.append(extract(views))
+        parts.append(extract([view(images[i], v) for i in idx for v in names]))
         sources.extend(i for i in idx for _ in names)
         if progress is not None:
             progress(idx[-1] + 1, len(images))
