@@ -518,30 +518,12 @@ def levers_for(
         # folds need 20 images to fit on, which flips make possible
         out += [
             Lever(
-                f"gaussian {g} groups +flips{' oas' if rule == 'oas' else ''}",
-                replace(gauss, groups=g, augment=("flips",), shrinkage_rule=rule),
+                f"gaussian 2 groups +{'+'.join(views)}{' oas' if rule == 'oas' else ''}",
+                replace(gauss, groups=2, augment=views, shrinkage_rule=rule),
                 augment_upto,
                 keep_groups=True,
             )
-            for g in (2,)
-            for rule in ("fixed", "oas")
-        ]
-        out += [
-            Lever(
-                f"gaussian 2 groups +flips+rotations{' oas' if rule == 'oas' else ''}",
-                replace(gauss, groups=2, augment=("flips", "rotations"), shrinkage_rule=rule),
-                augment_upto,
-                keep_groups=True,
-            )
-            for rule in ("fixed", "oas")
-        ]
-        out += [
-            Lever(
-                f"gaussian 2 groups +flips+shifts{' oas' if rule == 'oas' else ''}",
-                replace(gauss, groups=2, augment=("flips", "shifts"), shrinkage_rule=rule),
-                augment_upto,
-                keep_groups=True,
-            )
+            for views in (("flips",), ("flips", "rotations"), ("flips", "shifts"))
             for rule in ("fixed", "oas")
         ]
         out += [
