@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 
@@ -116,3 +117,16 @@ def central_engine(url: str) -> Engine:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """GET /metrics of a station or hub, parsed by prometheus_client:
+    `name{label="value"}` -> value."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    seen: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            seen[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return seen

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, select
 
 from cellinspect.storage.models import ResultRow
 from cellinspect.users import Role, add_user
-from tests.plant.forward_rig import HubProcess, central_engine, central_rows, wait_for
+from tests.plant.forward_rig import HubProcess, central_engine, central_rows, scrape, wait_for
 from tests.servers.postgres import PostgresServer, postgres_fixture
 from tests.station.runner import StationProcess, write_station
 
@@ -112,18 +111,6 @@ def test_a_station_killed_mid_run_loses_nothing_centrally(
         central.dispose()
 
 
-def _scrape(api: str) -> dict[str, float]:
-    """GET /metrics of a running station, parsed: `name{label="value"}` -> value."""
-    with urllib.request.urlopen(f"{api}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    seen: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            seen[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return seen
-
-
 def test_labels_both_ways_are_counted_on_the_stations_metrics(
     tmp_path: Path, central_url: str, hub: HubProcess
 ) -> None:
@@ -170,7 +157,7 @@ def test_labels_both_ways_are_counted_on_the_stations_metrics(
             assert hub.review(second, b'{"label": "defect", "defect_class": "crack"}') == 200
 
             def counted() -> bool:
-                seen = _scrape(api)
+                seen = scrape(api)
                 return (
                     seen.get('cellinspect_station_forward_reviews_total{direction="sent"}') == 1
                     and seen.get('cellinspect_station_forward_reviews_total{direction="received"}')
@@ -182,7 +169,7 @@ def test_labels_both_ways_are_counted_on_the_stations_metrics(
             assert (shown["label"], shown["reviewer"]) == ("good", f"op-max@{STATION}")
             for _ in range(5):  # a second more (status every 0.2 s): passes every 0.2 s
                 proc.wait_for("status", timeout=30)
-            seen = _scrape(api)
+            seen = scrape(api)
             assert seen['cellinspect_station_forward_reviews_total{direction="sent"}'] == 1
             assert seen['cellinspect_station_forward_reviews_total{direction="received"}'] == 1
             shown_counts = (-1, -1)

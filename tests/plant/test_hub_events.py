@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from cellinspect.api.events import EventBroker
 from cellinspect.api.server import ApiServerThread
@@ -35,7 +34,7 @@ from cellinspect.plant.mqtt_topics import StationIdentity, Topics, result_payloa
 from cellinspect.settings import StationSettings
 from cellinspect.storage.factory import open_store
 from cellinspect.storage.synthetic import synthetic_result
-from tests.plant.forward_rig import wait_for
+from tests.plant.forward_rig import scrape, wait_for
 from tests.servers.mosquitto import MosquittoServer, mosquitto_fixture
 
 mosquitto = mosquitto_fixture()
@@ -257,18 +256,6 @@ def test_the_hub_resubscribes_after_a_broker_restart(
     finally:
         link.close(drain_s=2)
         reader.close()
-
-
-def scrape(url: str) -> dict[str, float]:
-    """GET /metrics, parsed by prometheus_client: `name{label="value"}` -> value."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    seen: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            seen[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return seen
 
 
 def _pub(broker: MosquittoServer, topic: str, payload: str) -> None:
